@@ -1,0 +1,31 @@
+"""Connecting to Ray: the cluster a job was submitted to, or a local instance bound to loopback."""
+from __future__ import annotations
+
+import logging
+import os
+
+# Set before `import ray` (Ray reads some of them at import time) so that every process it spawns sees them: a local
+# instance listens on loopback only and writes no auth token (a token written by a standalone ray.init() makes a
+# later `ray job submit` fail to authenticate). Entry points import this module before anything imports ray.
+LOCAL_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
+             "RAY_USAGE_STATS_ENABLED": "0"}
+for _key, _value in LOCAL_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+import ray  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(*, address: str | None = None, num_cpus: int | None = None, include_dashboard: bool = False) -> None:
+    """Join `address` ("auto" inside `ray job submit`), else start a local loopback-only instance."""
+    if ray.is_initialized():
+        return
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = "auto"
+    if address is not None:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True)
+        return
+    ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, _node_ip_address="127.0.0.1",
+             dashboard_host="127.0.0.1", log_to_driver=True, runtime_env={"env_vars": dict(LOCAL_ENV)})
