@@ -1,0 +1,132 @@
+"""RolloutActor: one episode, top to bottom: prompts -> G completions each -> rewards -> advantages -> mask seeds ->
+teacher targets S_old / S_ref -> a RolloutBatch in the object store.
+
+The actor holds the policy at version v (its own copy, replaced by `set_weights`) and a frozen reference copy.
+Ray runs one method at a time per actor, so a rollout never sees a half-loaded state dict.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pyarrow as pa
+import ray
+import torch
+
+from actors.advantages import leave_one_out
+from actors.sampler import sample
+from actors.teacher import draw_mask_seeds, teacher_logps
+from common.batch import RolloutBatch
+from common.config import RunConfig
+from common.denoiser import load_denoiser
+from common.logprob import logp_variant
+from common.messages import PromptItem, RewardResult
+from common.tokenize import completion_mask, decode_completions, encode_prompts
+
+log = logging.getLogger(__name__)
+
+
+def score_with_workers(workers: list[Any], texts: list[str], items: list[PromptItem]) -> list[RewardResult]:
+    """Split rows over the RewardWorker handles, results in input order."""
+    if not workers:
+        raise ValueError("reward.num_workers: a rollout needs at least one RewardWorker handle")
+    chunk = -(-len(texts) // len(workers))
+    refs = [w.score.remote(texts[i:i + chunk], [it.meta for it in items[i:i + chunk]],
+                           [it.task for it in items[i:i + chunk]])
+            for w, i in zip(workers, range(0, len(texts), chunk))]
+    return [r for part in ray.get(refs) for r in part]
+
+
+class RolloutActor:
+    """Use as `ray.remote(RolloutActor)`; the driver names it `rollout-<index>` for the dashboard."""
+
+    def __init__(self, cfg: RunConfig, model_path: str, *, actor_index: int = 0,
+                 reward_workers: list[Any] | None = None) -> None:
+        torch.set_num_threads(cfg.rollout.torch_threads)
+        self.cfg, self.actor_index = cfg, actor_index
+        self.policy = load_denoiser(cfg.model, model_path)
+        beta_used = cfg.algorithm.beta > 0
+        self.reference = load_denoiser(cfg.model, model_path) if beta_used else None
+        self.reward_workers = list(reward_workers or [])
+        self.version = 0
+        # one stream for sampling noise, one for mask seeds: a pure function of (seed, actor index)
+        self.sample_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index)
+        self.seed_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index + 1)
+
+    def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
+        """Load a full state dict (passed by ObjectRef, resolved by Ray before the call) as policy version v."""
+        self.policy.model.load_state_dict(state_dict)
+        self.version = version
+        return version
+
+    def generate(self, prompts: list[PromptItem], group_size: int) -> dict[str, Any]:
+        """G completions per prompt, rows grouped by prompt: ids, decoded texts, reveal steps, timing."""
+        items = [p for p in prompts for _ in range(group_size)]
+        prompt_ids, prompt_len = encode_prompts(self.policy.tokenizer, [it.prompt for it in items],
+                                                chat_template=self.cfg.model.chat_template)
+        start = time.perf_counter()
+        out = sample(self.policy, prompt_ids.to(self.policy.device), self.cfg.sampler, self.sample_rng)
+        seconds = time.perf_counter() - start
+        completion = out.completion_ids.cpu()
+        return {"items": items, "prompt_ids": prompt_ids, "prompt_len": prompt_len, "completion_ids": completion,
+                "reveal_step": out.reveal_step.cpu(), "seconds": seconds, "forwards": out.forwards,
+                "texts": decode_completions(self.policy.tokenizer, completion, self.policy.eos_id)}
+
+    def score(self, texts: list[str], items: list[PromptItem]) -> list[RewardResult]:
+        return score_with_workers(self.reward_workers, texts, items)
+
+    @ray.method(num_returns=2)
+    def rollout(self, prompts: list[PromptItem], group_size: int, group_offset: int = 0) -> tuple[pa.Table, dict]:
+        """One episode. Returns (RolloutBatch as an arrow table, a small summary for the driver's logs); the caller
+        passes the first ObjectRef on to the learner without fetching it."""
+        cfg, alg = self.cfg, self.cfg.algorithm
+        gen = self.generate(prompts, group_size)
+        items, texts = gen["items"], gen["texts"]
+        B = len(items)
+
+        start = time.perf_counter()
+        results = self.score(texts, items)
+        score_seconds = time.perf_counter() - start
+        reward = torch.tensor([r.total for r in results], dtype=torch.float32)
+        part_names = sorted({k for r in results for k in r.parts})
+        parts = {k: torch.tensor([r.parts.get(k, 0.0) for r in results], dtype=torch.float32) for k in part_names}
+
+        start = time.perf_counter()
+        seeds = draw_mask_seeds(alg.mu, alg.num_mc, self.seed_rng)  # [J, M]
+        variant = logp_variant(alg.name)
+        prompt_ids, completion = gen["prompt_ids"].to(self.policy.device), gen["completion_ids"].to(self.policy.device)
+        nan = torch.full((B, alg.mu, alg.num_mc), float("nan"))
+        old_logp = ref_logp = nan
+        if variant is not None and alg.teacher_source == "rollout":
+            old_logp = teacher_logps(self.policy, prompt_ids, completion, seeds, variant=variant,
+                                     rows_per_forward=cfg.rollout.logprob_rows)
+        if variant is not None and self.reference is not None:
+            ref_logp = teacher_logps(self.reference, prompt_ids, completion, seeds, variant=variant,
+                                     rows_per_forward=cfg.rollout.logprob_rows)
+        teacher_seconds = time.perf_counter() - start
+
+        L = cfg.sampler.gen_length
+        batch = RolloutBatch(
+            prompt_ids=gen["prompt_ids"], prompt_len=gen["prompt_len"], completion_ids=gen["completion_ids"],
+            completion_mask=completion_mask(gen["completion_ids"], self.policy.eos_id),
+            reveal_step=gen["reveal_step"],
+            group_id=group_offset + torch.arange(B, dtype=torch.int64) // group_size,
+            reward=reward, advantage=leave_one_out(reward, group_size),
+            mask_seeds=seeds.expand(B, -1, -1).contiguous(), mask_row=torch.arange(B, dtype=torch.int64),
+            mask_batch_rows=torch.full((B,), B, dtype=torch.int64), old_logp=old_logp, ref_logp=ref_logp,
+            policy_version=torch.full((B,), self.version, dtype=torch.int64),
+            prompt_uid=[it.uid for it in items], task=[it.task for it in items], text=texts, reward_parts=parts,
+            meta={"actor": self.actor_index, "version": self.version, "sampler": cfg.sampler.model_dump(),
+                  "seconds": {"generate": gen["seconds"], "score": score_seconds, "teacher": teacher_seconds}},
+        )
+        summary = {
+            "actor": self.actor_index, "version": self.version, "rows": B, "reward_mean": float(reward.mean()),
+            "reward_parts": {k: float(v.mean()) for k, v in parts.items()},
+            "reward_errors": sum(r.error is not None for r in results),
+            "generate_seconds": gen["seconds"], "score_seconds": score_seconds, "teacher_seconds": teacher_seconds,
+            "tokens_per_second": B * L / max(gen["seconds"], 1e-9), "forwards": gen["forwards"],
+            "zero_variance_groups": int((reward.view(-1, group_size).std(dim=1) == 0).sum()),
+            "samples": [(it.prompt, t, r.total) for it, t, r in list(zip(items, texts, results))[:: group_size]],
+        }
+        return batch.to_arrow(), summary

@@ -1,0 +1,122 @@
+"""Batched KV-free diffusion sampling (LLaDA `generate`, Dream `alg=entropy`), one whole batch per forward.
+
+x = [prompt, MASK * L]; the completion is split into blocks of `block_length` revealed left to right; `steps` are
+split evenly over blocks; in a block the masked count is split evenly over its steps, remainder to the first steps.
+Each step is one bidirectional forward over the whole sequence (no KV cache). Logits are computed only at the
+masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) in float64
+(T = 0: argmax), its confidence is p(x^) (low_confidence), sum p log p (entropy, i.e. -entropy) or uniform
+(random); the k most confident are revealed. Nothing is ever re-masked. Rows with nothing left to reveal in the
+block skip the forward. The mask token itself is never drawn (its logit is set to -inf): a trained dLLM gives it ~0
+mass anyway, and an untrained one would otherwise "reveal" a MASK.
+Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from common.config import SamplerConfig
+from common.denoiser import Denoiser
+
+
+@dataclass
+class SamplerOutput:
+    completion_ids: torch.Tensor  # (B, L) int64, every position revealed
+    reveal_step: torch.Tensor  # (B, L) int32, global step at which each position was revealed
+    forwards: int  # number of batched forwards run
+    rows_forwarded: int  # rows summed over forwards (the work actually done)
+
+
+def reveal_schedule(masked: int, steps: int) -> list[int]:
+    """Tokens revealed per step for one block: masked // steps each, the remainder to the first steps."""
+    base, extra = divmod(masked, steps)
+    return [base + (1 if i < extra else 0) for i in range(steps)]
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """LLaDA's add_gumbel_noise + argmax in float64: argmax exp(logits) / (-log u)^T; T = 0 is plain argmax."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.double()
+    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=logits.device)
+    return (logits.exp() / (-torch.log(u)) ** temperature).argmax(dim=-1)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Set logits outside the smallest set of probability mass >= top_p to -inf (the top token always stays)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    mass_before = sorted_logits.softmax(dim=-1).cumsum(dim=-1) - sorted_logits.softmax(dim=-1)
+    drop_sorted = mass_before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """float32 [N]: how sure the model is of each drawn token; the most confident are revealed first."""
+    if remasking == "random":
+        return torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    probs = logits.float().softmax(dim=-1)  # [N, V]
+    if remasking == "low_confidence":
+        return probs.gather(1, tokens[:, None]).squeeze(1)
+    if remasking == "entropy":  # Dream: confidence = -entropy
+        return (probs * torch.log(probs + 1e-10)).sum(dim=-1)
+    raise ValueError(f"sampler.remasking: unknown {remasking!r}")
+
+
+@torch.no_grad()
+def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
+           generator: torch.Generator | None = None) -> SamplerOutput:
+    """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P]."""
+    B, P = prompt_ids.shape
+    L, device = cfg.gen_length, prompt_ids.device
+    x = torch.cat([prompt_ids, torch.full((B, L), denoiser.mask_id, dtype=torch.long, device=device)], dim=1)
+    masked = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), torch.ones(B, L, dtype=torch.bool,
+                                                                                   device=device)], dim=1)  # [B, T]
+    reveal_step = torch.full((B, L), -1, dtype=torch.int32, device=device)
+    num_blocks = L // cfg.block_length
+    steps_per_block = cfg.steps // num_blocks
+    schedule = reveal_schedule(cfg.block_length, steps_per_block)
+    forwards = rows_forwarded = 0
+    step = 0
+    for block in range(num_blocks):
+        lo, hi = P + block * cfg.block_length, P + (block + 1) * cfg.block_length
+        in_block = torch.zeros(1, P + L, dtype=torch.bool, device=device)
+        in_block[:, lo:hi] = True
+        for k in schedule:
+            if k == 0:  # more steps than tokens in the block: nothing to reveal, no forward needed
+                step += 1
+                continue
+            select = masked & in_block  # [B, T] masked positions of the current block
+            active = select.any(dim=1)  # [B]
+            rows = active.nonzero().squeeze(1)  # sync point: which rows still need this block
+            if rows.numel() == 0:
+                step += 1
+                continue
+            x_active, select_active = (x, select) if rows.numel() == B else (x[rows], select[rows])
+            logits = denoiser.logits(x_active, positions=select_active)  # [N, V]
+            logits[:, denoiser.mask_id] = float("-inf")
+            if cfg.top_p is not None and cfg.top_p < 1:
+                logits = top_p_filter(logits, cfg.top_p)
+            tokens = gumbel_argmax(logits, cfg.temperature, generator)  # [N]
+            conf = torch.full(select_active.shape, float("-inf"), device=device)  # [b, T]
+            conf[select_active] = confidence(logits, tokens, cfg.remasking, generator)
+            drawn = torch.zeros_like(x_active)
+            drawn[select_active] = tokens
+            # reveal the k most confident masked positions of the block (k capped by what is left in a row)
+            take = torch.minimum(select_active.sum(dim=1), torch.tensor(k, device=device))  # [b]
+            top = conf.topk(k, dim=1).indices  # [b, k]
+            keep = torch.arange(k, device=device)[None, :] < take[:, None]  # [b, k]
+            reveal = torch.zeros_like(select_active).scatter(1, top, keep)  # [b, T]
+            x_active = torch.where(reveal, drawn, x_active)
+            if rows.numel() == B:
+                x, masked = x_active, masked & ~reveal
+            else:
+                x[rows], masked[rows] = x_active, masked[rows] & ~reveal
+            reveal_step[rows] = torch.where(reveal[:, P:], step, reveal_step[rows])
+            forwards += 1
+            rows_forwarded += int(rows.numel())
+            step += 1
+    return SamplerOutput(completion_ids=x[:, P:], reveal_step=reveal_step, forwards=forwards,
+                         rows_forwarded=rows_forwarded)

@@ -1,0 +1,34 @@
+"""Per-step teacher targets: mask seeds s[j, m] and S_old / S_ref for every (inner iteration j, mc draw m).
+
+The learner rebuilds the same masks from the seeds, so it never needs the old or reference weights
+(DESIGN.md, "RolloutBatch"). Legend: B rows, P prompt, L completion, J inner iterations, M mc draws.
+"""
+from __future__ import annotations
+
+import torch
+
+from common.denoiser import Denoiser
+from common.logprob import Variant, denoise_logprob
+from common.masking import consistent_masks
+
+
+def draw_mask_seeds(num_iters: int, num_mc: int, generator: torch.Generator) -> torch.Tensor:
+    """int64 [J, M] seeds, one per (inner iteration, mc draw), shared by all rows of a batch."""
+    return torch.randint(0, 2**62, (num_iters, num_mc), generator=generator, dtype=torch.int64)
+
+
+@torch.no_grad()
+def teacher_logps(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor,
+                  seeds: torch.Tensor, *, variant: Variant, rows_per_forward: int) -> torch.Tensor:
+    """S(x0) float32 [B, J, M] under `denoiser` with the masks of `seeds` [J, M] built for the whole batch."""
+    B, L = completion_ids.shape
+    J, M = seeds.shape
+    out = torch.empty(B, J, M, dtype=torch.float32)
+    for j in range(J):
+        for m in range(M):
+            masks = consistent_masks(int(seeds[j, m]), B, L, device=completion_ids.device)  # [B, L]
+            for lo in range(0, B, rows_per_forward):
+                hi = min(B, lo + rows_per_forward)
+                out[lo:hi, j, m] = denoise_logprob(denoiser, prompt_ids[lo:hi], completion_ids[lo:hi],
+                                                   masks[lo:hi], variant=variant).cpu()
+    return out

@@ -1,0 +1,59 @@
+"""Denoising log-prob S(x0) (DESIGN.md, "Denoising log-prob").
+
+  gdsd: S = 1/2 [ sum_{n in M} log p(x0^n | x_t) + sum_{n not in M} log p(x0^n | x~_t) ]
+  tlc:  S = 1/2 [ sum_{n in M} log p(x0^n | x_t) / t + sum_{n not in M} log p(x0^n | x~_t) / (L/(L+1) - t) ]
+over all L completion positions (EOS padding included, as the official code), t = |M| / (L+1). x~_t masks exactly
+the completion positions x_t leaves visible, so each token is predicted exactly once across the pair. An empty sum
+contributes 0 (its 1/t weight is never evaluated). log p = log_softmax of the logits, accumulated in float32.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from common.denoiser import Denoiser
+from common.masking import mask_fraction
+
+Variant = Literal["gdsd", "tlc"]
+
+
+def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
+                    variant: Variant = "gdsd") -> torch.Tensor:
+    """S(x0) float32 [B] for prompts [B, P], completions [B, L] and masks bool [B, L] (True = masked in x_t).
+
+    x_t and its complement run as one batch of 2B rows (the two forwards of the pair); logits are computed only at
+    the B*L positions whose token is read. Differentiable: the learner calls it with grad, the actor without.
+    """
+    B, L = completion_ids.shape
+    masks = masks.to(completion_ids.device)
+    both = torch.cat([masks, ~masks], dim=0)  # [2B, L]: x_t masks M, x~_t masks the rest
+    completion = torch.where(both, denoiser.mask_id, completion_ids.repeat(2, 1))  # [2B, L]
+    inputs = torch.cat([prompt_ids.repeat(2, 1), completion], dim=1)  # [2B, P+L]
+    read = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool).repeat(2, 1), both], dim=1)  # [2B, P+L]
+    logits = denoiser.logits(inputs, positions=read)  # [B*L, V], row-major over (pair row, position)
+    targets = completion_ids.repeat(2, 1)[both]  # [B*L]
+    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)  # [B*L] f32
+    per_pos = torch.zeros(2 * B, L, dtype=torch.float32, device=logits.device).masked_scatter(both, token_logp)
+    sum_masked, sum_rest = per_pos[:B].sum(dim=1), per_pos[B:].sum(dim=1)  # [B], [B]
+    if variant == "gdsd":
+        return 0.5 * (sum_masked + sum_rest)
+    if variant == "tlc":
+        t = mask_fraction(masks).to(sum_masked.device)  # [B]
+        t_rest = L / (L + 1) - t
+        weighted_masked = torch.where(t > 0, sum_masked / t.clamp_min(1e-12), 0.0)
+        weighted_rest = torch.where(t_rest > 0, sum_rest / t_rest.clamp_min(1e-12), 0.0)
+        return 0.5 * (weighted_masked + weighted_rest)
+    raise ValueError(f"unknown log-prob variant {variant!r}; choose 'gdsd' or 'tlc'")
+
+
+# Which S(x0) each algorithm's teacher targets are computed with (None: the algorithm uses per-token estimates and
+# its targets are recomputed on the learner). The learner's loss registry reads the same table.
+LOGP_VARIANT: dict[str, Variant | None] = {"gdsd": "gdsd", "gdsd_tlc": "tlc", "espo": "tlc", "spg": "tlc",
+                                           "wd1": "tlc", "diffu_grpo": None}
+
+
+def logp_variant(algorithm: str) -> Variant | None:
+    if algorithm not in LOGP_VARIANT:
+        raise ValueError(f"algorithm.name: unknown algorithm {algorithm!r}; choose one of {sorted(LOGP_VARIANT)}")
+    return LOGP_VARIANT[algorithm]

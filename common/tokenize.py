@@ -1,0 +1,34 @@
+"""Prompt encoding (left-padded, as the sampler and S(x0) expect) and completion decoding (cut at the first EOS)."""
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, chat_template: bool = False,
+                   pad_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids int64 [B, P] left-padded, lengths int64 [B]). No attention mask is returned on purpose: the denoiser is
+    run without one (LLaDA turns any mask with a 0 into a causal mask), so pads are visible tokens."""
+    if chat_template:
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                 tokenize=False) for p in prompts]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    pad = tokenizer.pad_token_id if pad_id is None else pad_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    width = max(len(e) for e in encoded)
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], dtype=torch.long)
+    return ids, torch.tensor([len(e) for e in encoded], dtype=torch.long)
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """bool [B, L]: positions up to and including the first EOS (all positions when a row has no EOS)."""
+    is_eos = completion_ids == eos_id
+    after_first = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # strictly after the first EOS
+    return ~after_first
+
+
+def decode_completions(tokenizer: PreTrainedTokenizerBase, completion_ids: torch.Tensor, eos_id: int) -> list[str]:
+    """Text of each completion before its first EOS."""
+    keep = completion_mask(completion_ids, eos_id) & (completion_ids != eos_id)
+    return [tokenizer.decode(row[m].tolist(), skip_special_tokens=False) for row, m in zip(completion_ids, keep)]
