@@ -18,6 +18,18 @@ from common.masking import mask_fraction
 Variant = Literal["gdsd", "tlc"]
 
 
+def pair_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
+                mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs [2B, P+L], read bool [2B, P+L]): rows 0..B-1 are x_t (completion masked where `masks`), rows B..2B-1
+    its complement x~_t; `read` marks the masked completion positions whose token is scored. The prompt is kept."""
+    masks = masks.to(completion_ids.device)
+    both = torch.cat([masks, ~masks], dim=0)  # [2B, L]: x_t masks M, x~_t masks the rest
+    completion = torch.where(both, mask_id, completion_ids.repeat(2, 1))  # [2B, L]
+    inputs = torch.cat([prompt_ids.repeat(2, 1), completion], dim=1)  # [2B, P+L]
+    read = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool).repeat(2, 1), both], dim=1)  # [2B, P+L]
+    return inputs, read
+
+
 def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
                     variant: Variant = "gdsd") -> torch.Tensor:
     """S(x0) float32 [B] for prompts [B, P], completions [B, L] and masks bool [B, L] (True = masked in x_t).
@@ -25,12 +37,11 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
     x_t and its complement run as one batch of 2B rows (the two forwards of the pair); logits are computed only at
     the B*L positions whose token is read. Differentiable: the learner calls it with grad, the actor without.
     """
+    if variant not in ("gdsd", "tlc"):
+        raise ValueError(f"unknown log-prob variant {variant!r}; choose 'gdsd' or 'tlc'")
     B, L = completion_ids.shape
-    masks = masks.to(completion_ids.device)
-    both = torch.cat([masks, ~masks], dim=0)  # [2B, L]: x_t masks M, x~_t masks the rest
-    completion = torch.where(both, denoiser.mask_id, completion_ids.repeat(2, 1))  # [2B, L]
-    inputs = torch.cat([prompt_ids.repeat(2, 1), completion], dim=1)  # [2B, P+L]
-    read = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool).repeat(2, 1), both], dim=1)  # [2B, P+L]
+    inputs, read = pair_inputs(prompt_ids, completion_ids, masks, denoiser.mask_id)  # [2B, P+L] each
+    both = read[:, prompt_ids.shape[1]:]  # [2B, L]
     logits = denoiser.logits(inputs, positions=read)  # [B*L, V], row-major over (pair row, position)
     targets = completion_ids.repeat(2, 1)[both]  # [B*L]
     token_logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)  # [B*L] f32
@@ -38,13 +49,11 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
     sum_masked, sum_rest = per_pos[:B].sum(dim=1), per_pos[B:].sum(dim=1)  # [B], [B]
     if variant == "gdsd":
         return 0.5 * (sum_masked + sum_rest)
-    if variant == "tlc":
-        t = mask_fraction(masks).to(sum_masked.device)  # [B]
-        t_rest = L / (L + 1) - t
-        weighted_masked = torch.where(t > 0, sum_masked / t.clamp_min(1e-12), 0.0)
-        weighted_rest = torch.where(t_rest > 0, sum_rest / t_rest.clamp_min(1e-12), 0.0)
-        return 0.5 * (weighted_masked + weighted_rest)
-    raise ValueError(f"unknown log-prob variant {variant!r}; choose 'gdsd' or 'tlc'")
+    t = mask_fraction(masks).to(sum_masked.device)  # [B]
+    t_rest = L / (L + 1) - t  # the complement's mask fraction
+    weighted_masked = torch.where(t > 0, sum_masked / t.clamp_min(1e-12), 0.0)
+    weighted_rest = torch.where(t_rest > 0, sum_rest / t_rest.clamp_min(1e-12), 0.0)
+    return 0.5 * (weighted_masked + weighted_rest)
 
 
 # Which S(x0) each algorithm's teacher targets are computed with (None: the algorithm uses per-token estimates and

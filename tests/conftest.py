@@ -13,3 +13,23 @@ def ray_local():
     common.cluster.init_ray(num_cpus=4)
     yield ray
     ray.shutdown()
+
+
+TINY_TEST_MODEL = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, max_positions=256, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A freshly initialised tiny dLLM (transformers Gemma, bidirectional) + char tokenizer, saved to disk."""
+    from common.config import TinyModelConfig
+    from common.tiny import make_tiny_model
+
+    return str(make_tiny_model(TinyModelConfig(**TINY_TEST_MODEL), tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="session")
+def denoiser(tiny_model_dir):
+    from common.config import ModelConfig
+    from common.denoiser import load_denoiser
+
+    return load_denoiser(ModelConfig(), tiny_model_dir)

@@ -1,0 +1,41 @@
+import pytest
+
+from common.config import ConfigError, load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sampler:\n  gen_length: 64\n  block_length: 32\n  steps: 32\nalgorithm:\n  beta: 0.01\n")
+    cfg = load_config(path, ["sampler.temperature=0", "algorithm.name=gdsd_tlc", "model.path=/m"])
+    assert cfg.sampler.gen_length == 64 and cfg.sampler.temperature == 0.0
+    assert cfg.algorithm.beta == 0.01 and cfg.algorithm.name == "gdsd_tlc" and cfg.model.path == "/m"
+    with pytest.raises(Exception):
+        cfg.sampler.steps = 3  # frozen: validated once, never mutated
+
+
+@pytest.mark.parametrize("override,names", [
+    ("sampler.stepz=3", "sampler.stepz"),
+    ("samplr.steps=3", "samplr"),
+    ("sampler.steps=-1", "sampler.steps"),
+    ("algorithm.name=ppo", "algorithm.name"),
+    ("algorithm.eps=2", "algorithm.eps"),
+    ("sampler.steps=7", "multiple of the number of blocks"),
+    ("sampler.gen_length=33", "multiple of block_length"),
+    ("model.dtype=float16", "model.dtype"),
+    ("sampler.steps.x=1", "sampler.steps"),
+    ("learner.lr", "key.sub=value"),
+])
+def test_bad_config_names_the_key(override, names):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["sampler.gen_length=64", override])
+    assert names in str(err.value)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match="valid keys here: .*gen_length"):
+        load_config(None, ["sampler.gen_len=3"])
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
