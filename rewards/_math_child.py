@@ -1,0 +1,42 @@
+"""The math-verify child process: `python -m rewards._math_child`, one JSON request per stdin line.
+
+Request {"gold": latex, "pred": latex}; reply {"equivalent": bool} or {"error": str}, one line each. It prints
+{"ready": true} once math-verify is imported, so the parent can tell import time from request time.
+math-verify's own timeouts use signal.alarm, which only works in a main thread: here every request runs in this
+process's main thread, and the parent adds an outer timeout that kills the whole child.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+MEMORY_LIMIT = 2 << 30  # sympy on adversarial LaTeX can grow without bound; fail inside this process instead
+
+
+def _as_latex(expr: str) -> str:
+    # The reference may already carry \boxed{...}; otherwise box it so both sides go through the same extraction.
+    return expr if "\\boxed" in expr else "\\boxed{" + expr + "}"
+
+
+def main() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    from math_verify import parse, verify
+
+    out = sys.stdout
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            gold = parse(_as_latex(request["gold"]), parsing_timeout=request.get("timeout", 5))
+            pred = parse(_as_latex(request["pred"]), parsing_timeout=request.get("timeout", 5))
+            reply = {"equivalent": bool(gold and pred and verify(gold, pred, timeout_seconds=request.get("timeout", 5)))}
+        except BaseException as exc:  # noqa: B036  (a MemoryError or the alarm must not end the loop)
+            reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

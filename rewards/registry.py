@@ -1,0 +1,162 @@
+"""Which verifiers score which task, and `Scorer`, which sums them for one reply and never raises for a bad row.
+
+Every verifier is a function `(meta, text) -> RewardResult` with named parts; a task's reward is the sum over the
+functions listed for it in `reward_functions` (module default, overridable per `RewardConfig`). A row whose scoring
+fails (bad meta, unknown task, math-verify timeout, sandbox refusing to run, any exception) gets total 0, no parts,
+and `error = "<kind>: <detail>"`, kind one of ERROR_KINDS.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import threading
+from collections.abc import Callable
+
+from pydantic import BaseModel, Field
+
+from common.messages import RewardResult
+from rewards import coding, countdown, gsm8k, math_answer, sudoku
+from rewards.common_text import MetaError
+from rewards.math_answer import MathCheckError, MathChecker
+from rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+
+log = logging.getLogger(__name__)
+Verifier = Callable[[dict, str], RewardResult]
+
+DEFAULT_REWARD_FUNCTIONS: dict[str, list[str]] = {
+    "sudoku": ["sudoku"],
+    "countdown": ["countdown"],
+    "gsm8k": ["xmlcount", "soft_format", "strict_format", "int_answer", "correctness"],
+    "math": ["math_correctness", "math_format"],
+    "code": ["code_format", "code_tests"],
+}
+# The module-level default used by `score`; assign a new dict (or edit it) to change what `score` sums.
+reward_functions: dict[str, list[str]] = copy.deepcopy(DEFAULT_REWARD_FUNCTIONS)
+ERROR_KINDS = ("bad_input", "undecodable", "unknown_task", "bad_meta", "math_check", "sandbox_unavailable",
+               "exception", "timeout", "worker_died")
+
+
+class RewardConfig(BaseModel):
+    """Everything the reward service needs; deploy maps its YAML onto this."""
+
+    reward_functions: dict[str, list[str]] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_REWARD_FUNCTIONS))
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    math_processes: int = Field(default=1, description="math-verify child processes per Scorer")
+    math_timeout_s: float = Field(default=10.0, description="outer timeout of one math-verify request")
+    threads: int = Field(default=1, description="rows scored concurrently per worker (sandbox runs are processes)")
+    row_timeout_s: float = Field(default=120.0, description="safety net per row on top of the inner timeouts")
+
+
+def _pure_functions() -> dict[str, Verifier]:
+    return {
+        "sudoku": sudoku.sudoku_reward,
+        "countdown": countdown.countdown_reward,
+        "xmlcount": gsm8k.xmlcount_reward,
+        "soft_format": gsm8k.soft_format_reward,
+        "strict_format": gsm8k.strict_format_reward,
+        "int_answer": gsm8k.int_reward,
+        "correctness": gsm8k.correctness_reward,
+        "math_format": math_answer.math_format,
+        "code_format": coding.code_format,
+    }
+
+
+FUNCTION_NAMES = sorted([*_pure_functions(), "math_correctness", "code_tests"])
+
+
+def error_kind(error: str | None) -> str | None:
+    """The kind of an error string made by this service ("kind: detail")."""
+    return None if error is None else error.split(":", 1)[0]
+
+
+def error_result(kind: str, detail: str) -> RewardResult:
+    return RewardResult(total=0.0, parts={}, error=f"{kind}: {detail}")
+
+
+def as_text(text: object) -> str | RewardResult:
+    """The reply as valid text, or the error result for a row that is not text or not valid UTF-8."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            return bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return error_result("undecodable", f"reply is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    if not isinstance(text, str):
+        return error_result("bad_input", f"reply must be str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates, e.g. from decoding with errors="surrogateescape"
+        return error_result("undecodable", f"reply holds characters that are not valid UTF-8 ({exc.reason})")
+    return text
+
+
+class Scorer:
+    """Scores replies of any task by the configured functions; owns the sandbox and the math-verify children."""
+
+    def __init__(self, config: RewardConfig | None = None) -> None:
+        self.config = config or RewardConfig()
+        self.sandbox = Sandbox(self.config.sandbox)
+        self._checker: MathChecker | None = None
+        self._checker_lock = threading.Lock()
+        self.functions: dict[str, Verifier] = {
+            **_pure_functions(),
+            "math_correctness": self._math_correctness,
+            "code_tests": functools.partial(coding.code_tests, sandbox=self.sandbox),
+        }
+        for task, names in self.config.reward_functions.items():
+            unknown = [name for name in names if name not in self.functions]
+            if unknown or not names:
+                raise ValueError(f"reward_functions[{task!r}]: unknown or empty {unknown or names}; "
+                                 f"choose from {FUNCTION_NAMES}")
+
+    def _math_correctness(self, meta: dict, text: str) -> RewardResult:
+        with self._checker_lock:  # created on first use: tasks without math never start a child
+            if self._checker is None:
+                self._checker = MathChecker(self.config.math_processes, self.config.math_timeout_s)
+        return math_answer.math_correctness(meta, text, checker=self._checker)
+
+    def score(self, task: str, meta: dict, text: object) -> RewardResult:
+        """Sum of the task's functions on one reply; any failure gives total 0 and a "kind: detail" error."""
+        text = as_text(text)
+        if isinstance(text, RewardResult):
+            return text
+        names = self.config.reward_functions.get(task)
+        if names is None:
+            return error_result("unknown_task", f"no reward functions for task {task!r}; "
+                                                f"known: {sorted(self.config.reward_functions)}")
+        parts: dict[str, float] = {}
+        try:
+            for name in names:
+                parts.update(self.functions[name](meta, text).parts)
+        except MetaError as exc:
+            return error_result("bad_meta", str(exc))
+        except MathCheckError as exc:
+            return error_result("math_check", str(exc))
+        except SandboxUnavailable as exc:
+            return error_result("sandbox_unavailable", str(exc))
+        except Exception as exc:  # noqa: BLE001  (one bad row must never fail a batch)
+            log.exception("reward function failed on a %s row", task)
+            return error_result("exception", f"{type(exc).__name__}: {exc}")
+        return RewardResult(total=sum(parts.values()), parts=parts)
+
+    def close(self) -> None:
+        if self._checker is not None:
+            self._checker.close()
+
+
+_default_lock = threading.Lock()
+_default_scorer: Scorer | None = None
+_default_functions: dict[str, list[str]] | None = None
+
+
+def score(task: str, meta: dict, text: object) -> RewardResult:
+    """Score one reply with the module-level `reward_functions` and default sandbox/math settings."""
+    global _default_scorer, _default_functions
+    with _default_lock:
+        if _default_scorer is None or _default_functions != reward_functions:
+            _default_functions = copy.deepcopy(reward_functions)
+            if _default_scorer is not None:
+                _default_scorer.close()
+            _default_scorer = Scorer(RewardConfig(reward_functions=_default_functions))
+        scorer = _default_scorer
+    return scorer.score(task, meta, text)
