@@ -107,7 +107,9 @@ class LearnerConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = Field(0.2, gt=0)
     warmup_steps: int = Field(0, ge=0)
-    grad_accum: int = Field(1, gt=0)
+    grad_accum: int = Field(1, gt=0, description="micro-batches per inner iteration on each rank")
+    filter_zero_advantage: bool = Field(
+        False, description="drop rows of groups with zero reward variance before the forward (they are counted)")
 
 
 class ClusterConfig(_Section):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -22,55 +23,75 @@ transformers.utils.logging.disable_progress_bar()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-@dataclass
-class Denoiser:
-    """A bidirectional denoiser p(x0^n | x_t). Legend: B rows, T = P + L sequence, H hidden, V vocab, N selected."""
+class SelectiveLogits(nn.Module):
+    """Wraps an HF model: body forward, then the LM head only at the selected positions.
 
-    model: torch.nn.Module
-    tokenizer: PreTrainedTokenizerBase
-    mask_id: int
-    eos_id: int
-    shift: bool  # Dream: logits at i predict token i+1, so position n is read from hidden n-1
+    Being one module whose forward does both, it can be the FSDP2 root: every parameter (embeddings, final norm,
+    head, tied or not) is gathered by the root's hooks, which calling `model.get_decoder()` directly would skip.
+    """
 
-    def __post_init__(self) -> None:
-        body = getattr(self.model, "get_decoder", lambda: None)()
-        head = self.model.get_output_embeddings()
-        self._body, self._head = body, head
-        self.split_head = body is not None and head is not None and self._split_matches_full()
+    def __init__(self, model: nn.Module, *, shift: bool) -> None:
+        super().__init__()
+        self.model, self.shift = model, shift
+        self.split_head = (getattr(model, "get_decoder", lambda: None)() is not None
+                           and model.get_output_embeddings() is not None and self._split_matches_full())
         if not self.split_head:
             log.warning("model %s: cannot run the LM head on selected positions only; using full logits",
-                        type(self.model).__name__)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+                        type(model).__name__)
 
     def _split_matches_full(self) -> bool:
         """Body + head must reproduce the model's own logits (a model may scale or soft-cap after its head)."""
-        ids = torch.full((1, 4), self.mask_id, dtype=torch.long, device=self.device)
+        ids = torch.zeros((1, 4), dtype=torch.long, device=next(self.model.parameters()).device)
         with torch.no_grad():
             full = self.model(input_ids=ids).logits
-            split = self._head(self._body(input_ids=ids).last_hidden_state)
+            split = self.model.get_output_embeddings()(self.model.get_decoder()(input_ids=ids).last_hidden_state)
         return torch.allclose(full.float(), split.float(), rtol=1e-3, atol=1e-3)
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[B, T] -> [B, T, H]; no attention mask ever (LLaDA turns any mask with a 0 into a causal one)."""
-        return self._body(input_ids=input_ids).last_hidden_state
-
-    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits predicting the token at each position: [B, T, V], or [N, V] for `positions` (bool [B, T]) in
-        row-major order of the selected positions (the order of `positions.nonzero()`)."""
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         if not self.split_head:
-            full = self.model(input_ids=input_ids).logits
+            full = self.model(input_ids=input_ids).logits  # [B, T, V]
             if self.shift:
                 full = torch.cat([full[:, :1], full[:, :-1]], dim=1)
             return full if positions is None else full[positions]
-        h = self.hidden(input_ids)  # [B, T, H]
+        # no attention mask ever: LLaDA turns any mask containing a 0 into a causal mask
+        h = self.model.get_decoder()(input_ids=input_ids).last_hidden_state  # [B, T, H]
         if self.shift:
             h = torch.cat([h[:, :1], h[:, :-1]], dim=1)  # position n is read from hidden n-1 (n=0 reads itself)
         if positions is not None:
             h = h[positions]  # [N, H]; a device->host sync (the count N is data dependent)
-        return self._head(h)
+        return self.model.get_output_embeddings()(h)
+
+
+@dataclass
+class Denoiser:
+    """A bidirectional denoiser p(x0^n | x_t). Legend: B rows, T = P + L sequence, H hidden, V vocab, N selected."""
+
+    net: SelectiveLogits  # the module to shard / train; net.model is the HF model
+    tokenizer: PreTrainedTokenizerBase | None
+    mask_id: int
+    eos_id: int
+
+    @classmethod
+    def wrap(cls, model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, *, mask_id: int, eos_id: int,
+             shift: bool) -> "Denoiser":
+        return cls(net=SelectiveLogits(model, shift=shift), tokenizer=tokenizer, mask_id=mask_id, eos_id=eos_id)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.net.model
+
+    @property
+    def shift(self) -> bool:
+        return self.net.shift
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits predicting the token at each position: [B, T, V], or [N, V] for `positions` (bool [B, T]) in
+        row-major order of the selected positions (the order of `positions.nonzero()`)."""
+        return self.net(input_ids, positions)
 
 
 def _first_not_none(*values):
@@ -96,4 +117,4 @@ def load_denoiser(cfg: ModelConfig, path: str | Path | None = None, *, device: s
     if isinstance(eos_id, list):
         eos_id = eos_id[0]
     shift = bool(_first_not_none(cfg.logits_shift, getattr(mconf, "logits_shift", None), False))
-    return Denoiser(model=model, tokenizer=tokenizer, mask_id=int(mask_id), eos_id=int(eos_id), shift=shift)
+    return Denoiser.wrap(model, tokenizer, mask_id=int(mask_id), eos_id=int(eos_id), shift=shift)

@@ -10,7 +10,7 @@ import ray
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray instance bound to 127.0.0.1 (2 CPUs), shut down at the end of the session."""
-    common.cluster.init_ray(num_cpus=4)
+    common.cluster.init_ray(num_cpus=8)  # logical CPUs: actors, reward workers and learner ranks at once
     yield ray
     ray.shutdown()
 

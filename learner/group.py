@@ -1,0 +1,63 @@
+"""LearnerGroup: `learner.num_ranks` LearnerWorkers in one placement group, with a torch.distributed rendezvous.
+
+Every call is written where it happens: the same method on every rank (they are collective), rank 0's answer kept.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from common.config import RunConfig
+from learner.worker import LearnerWorker
+
+
+class LearnerGroup:
+    def __init__(self, cfg: RunConfig, model_path: str) -> None:
+        lcfg = cfg.learner
+        bundle = {"CPU": lcfg.cpus_per_rank, **({"GPU": lcfg.gpus_per_rank} if lcfg.gpus_per_rank else {})}
+        self.placement = placement_group([bundle] * lcfg.num_ranks, strategy="PACK", name="learner")
+        ray.get(self.placement.ready())
+        worker_cls = ray.remote(LearnerWorker)
+        self.workers = [
+            worker_cls.options(
+                name=f"learner-rank{rank}", num_cpus=lcfg.cpus_per_rank, num_gpus=lcfg.gpus_per_rank,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
+            ).remote(cfg, model_path, rank=rank, world_size=lcfg.num_ranks)
+            for rank in range(lcfg.num_ranks)
+        ]
+        master_addr, master_port = ray.get(self.workers[0].address.remote())
+        self.num_params = ray.get([w.setup.remote(master_addr, master_port) for w in self.workers])[0]
+
+    def _all(self, method: str, *args, **kwargs) -> list[Any]:
+        return ray.get([getattr(w, method).remote(*args, **kwargs) for w in self.workers])
+
+    def train_step(self, batch_refs: list[ray.ObjectRef]) -> dict[str, Any]:
+        """One RL step; the refs go to every rank unresolved (each pulls the tables itself)."""
+        return self._all("train_step", list(batch_refs))[0]
+
+    def sft_step(self, prompts: list[str], answers: list[str]) -> dict[str, float]:
+        return self._all("sft_step", prompts, answers)[0]
+
+    def export_weights(self) -> tuple[ray.ObjectRef, int]:
+        """(ObjectRef of the full state dict, version): gathered once on rank 0, stored once in the object store."""
+        refs = [w.export_weights.options(num_returns=2).remote() for w in self.workers]
+        ray.get([version for _, version in refs])  # wait for the collective to finish on every rank
+        state_ref, version_ref = refs[0]
+        return state_ref, ray.get(version_ref)
+
+    def export_hf(self, path: str) -> str:
+        return self._all("export_hf", path)[0]
+
+    def save_checkpoint(self, path: str, extra: dict | None = None) -> str:
+        return self._all("save_checkpoint", path, extra)[0]
+
+    def load_checkpoint(self, path: str) -> dict:
+        return self._all("load_checkpoint", path)[0]
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+        remove_placement_group(self.placement)

@@ -1,0 +1,47 @@
+"""SFT warm start: masked-diffusion cross-entropy on (prompt, answer) pairs (LLaDA's SFT objective).
+
+Each answer is tokenized, followed by EOS and EOS-padded to the sampler's gen_length (so the model learns where to
+stop, as the official recipe pads with EOS). Per row t ~ U(eps, 1); each answer token is masked with probability t;
+loss = sum over masked tokens of CE / t, divided by L: the 1/t-weighted ELBO. The prompt is never masked.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from common.denoiser import Denoiser
+from common.tokenize import encode_prompts
+
+T_MIN = 1e-3  # LLaDA: p_mask = (1 - eps) t + eps
+
+
+def encode_answers(denoiser: Denoiser, answers: list[str], gen_length: int) -> torch.Tensor:
+    """int64 [B, L]: answer tokens, EOS, EOS padding. An answer too long for gen_length raises, naming it."""
+    rows = []
+    for answer in answers:
+        ids = denoiser.tokenizer(answer, add_special_tokens=False)["input_ids"] + [denoiser.eos_id]
+        if len(ids) > gen_length:
+            raise ValueError(f"sampler.gen_length={gen_length} is shorter than an SFT answer ({len(ids)} tokens "
+                             f"with EOS): {answer[:60]!r}")
+        rows.append(ids + [denoiser.eos_id] * (gen_length - len(ids)))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def sft_loss(denoiser: Denoiser, prompts: list[str], answers: list[str], *, gen_length: int, chat_template: bool,
+             num_rows: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss normalised by `num_rows` global rows, {"tokens": masked tokens scored})."""
+    if not prompts:
+        raise ValueError("sft batch: every learner rank needs at least one row (batch size < learner.num_ranks)")
+    device = denoiser.device
+    prompt_ids, _ = encode_prompts(denoiser.tokenizer, prompts, chat_template=chat_template)  # [B, P]
+    target = encode_answers(denoiser, answers, gen_length)  # [B, L]
+    B, L = target.shape
+    t = (1 - T_MIN) * torch.rand(B, generator=generator) + T_MIN  # [B]
+    masked = torch.rand(B, L, generator=generator) < t[:, None]  # [B, L]
+    inputs = torch.cat([prompt_ids, torch.where(masked, denoiser.mask_id, target)], dim=1).to(device)
+    read = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), masked], dim=1).to(device)
+    logits = denoiser.logits(inputs, positions=read)  # [N, V]
+    ce = F.cross_entropy(logits.float(), target[masked].to(device), reduction="none")  # [N]
+    weight = (1.0 / t)[:, None].expand(B, L)[masked].to(device)  # [N]: 1/t of each token's row
+    loss = (ce * weight).sum() / (L * num_rows)
+    return loss, {"tokens": float(masked.sum())}

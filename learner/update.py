@@ -1,0 +1,83 @@
+"""One rank's share of a training step on RolloutBatches: shard rows, rebuild masks, S_theta, loss, backward.
+
+No Ray here: the LearnerWorker calls these with its sharded denoiser. Legend: b rows on this rank, L completion,
+J inner iterations, M mc draws.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from common.batch import RolloutBatch
+from common.denoiser import Denoiser
+from common.logprob import Variant, denoise_logprob
+from common.masking import consistent_masks
+from learner.losses import LossSpec
+
+
+def shard_rows(batch: RolloutBatch, rank: int, world_size: int) -> RolloutBatch:
+    """This rank's contiguous slice of the rows (sizes differ by at most one)."""
+    bounds = np.array_split(np.arange(batch.num_rows), world_size)[rank]
+    return batch.select(slice(int(bounds[0]), int(bounds[-1]) + 1)) if len(bounds) else batch.select([])
+
+
+def split_micro(batch: RolloutBatch, parts: int) -> list[RolloutBatch]:
+    return [batch.select(slice(int(ix[0]), int(ix[-1]) + 1)) for ix in np.array_split(np.arange(batch.num_rows), parts)]
+
+
+def drop_zero_advantage_groups(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
+    """Rows whose group has zero reward variance carry A = 0; drop them. Returns (kept rows, dropped count)."""
+    groups = batch.group_id
+    keep = torch.zeros(batch.num_rows, dtype=torch.bool)
+    for gid in groups.unique():
+        rows = groups == gid
+        keep |= rows & bool(batch.reward[rows].std(unbiased=False) > 0)
+    return batch.select(keep.nonzero().squeeze(1)), int((~keep).sum())
+
+
+def masks_for(batch: RolloutBatch, j: int, m: int) -> torch.Tensor:
+    """bool [b, L]: the (j, m) masks, built for the whole source batch as the actor did, restricted to our rows."""
+    seed, source_rows = int(batch.mask_seeds[0, j, m]), int(batch.mask_batch_rows[0])
+    full = consistent_masks(seed, source_rows, batch.completion_ids.shape[1])  # [source B, L]
+    return full[batch.mask_row]
+
+
+def sequence_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, *, variant: Variant) -> torch.Tensor:
+    """S(x0) float32 [b, M] for inner iteration j (differentiable unless called under no_grad)."""
+    device = denoiser.device
+    prompt, completion = batch.prompt_ids.to(device), batch.completion_ids.to(device)
+    per_draw = [denoise_logprob(denoiser, prompt, completion, masks_for(batch, j, m), variant=variant)
+                for m in range(batch.mask_seeds.shape[2])]
+    return torch.stack(per_draw, dim=1)
+
+
+class MetricSum:
+    """Accumulates loss metrics over micro-batches: `loss*` terms add up, everything else is a row-weighted mean."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self.rows = 0
+
+    def add(self, metrics: dict[str, torch.Tensor], rows: int) -> None:
+        self.rows += rows
+        for key, value in metrics.items():
+            value = value.detach().double().cpu()
+            self.sums[key] += value if key.startswith("loss") else value * rows
+
+    def vector(self, keys: list[str]) -> torch.Tensor:
+        return torch.stack([self.sums[k] for k in keys] + [torch.tensor(float(self.rows), dtype=torch.float64)])
+
+
+def loss_on_micro_batch(denoiser: Denoiser, micro: RolloutBatch, j: int, *, spec: LossSpec, loss_kwargs: dict,
+                        num_rows: int, scale: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Forward, loss, backward for one micro-batch at inner iteration j. Returns (metrics, S_theta detached)."""
+    device = denoiser.device
+    logp = sequence_logp(denoiser, micro, j, variant=spec.logp_variant)  # [b, M]
+    old = micro.old_logp[:, j].to(device) if spec.needs_old else None
+    ref = micro.ref_logp[:, j].to(device) if spec.needs_ref and loss_kwargs.get("beta", 0) > 0 else None
+    loss, metrics = spec.fn(logp, old, ref, micro.advantage.to(device), micro.completion_ids.shape[1],
+                            num_rows=num_rows, **loss_kwargs)
+    (loss * scale).backward()
+    return metrics, logp.detach()

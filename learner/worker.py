@@ -1,0 +1,217 @@
+"""LearnerWorker: one Ray actor per rank, holding an FSDP2 shard of the policy, its optimizer and LR schedule.
+
+A step: pull the RolloutBatches by ObjectRef, keep this rank's rows, and for each inner iteration j < mu recompute
+S_theta with the actor's mask seeds, apply the loss, accumulate gradients, clip, AdamW. The version is bumped once per
+step. Every rank runs the same sequence of forwards (FSDP collectives), so row counts are checked up front.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import ray
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+
+from common.batch import RolloutBatch
+from common.config import ConfigError, RunConfig
+from common.denoiser import DTYPES, load_denoiser
+from learner import checkpoint
+from learner.fsdp import shard_model
+from learner.losses import get_loss
+from learner.optim import build_optimizer, clip_grad_norm
+from learner.sft import sft_loss
+from learner.update import (MetricSum, drop_zero_advantage_groups, loss_on_micro_batch, sequence_logp, shard_rows,
+                            split_micro)
+
+log = logging.getLogger(__name__)
+FIRST_ITER_CLAMP_WARN = 0.05  # DESIGN.md: warn when the first inner iteration's clamp fraction exceeds a few percent
+
+
+class LearnerWorker:
+    """Use as `ray.remote(LearnerWorker)`; LearnerGroup creates `learner.num_ranks` of them and sets up rendezvous."""
+
+    def __init__(self, cfg: RunConfig, model_path: str, *, rank: int, world_size: int) -> None:
+        self.cfg, self.model_path, self.rank, self.world_size = cfg, model_path, rank, world_size
+        self.spec = get_loss(cfg.algorithm.name)
+        if self.spec.logp_variant not in ("gdsd", "tlc"):
+            raise ConfigError(f"algorithm.name={cfg.algorithm.name}: the learner trains sequence-level S(x0) losses "
+                              "(gdsd, gdsd_tlc, espo); per-token one-step estimates are not wired in yet")
+        self.version = 0
+        self.optimizer_steps = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # SFT mask draws
+
+    def address(self) -> tuple[str, int]:
+        """Rendezvous address on this node (rank 0's is used by all)."""
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        """Join the process group, load and shard the policy, build the optimizer. Returns the parameter count."""
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        gpu = self.cfg.learner.gpus_per_rank > 0 and torch.cuda.is_available()
+        device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
+        dist.init_process_group("nccl" if gpu else "gloo", rank=self.rank, world_size=self.world_size)
+        mesh = init_device_mesh(device.type, (self.world_size,))
+        torch.set_num_threads(max(1, int(self.cfg.learner.cpus_per_rank)))
+        # master weights in float32; the compute dtype (what the actors sample with) comes from the FSDP policy
+        master_cfg = self.cfg.model.model_copy(update={"dtype": "float32"})
+        self.denoiser = load_denoiser(master_cfg, self.model_path, device=device)
+        self.denoiser.model.train()
+        shard_model(self.denoiser.net, self.denoiser.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
+        self.params = [p for p in self.denoiser.net.parameters() if p.requires_grad]
+        self.optimizer, self.scheduler = build_optimizer(self.params, self.cfg.learner)
+        return sum(p.numel() for p in self.params)
+
+    # ---- RL step ---------------------------------------------------------------------------------------------
+    def train_step(self, batch_refs: list[ray.ObjectRef]) -> dict[str, Any]:
+        """One step on the given RolloutBatch refs; every rank gets the same list and keeps its own rows."""
+        start = time.perf_counter()
+        alg, lcfg = self.cfg.algorithm, self.cfg.learner
+        batches = [RolloutBatch.from_arrow(t) for t in ray.get(list(batch_refs))]  # zero-copy from the object store
+        dropped_rows = dropped_batches = 0
+        if lcfg.filter_zero_advantage:
+            kept = []
+            for b in batches:
+                b, n = drop_zero_advantage_groups(b)
+                dropped_rows += n
+                # every rank must run the same forwards: a batch too small to give each rank a row is skipped whole
+                if b.num_rows >= self.world_size * lcfg.grad_accum:
+                    kept.append(b)
+                else:
+                    dropped_batches += 1
+                    dropped_rows += b.num_rows
+            batches = kept
+        for b in batches:
+            if b.num_rows < self.world_size * lcfg.grad_accum:
+                raise ValueError(f"a rollout batch of {b.num_rows} rows cannot feed learner.num_ranks="
+                                 f"{self.world_size} x learner.grad_accum={lcfg.grad_accum}; raise group_size or "
+                                 "prompts per actor")
+        global_rows = sum(b.num_rows for b in batches)
+        shards = [shard_rows(b, self.rank, self.world_size) for b in batches]
+        staleness = [self.version - int(b.policy_version.min()) for b in batches]
+        if self.spec.needs_old:
+            shards = [self._teacher(s) for s in shards]
+
+        kwargs = self.spec.kwargs_from(alg)
+        per_iter, keys = [], None
+        gap_max = torch.zeros((), dtype=torch.float64)
+        for j in range(alg.mu if shards else 0):
+            acc = MetricSum()
+            for shard in shards:
+                for micro in split_micro(shard, lcfg.grad_accum):
+                    # loss is normalised by the global row count; FSDP averages gradients over ranks -> x world size
+                    metrics, logp = loss_on_micro_batch(self.denoiser, micro, j, spec=self.spec, loss_kwargs=kwargs,
+                                                        num_rows=global_rows, scale=float(self.world_size))
+                    acc.add(metrics, micro.num_rows)
+                    if j == 0 and self.spec.needs_old:
+                        gap = (logp.cpu() - micro.old_logp[:, 0]).abs().max().double()
+                        gap_max = torch.maximum(gap_max, gap)
+            grad_norm = clip_grad_norm(self.params, lcfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer_steps += 1
+            keys = keys or sorted(acc.sums)
+            per_iter.append(torch.cat([acc.vector(keys), grad_norm.double().reshape(1).cpu()]))
+        self.version += 1
+        return self._reduce(per_iter, keys or [], gap_max, global_rows=global_rows, dropped_rows=dropped_rows,
+                            dropped_batches=dropped_batches, staleness=staleness, seconds=time.perf_counter() - start)
+
+    @torch.no_grad()
+    def _teacher(self, shard: RolloutBatch) -> RolloutBatch:
+        """S_old per DESIGN.md's `teacher.source`: the actor's, or recomputed here from the sampling weights."""
+        if self.cfg.algorithm.teacher_source == "rollout":
+            if torch.isnan(shard.old_logp).any():
+                raise ValueError("algorithm.teacher_source=rollout but the batch carries no S_old (NaN); the actors "
+                                 "must run with the same algorithm config")
+            return shard
+        stale = int((shard.policy_version != self.version).sum())
+        if stale:
+            raise ValueError(f"algorithm.teacher_source=learner needs on-policy batches (synchronous mode), but {stale} "
+                             f"rows were sampled by another version than the learner's {self.version}")
+        old = torch.stack([sequence_logp(self.denoiser, shard, j, variant=self.spec.logp_variant).float().cpu()
+                           for j in range(shard.mask_seeds.shape[1])], dim=1)  # [b, J, M]
+        shard.old_logp = old
+        return shard
+
+    def _reduce(self, per_iter: list[torch.Tensor], keys: list[str], gap_max: torch.Tensor, **extra) -> dict:
+        """One all-reduce of every inner iteration's sums (+ one max for the teacher gap) -> global metrics."""
+        if per_iter:
+            stacked = torch.stack(per_iter)  # [J, len(keys) + 2]: metric sums, rows, grad norm
+            dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+            dist.all_reduce(gap_max, op=dist.ReduceOp.MAX)
+        out: dict[str, Any] = {"version": self.version, "optimizer_steps": self.optimizer_steps,
+                               "lr": self.scheduler.get_last_lr()[0], **extra}
+        for j, row in enumerate(stacked if per_iter else []):
+            rows = float(row[len(keys)])
+            for k, key in enumerate(keys):
+                value = float(row[k])
+                out.setdefault(key, []).append(value if key.startswith("loss") else value / max(rows, 1))
+            out.setdefault("grad_norm", []).append(float(row[-1]) / self.world_size)  # same norm on every rank
+        if per_iter and self.spec.needs_old:
+            out["teacher_gap_max"] = float(gap_max)
+            out["teacher_gap_mean"] = out["mean_abs_delta"][0]
+            if out.get("clamp_frac", [0])[0] > FIRST_ITER_CLAMP_WARN and self.rank == 0:
+                log.warning("clamp fraction %.2f at the first inner iteration: |S_theta - S_old| (max %.3g) exceeds "
+                            "eps=%g; check that actor and learner use the same dtype (DESIGN.md, numerical trap)",
+                            out["clamp_frac"][0], out["teacher_gap_max"], self.cfg.algorithm.eps)
+        return out
+
+    # ---- SFT warm start ---------------------------------------------------------------------------------------
+    def sft_step(self, prompts: list[str], answers: list[str]) -> dict[str, float]:
+        """One optimizer step of masked-diffusion SFT on (prompt, answer) pairs; every rank gets the same list."""
+        shard = slice(self.rank, None, self.world_size)
+        loss, metrics = sft_loss(self.denoiser, prompts[shard], answers[shard],
+                                 gen_length=self.cfg.sampler.gen_length, chat_template=self.cfg.model.chat_template,
+                                 num_rows=len(prompts), generator=self.generator)
+        (loss * self.world_size).backward()
+        grad_norm = clip_grad_norm(self.params, self.cfg.learner.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
+        values = torch.tensor([float(loss), metrics["tokens"]], dtype=torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return {"loss": float(values[0]), "tokens": float(values[1]), "grad_norm": float(grad_norm)}
+
+    # ---- weights out ------------------------------------------------------------------------------------------
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The full HF state dict, gathered once onto rank 0's CPU (collective: every rank must call it)."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(self.denoiser.net, options=options)
+        return {k.removeprefix("model."): v for k, v in state.items()}
+
+    def export_weights(self) -> tuple[dict[str, torch.Tensor] | None, int]:
+        """(state dict on rank 0 / None elsewhere, version). The caller forwards rank 0's ObjectRef to the actors."""
+        state = self.full_state_dict()
+        dtype = DTYPES[self.cfg.model.dtype]
+        return ({k: v.to(dtype) for k, v in state.items()} if self.rank == 0 else None), self.version
+
+    def export_hf(self, path: str) -> str | None:
+        """Write safetensors + config + tokenizer that `transformers` loads back (rank 0 writes)."""
+        state = self.full_state_dict()
+        if self.rank == 0:
+            checkpoint.save_hf(state, self.denoiser.model, self.denoiser.tokenizer, path)
+            return path
+        return None
+
+    def save_checkpoint(self, path: str, extra: dict | None = None) -> str:
+        return checkpoint.save(path, net=self.denoiser.net, optimizer=self.optimizer, scheduler=self.scheduler,
+                               rank=self.rank, state={"version": self.version, "optimizer_steps": self.optimizer_steps,
+                                                      "rng": self.generator.get_state(), **(extra or {})})
+
+    def load_checkpoint(self, path: str) -> dict:
+        state = checkpoint.load(path, net=self.denoiser.net, optimizer=self.optimizer, scheduler=self.scheduler,
+                                rank=self.rank)
+        self.version, self.optimizer_steps = state["version"], state["optimizer_steps"]
+        self.generator.set_state(state["rng"])
+        return {k: v for k, v in state.items() if k != "rng"}
