@@ -44,7 +44,8 @@ class RewardConfig(BaseModel):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     math_processes: int = Field(default=1, description="math-verify child processes per Scorer")
     math_timeout_s: float = Field(default=10.0, description="outer timeout of one math-verify request")
-    threads: int = Field(default=1, description="rows scored concurrently per worker (sandbox runs are processes)")
+    threads: int | None = Field(default=None, ge=1, description="rows scored concurrently per worker (sandbox runs "
+                                "are processes); None: the CPUs the worker reserved")
     row_timeout_s: float = Field(default=120.0, description="safety net per row on top of the inner timeouts")
 
 

@@ -176,23 +176,27 @@ class Sandbox:
         token = secrets.token_hex(16)
         payload = json_payload(token, program, tests, test_timeout_s)
         wall_s = min(cfg.max_wall_s, cfg.startup_s + test_timeout_s * (len(tests) + 1))
+        uid = cfg.uid_base + secrets.randbelow(cfg.uid_span) if os.geteuid() == 0 else None
         report_r, report_w = os.pipe()
+        info_r, info_w = os.pipe()  # bwrap writes {"child-pid": N} here: the sandbox's init as seen from outside
         workdir = tempfile.mkdtemp(prefix="gdsd-sandbox-") if mode == "rlimit" else None
         if workdir is not None:
             os.chmod(workdir, 0o1777)  # the program runs as another uid and writes its files here
         start = time.monotonic()
         try:
-            cmd = self._command(mode, wall_s, report_w)
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=(report_w,), start_new_session=True, cwd=workdir,
+            proc = subprocess.Popen(self._command(mode, wall_s, report_w, info_w, uid), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(report_w, info_w),
+                                    start_new_session=True, cwd=workdir,
                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp"})
             os.close(report_w)
-            report_w = -1
+            os.close(info_w)
+            report_w = info_w = -1
             out = communicate(proc, payload, report_r, deadline=start + wall_s, max_output=cfg.max_output_bytes)
+            self._reap(mode, info_r, uid)
         finally:
-            if report_w >= 0:
-                os.close(report_w)
-            os.close(report_r)
+            for fd in (report_w, info_w, report_r, info_r):
+                if fd >= 0:
+                    os.close(fd)
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
         seconds = time.monotonic() - start
@@ -210,22 +214,81 @@ class Sandbox:
             self._records.append((seconds, result.outcome))
         return result
 
-    def _command(self, mode: str, wall_s: float, report_fd: int) -> list[str]:
+    def _command(self, mode: str, wall_s: float, report_fd: int, info_fd: int, uid: int | None) -> list[str]:
         cfg = self.config
         limits = ["prlimit", f"--as={cfg.memory_mb << 20}", f"--cpu={int(wall_s) + 1}",
                   f"--fsize={cfg.max_file_mb << 20}", f"--nofile={cfg.max_open_files}",
                   f"--nproc={cfg.max_processes}", "--core=0", "--"]
         drop: list[str] = []
-        if os.geteuid() == 0:
-            uid = cfg.uid_base + secrets.randbelow(cfg.uid_span)
+        if uid is not None:
             drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
                     "--inh-caps=-all", "--bounding-set=-all", "--"]
         python = [cfg.python, "-I", "-S", "-B", "-c", HARNESS_SOURCE, str(report_fd)]
         # prlimit runs first (as root it may set hard limits), then setpriv drops the uid, then the interpreter.
         inner = limits + drop + python
         if mode == "bwrap":
-            return [*_bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), "--", *inner]
+            return [*_bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), "--info-fd", str(info_fd), "--", *inner]
         return inner
+
+    @staticmethod
+    def _reap(mode: str, info_r: int, uid: int | None) -> None:
+        """Return only once no process of the run is left.
+
+        bwrap: the outer bwrap has exited (or was killed with its group); the sandbox's init then gets SIGKILL via
+        --die-with-parent, and the kernel kills the whole pid namespace before init finishes exiting, so waiting for
+        init to go is waiting for the namespace. rlimit-only: a program may have left our process group (setsid), so
+        kill everything its per-run uid owns (from here: a helper running as that uid could not even start while a
+        fork bomb holds the uid at its process limit)."""
+        if mode == "bwrap":
+            os.set_blocking(info_r, False)
+            try:
+                info = json.loads(os.read(info_r, 4096) or b"{}")
+            except (BlockingIOError, ValueError):
+                info = {}
+            pid = info.get("child-pid")
+            deadline = time.monotonic() + 5.0
+            while isinstance(pid, int) and time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.005)
+        elif uid is not None:
+            _kill_uid(uid)
+
+
+def _uid_pids(uid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as f:
+                    real_uid = next(line for line in f if line.startswith(b"Uid:")).split()[1]
+            except (OSError, StopIteration):
+                continue
+            if int(real_uid) == uid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _kill_uid(uid: int, timeout_s: float = 5.0) -> None:
+    """SIGKILL every process of `uid` until none is left (rounds: survivors of one round may have forked)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = [pid for pid in _uid_pids(uid) if _alive(pid)]
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def json_payload(token: str, program: str, tests: list[str], timeout: float) -> bytes:

@@ -1,0 +1,134 @@
+"""`RewardPool`: splits a batch over RewardWorker actors and returns results in input order, plus metrics.
+
+Fault handling: a chunk whose worker dies (crash, OOM kill, `ray.kill`) is re-queued and the worker replaced by a
+fresh actor. Every row lands in exactly one place in the output and is counted from exactly one successful chunk
+(`pool/rows_scored` == rows), so no row is lost or scored twice. A dead chunk of several rows is split in halves
+before it is retried, so a row that kills its worker every time ends up alone and, after `max_attempts`, is given
+reward 0 with a `worker_died` error instead of taking its neighbours (or the batch) down with it.
+Rollout actors that score through handles should take `pool.handles` again after a restart (a replaced actor's old
+handle raises RayActorError).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import common.cluster  # noqa: F401  (sets the local-Ray environment before ray is imported)
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from common.messages import RewardResult
+from rewards.metrics import summarize
+from rewards.registry import RewardConfig, error_result
+from rewards.worker import check_batch, create_workers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Chunk:
+    start: int
+    stop: int
+    attempts: int = 0
+
+
+class RewardPool:
+    """`num_workers` CPU-only RewardWorker actors; `score(texts, metas, tasks) -> (results, metrics)`."""
+
+    def __init__(self, num_workers: int = 2, *, num_cpus_per_worker: float = 1.0, config: RewardConfig | None = None,
+                 chunk_size: int | None = None, max_attempts: int = 3) -> None:
+        self.config = config or RewardConfig()
+        self.num_cpus = num_cpus_per_worker
+        self.chunk_size, self.max_attempts = chunk_size, max_attempts
+        self.handles = create_workers(num_workers, num_cpus=num_cpus_per_worker, config=self.config)
+        self.worker_restarts = 0
+
+    def _replace(self, index: int) -> None:
+        try:
+            ray.kill(self.handles[index], no_restart=True)
+        except Exception:  # noqa: BLE001  (already dead is fine)
+            pass
+        self.handles[index] = create_workers(1, num_cpus=self.num_cpus, config=self.config)[0]
+        self.worker_restarts += 1
+
+    def score(self, texts: list[str], metas: list[dict], tasks: list[str]
+              ) -> tuple[list[RewardResult], dict[str, float]]:
+        """Results in input order and merged metrics (rewards/metrics.py plus pool/* counters)."""
+        check_batch(texts, metas, tasks)
+        n = len(texts)
+        # Two chunks per worker: an idle worker picks up the next chunk while a slow one finishes.
+        size = self.chunk_size or max(1, math.ceil(n / (2 * len(self.handles))))
+        pending = deque(_Chunk(a, min(a + size, n)) for a in range(0, n, size))
+        results: list[RewardResult | None] = [None] * n
+        idle = list(range(len(self.handles)))
+        inflight: dict[ray.ObjectRef, tuple[int, _Chunk]] = {}
+        batch_metrics: list[dict[str, float]] = []
+        restarts_before, retried = self.worker_restarts, 0
+        while pending or inflight:
+            while pending and idle:
+                index, chunk = idle.pop(), pending.popleft()
+                ref = self.handles[index].score_with_metrics.remote(
+                    texts[chunk.start:chunk.stop], metas[chunk.start:chunk.stop], tasks[chunk.start:chunk.stop])
+                inflight[ref] = (index, chunk)
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            for ref in ready:
+                index, chunk = inflight.pop(ref)
+                try:
+                    chunk_results, metrics = ray.get(ref)
+                except RayActorError as exc:
+                    log.warning("reward worker %d died on rows %d:%d (%s); replacing it and re-scoring",
+                                index, chunk.start, chunk.stop, type(exc).__name__)
+                    self._replace(index)
+                    retried += 1
+                    self._requeue(chunk, pending, results, exc)
+                except RayTaskError as exc:  # score itself raised (it catches row errors, so a bug): rows get 0
+                    for i in range(chunk.start, chunk.stop):
+                        results[i] = error_result("exception", f"reward worker raised {exc.cause!r}")
+                else:
+                    results[chunk.start:chunk.stop] = chunk_results
+                    batch_metrics.append(metrics)
+                idle.append(index)
+        final = [r for r in results if r is not None]
+        assert len(final) == n, "every chunk ends in results, an error row, or a re-queue"
+        merged = _merge(final, batch_metrics)
+        merged["pool/worker_restarts"] = float(self.worker_restarts - restarts_before)
+        merged["pool/chunks_retried"] = float(retried)
+        return final, merged
+
+    def _requeue(self, chunk: _Chunk, pending: deque, results: list, exc: Exception) -> None:
+        if chunk.stop - chunk.start > 1:  # split to isolate a row that kills workers; splitting costs no attempt
+            middle = (chunk.start + chunk.stop) // 2
+            pending.extendleft([_Chunk(middle, chunk.stop, chunk.attempts), _Chunk(chunk.start, middle, chunk.attempts)])
+        elif chunk.attempts + 1 < self.max_attempts:
+            pending.appendleft(_Chunk(chunk.start, chunk.stop, chunk.attempts + 1))
+        else:
+            results[chunk.start] = error_result("worker_died", f"the worker died {self.max_attempts} times on this "
+                                                               f"row ({type(exc).__name__})")
+
+    def shutdown(self) -> None:
+        for handle in self.handles:
+            ray.kill(handle, no_restart=True)
+        self.handles = []
+
+
+def _merge(results: list[RewardResult], batch_metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Pool-level metrics: reward/error stats recomputed over all rows, sandbox stats combined from the chunks."""
+    merged = summarize(results, [])
+    for key in [k for k in merged if k.startswith("sandbox/")]:
+        del merged[key]
+    programs = sum(m.get("sandbox/programs", 0.0) for m in batch_metrics)
+    merged["sandbox/programs"] = programs
+    if programs:
+        total = sum(m.get("sandbox/seconds_total", 0.0) for m in batch_metrics)
+        merged["sandbox/seconds_total"] = total
+        merged["sandbox/seconds_mean"] = total / programs
+        merged["sandbox/seconds_max"] = max(m.get("sandbox/seconds_max", 0.0) for m in batch_metrics)
+    for m in batch_metrics:
+        for key, value in m.items():
+            if key.startswith("sandbox/") and key.split("/", 1)[1] not in ("programs", "seconds_total",
+                                                                          "seconds_mean", "seconds_max"):
+                merged[key] = merged.get(key, 0.0) + value
+    merged["pool/rows_scored"] = sum(m.get("rows", 0.0) for m in batch_metrics)
+    return merged

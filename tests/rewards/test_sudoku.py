@@ -1,0 +1,85 @@
+"""Sudoku reward against hand-worked cases and the task generator's reference replies in both prompt formats."""
+from __future__ import annotations
+
+import pytest
+
+from common.tasks import sudoku as sudoku_task
+from rewards.common_text import MetaError
+from rewards.sudoku import extract_sudoku_answer, sudoku_reward
+
+SOLUTION = "1234341221434321"
+PUZZLE = "1004300220034001"  # cells 1, 2, 5, 6, 9, 10, 13, 14 blanked: 8 empty cells
+META = {"puzzle": PUZZLE, "solution": SOLUTION}
+
+
+def total(text: str) -> float:
+    return sudoku_reward(META, text).total
+
+
+def test_hand_worked_example_is_a_valid_puzzle():
+    assert sudoku_task.is_solution(SOLUTION) and sudoku_task.count_solutions(PUZZLE) >= 1
+    assert [i for i, c in enumerate(PUZZLE) if c == "0"] == [1, 2, 5, 6, 9, 10, 13, 14]
+
+
+@pytest.mark.parametrize("text", [
+    f"<reasoning>\nfill the blanks\n</reasoning>\n<answer>\n{SOLUTION}\n</answer>",  # official format
+    f"<answer>{SOLUTION}</answer>",  # compact format
+    "<answer>1234 3412\n2143 4321</answer>",  # separators are dropped: only digits count
+])
+def test_full_solution_scores_one(text):
+    assert total(text) == 1.0
+
+
+def test_one_wrong_empty_cell_costs_one_eighth():
+    wrong = SOLUTION[0] + "4" + SOLUTION[2:]  # cell 1 is empty in the puzzle
+    assert total(f"<answer>{wrong}</answer>") == 7 / 8
+
+
+def test_given_cells_do_not_count():
+    wrong_given = "9" + SOLUTION[1:]  # cell 0 is given: the official score ignores it
+    assert total(f"<answer>{wrong_given}</answer>") == 1.0
+
+
+def test_short_answer_is_padded_and_long_answer_truncated():
+    assert total("<answer>1234</answer>") == 2 / 8  # cells 1 and 2 right, the rest padded with '0'
+    assert total(f"<answer>{SOLUTION}99999</answer>") == 1.0
+
+
+def test_no_answer_or_empty_answer_scores_zero():
+    assert total(SOLUTION) == 0.0
+    assert total("<answer></answer>") == 0.0
+    assert total(f"<answer>{SOLUTION}") == 0.0  # no closing tag: no complete answer
+    assert extract_sudoku_answer("no tags") is None
+
+
+def test_last_answer_counts():
+    assert total(f"<answer>{SOLUTION}</answer> <answer>0000000000000000</answer>") == 0.0
+    assert total(f"<answer>0000000000000000</answer> <answer>{SOLUTION}</answer>") == 1.0
+
+
+def test_reference_replies_of_both_formats_score_one():
+    for prompt_format in ("official", "compact"):
+        for item in sudoku_task.make_prompts(prompt_format=prompt_format, split="train", num=20, seed=3):
+            assert sudoku_reward(item.meta, item.answer).total == 1.0, (prompt_format, item.answer)
+
+
+def test_matches_slow_cell_by_cell_reference():
+    items = sudoku_task.make_prompts(prompt_format="compact", split="train", num=30, seed=5)
+    for k, item in enumerate(items):
+        # a deterministic mix of right and wrong digits
+        guess = "".join(str((int(c) + (i * k) % 3) % 4 + 1) for i, c in enumerate(item.meta["solution"]))
+        puzzle, solution = item.meta["puzzle"], item.meta["solution"]
+        right = 0
+        empty = 0
+        for cell in range(16):
+            if puzzle[cell] == "0":
+                empty += 1
+                right += guess[cell] == solution[cell]
+        assert sudoku_reward(item.meta, f"<answer>{guess}</answer>").total == pytest.approx(right / empty)
+
+
+def test_bad_meta_is_named():
+    with pytest.raises(MetaError, match="puzzle"):
+        sudoku_reward({"solution": SOLUTION}, "<answer>1</answer>")
+    with pytest.raises(MetaError, match="16 characters"):
+        sudoku_reward({"puzzle": "123", "solution": SOLUTION}, "<answer>1</answer>")
