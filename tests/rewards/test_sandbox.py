@@ -114,10 +114,14 @@ def test_no_network_to_a_loopback_server(sandbox):
                    f"    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
                    "    connected = True\nexcept OSError:\n    pass\n")
         assert_contained(sandbox, program, ["assert connected"])
-        # control: the server is reachable from outside the sandbox
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        thread.join()
-        assert len(accepted) == 1, "the control connection is the first one the server saw"
+        # control: the server is reachable from outside the sandbox, and the first peer it saw is this one
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as control:
+            control.sendall(b"control")
+            thread.join()
+            assert len(accepted) == 1
+            first = accepted[0][0]
+            first.settimeout(2)
+            assert first.recv(16) == b"control"
     finally:
         thread.join()
         server.close()

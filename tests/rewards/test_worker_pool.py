@@ -1,0 +1,154 @@
+"""RewardWorker and RewardPool on a local Ray: order, per-row errors, metrics, math off the main thread, and a
+worker killed mid-batch."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import pytest
+
+import common.cluster  # noqa: F401  (before ray)
+import ray
+
+from rewards.math_answer import MathChecker, math_correctness
+from rewards.pool import RewardPool, _Chunk
+from rewards.registry import RewardConfig
+from rewards.worker import create_workers
+
+SUDOKU = {"puzzle": "1004300220034001", "solution": "1234341221434321"}
+ADD = "```python\ndef add(a, b):\n    return a + b\n```\n"
+
+
+def mixed_batch() -> tuple[list, list[dict], list[str], list[float | None]]:
+    """(texts, metas, tasks, expected totals; None where the row must be an error row)."""
+    rows = [
+        ("<answer>1234341221434321</answer>", SUDOKU, "sudoku", 1.0),
+        ("<answer>(3+5)*2</answer>", {"numbers": [3, 5, 2], "target": 16}, "countdown", 1.0),
+        ("<answer>__import__('os')</answer>", {"numbers": [3, 5, 2], "target": 16}, "countdown", 0.1),
+        ("<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>\n", {"answer": "72"}, "gsm8k", 4.0),
+        ("<answer>\\boxed{\\frac{2}{4}}</answer>", {"answer": "0.5"}, "math", 3.0),
+        (ADD, {"tests": ["assert add(1, 2) == 3", "assert add(1, 1) == 3"]}, "code", 1.5),
+        ("x", {}, "poetry", None),  # unknown task
+        ("<answer>1</answer>", {"puzzle": "1"}, "sudoku", None),  # bad meta
+        (b"\xff\xfe<answer>", SUDOKU, "sudoku", None),  # undecodable bytes
+        ("bad \udc80 surrogate", SUDOKU, "sudoku", None),  # not encodable as UTF-8
+        (None, SUDOKU, "sudoku", None),  # not text at all
+        ("<answer>0000000000000000</answer>", SUDOKU, "sudoku", 0.0),
+    ]
+    texts, metas, tasks, expected = (list(col) for col in zip(*rows))
+    return texts, metas, tasks, expected
+
+
+def check(results, expected) -> None:
+    assert len(results) == len(expected)
+    for i, (result, want) in enumerate(zip(results, expected)):
+        if want is None:
+            assert result.total == 0.0 and result.error, (i, result)
+        else:
+            assert result.error is None and result.total == pytest.approx(want), (i, result)
+
+
+def test_worker_scores_a_mixed_batch_in_order(ray_local):
+    worker = create_workers(1, num_cpus=1, config=RewardConfig(threads=2))[0]
+    texts, metas, tasks, expected = mixed_batch()
+    results = ray.get(worker.score.remote(texts, metas, tasks))  # the call rollout actors make
+    check(results, expected)
+    kinds = [r.error.split(":")[0] for r in results if r.error]
+    assert kinds == ["unknown_task", "bad_meta", "undecodable", "undecodable", "bad_input"]
+    ray.kill(worker)
+
+
+def test_worker_rejects_mismatched_lengths(ray_local):
+    worker = create_workers(1, num_cpus=1)[0]
+    with pytest.raises(ray.exceptions.RayTaskError, match="lengths differ"):
+        ray.get(worker.score.remote(["a", "b"], [{}], ["sudoku", "sudoku"]))
+    ray.kill(worker)
+
+
+@ray.remote(num_cpus=0, max_concurrency=2)
+class ThreadedCaller:
+    """A threaded actor: its methods run on non-main threads, where math-verify's signal.alarm cannot work."""
+
+    def __init__(self) -> None:
+        self.checker = MathChecker()
+
+    def score(self, gold: str, text: str) -> tuple[bool, float]:
+        on_main = threading.current_thread() is threading.main_thread()
+        return on_main, math_correctness({"answer": gold}, text, checker=self.checker).total
+
+
+def test_math_scores_on_a_ray_actor_thread(ray_local):
+    caller = ThreadedCaller.remote()
+    on_main, total = ray.get(caller.score.remote("\\frac{1}{3}", "<answer>\\boxed{2/6}</answer>"))
+    assert not on_main and total == 2.0
+    on_main, total = ray.get(caller.score.remote("\\frac{1}{3}", "<answer>\\boxed{0.3}</answer>"))
+    assert not on_main and total == 0.0
+    ray.kill(caller)
+
+
+def test_pool_keeps_order_and_reports_metrics(ray_local):
+    pool = RewardPool(2, config=RewardConfig(threads=1), chunk_size=3)
+    try:
+        texts, metas, tasks, expected = mixed_batch()
+        # many rows whose totals reveal their position: countdown targets 0..29, every other answer right
+        for k in range(30):
+            right = k % 2 == 0
+            texts.append(f"<answer>{k}+1-1</answer>" if right else f"<answer>{k}+1+1</answer>")
+            metas.append({"numbers": [k, 1, 1], "target": k})
+            tasks.append("countdown")
+            expected.append(1.0 if right else 0.1)
+        results, metrics = pool.score(texts, metas, tasks)
+        check(results, expected)
+        assert metrics["rows"] == len(texts) == metrics["pool/rows_scored"]
+        assert metrics["errors/total"] == 5 and metrics["errors/undecodable"] == 2
+        assert metrics["reward/code_tests_mean"] == 0.5 and metrics["reward/sudoku_mean"] == 0.5
+        assert metrics["sandbox/programs"] == 1 and metrics["sandbox/finished"] == 1
+        assert 0 < metrics["sandbox/seconds_mean"] < 5
+        assert metrics["pool/worker_restarts"] == 0
+    finally:
+        pool.shutdown()
+
+
+def test_pool_survives_a_worker_killed_mid_batch(ray_local):
+    pool = RewardPool(2, config=RewardConfig(threads=1), chunk_size=2)
+    try:
+        n = 12
+        # each program sleeps 0.4 s in the sandbox and returns its row number, so a row scored for another row's
+        # meta (or twice into the wrong slot) would fail its test
+        texts = [f"```python\nimport time\ntime.sleep(0.4)\ndef row():\n    return {i}\n```\n" for i in range(n)]
+        metas = [{"tests": [f"assert row() == {i}"]} for i in range(n)]
+        out: dict = {}
+        scorer = threading.Thread(target=lambda: out.update(zip(("results", "metrics"),
+                                                                 pool.score(texts, metas, ["code"] * n))))
+        victim = pool.handles[0]
+        ray.get(victim.pid.remote())  # started and busy-able
+        scorer.start()
+        time.sleep(1.5)  # the batch needs >= 6 chunks x 0.4 s / 2 workers; it is in flight now
+        assert scorer.is_alive(), "the batch finished before the kill: make the rows slower"
+        ray.kill(victim)
+        scorer.join(timeout=120)
+        results, metrics = out["results"], out["metrics"]
+        assert [r.total for r in results] == [2.0] * n, results
+        assert metrics["pool/worker_restarts"] == 1 and metrics["pool/chunks_retried"] == 1
+        assert metrics["pool/rows_scored"] == n  # every row counted from exactly one successful chunk
+        assert pool.handles[0] is not victim
+        assert ray.get(pool.handles[0].pid.remote()) > 0  # the replacement works
+    finally:
+        pool.shutdown()
+
+
+def test_a_row_that_keeps_killing_workers_is_isolated():
+    """The re-queue rule: dead chunks split in halves; a single row gets max_attempts tries, then an error."""
+    pool = RewardPool.__new__(RewardPool)
+    pool.max_attempts = 2
+    pending: deque = deque()
+    results: list = [None] * 4
+    pool._requeue(_Chunk(0, 4), pending, results, RuntimeError("died"))
+    assert [(c.start, c.stop, c.attempts) for c in pending] == [(0, 2, 0), (2, 4, 0)]
+    pending.clear()
+    pool._requeue(_Chunk(1, 2), pending, results, RuntimeError("died"))
+    assert [(c.start, c.stop, c.attempts) for c in pending] == [(1, 2, 1)]
+    pending.clear()
+    pool._requeue(_Chunk(1, 2, attempts=1), pending, results, RuntimeError("died"))
+    assert not pending and results[1].error.startswith("worker_died:") and results[1].total == 0.0
