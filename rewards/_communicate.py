@@ -58,9 +58,9 @@ def communicate(proc: subprocess.Popen, payload: bytes, report_fd: int, *, deadl
                 if fd == stdin_fd:
                     try:
                         offset += os.write(fd, view[offset:offset + 65536])
-                    except (BrokenPipeError, BlockingIOError) as exc:
-                        if isinstance(exc, BlockingIOError):
-                            continue
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
                         offset = len(payload)  # the child is gone; its exit status tells the rest
                     if offset >= len(payload):
                         sel.unregister(fd)

@@ -197,3 +197,16 @@ def test_refuses_without_bwrap_unless_rlimit_only_is_allowed(caplog):
     assert_contained(weak, STUBBORN_FORK_BOMB, ["assert True"])
     assert_contained(weak, "x = bytearray(1 << 30)\n", ["assert True"])
     assert_contained(weak, "while True:\n    pass\n", ["assert True"])
+
+
+def test_large_and_non_ascii_programs_round_trip(sandbox):
+    filler = "".join(f"v{i} = {i}\n" for i in range(12_000))  # ~130 KB: more than one pipe buffer of stdin
+    result = sandbox.run(filler + "s = 'héllo ✓'\n", ["assert len(s) == 7", "assert v11999 == 11999"])
+    assert result.passed == [True, True]
+
+
+def test_program_over_the_size_cap_is_refused(sandbox):
+    capped = Sandbox(sandbox.config.model_copy(update={"max_program_bytes": 100}))
+    result = capped.run("x = 1\n" * 50, ["assert x == 1"])
+    assert result.passed == [False] and "max_program_bytes" in (result.error or "")
+    assert capped.drain_records() == [(0.0, "refused")]
