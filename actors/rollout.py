@@ -18,7 +18,7 @@ from actors.advantages import leave_one_out
 from actors.sampler import sample
 from actors.teacher import draw_mask_seeds, teacher_logps
 from common.batch import RolloutBatch
-from common.config import RunConfig
+from common.config import RunConfig, SamplerConfig
 from common.denoiser import load_denoiser
 from common.logprob import logp_variant
 from common.messages import PromptItem, RewardResult
@@ -60,13 +60,14 @@ class RolloutActor:
         self.version = version
         return version
 
-    def generate(self, prompts: list[PromptItem], group_size: int) -> dict[str, Any]:
+    def generate(self, prompts: list[PromptItem], group_size: int,
+                 sampler: SamplerConfig | None = None) -> dict[str, Any]:
         """G completions per prompt, rows grouped by prompt: ids, decoded texts, reveal steps, timing."""
         items = [p for p in prompts for _ in range(group_size)]
         prompt_ids, prompt_len = encode_prompts(self.policy.tokenizer, [it.prompt for it in items],
                                                 chat_template=self.cfg.model.chat_template)
         start = time.perf_counter()
-        out = sample(self.policy, prompt_ids.to(self.policy.device), self.cfg.sampler, self.sample_rng)
+        out = sample(self.policy, prompt_ids.to(self.policy.device), sampler or self.cfg.sampler, self.sample_rng)
         seconds = time.perf_counter() - start
         completion = out.completion_ids.cpu()
         return {"items": items, "prompt_ids": prompt_ids, "prompt_len": prompt_len, "completion_ids": completion,
@@ -75,6 +76,17 @@ class RolloutActor:
 
     def score(self, texts: list[str], items: list[PromptItem]) -> list[RewardResult]:
         return score_with_workers(self.reward_workers, texts, items)
+
+    def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig) -> list[dict[str, Any]]:
+        """One completion per prompt with `sampler` (greedy for evaluation), scored: [{uid, text, reward, parts}]."""
+        gen = self.generate(prompts, 1, sampler)
+        results = self.score(gen["texts"], gen["items"])
+        return [{"uid": it.uid, "text": t, "reward": r.total, "parts": r.parts, "error": r.error}
+                for it, t, r in zip(gen["items"], gen["texts"], results)]
+
+    def ping(self) -> int:
+        """The policy version held (the driver uses it to notice a restarted actor)."""
+        return self.version
 
     @ray.method(num_returns=2)
     def rollout(self, prompts: list[PromptItem], group_size: int, group_offset: int = 0) -> tuple[pa.Table, dict]:
@@ -120,8 +132,10 @@ class RolloutActor:
             meta={"actor": self.actor_index, "version": self.version, "sampler": cfg.sampler.model_dump(),
                   "seconds": {"generate": gen["seconds"], "score": score_seconds, "teacher": teacher_seconds}},
         )
+        table = batch.to_arrow()
         summary = {
-            "actor": self.actor_index, "version": self.version, "rows": B, "reward_mean": float(reward.mean()),
+            "actor": self.actor_index, "version": self.version, "rows": B, "batch_bytes": table.nbytes,
+            "groups": list(range(group_offset, group_offset + len(prompts))), "reward_mean": float(reward.mean()),
             "reward_parts": {k: float(v.mean()) for k, v in parts.items()},
             "reward_errors": sum(r.error is not None for r in results),
             "generate_seconds": gen["seconds"], "score_seconds": score_seconds, "teacher_seconds": teacher_seconds,
@@ -129,4 +143,4 @@ class RolloutActor:
             "zero_variance_groups": int((reward.view(-1, group_size).std(dim=1) == 0).sum()),
             "samples": [(it.prompt, t, r.total) for it, t, r in list(zip(items, texts, results))[:: group_size]],
         }
-        return batch.to_arrow(), summary
+        return table, summary

@@ -112,6 +112,36 @@ class LearnerConfig(_Section):
         False, description="drop rows of groups with zero reward variance before the forward (they are counted)")
 
 
+class SFTConfig(_Section):
+    """Warm start by masked-diffusion SFT on generated solutions (learner/sft.py), cached in the run directory."""
+
+    enabled: bool = False
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    num_examples: int = Field(4000, gt=0, description="generated training pairs (disjoint from the test split)")
+    seed: int = 1
+
+
+class PipelineConfig(_Section):
+    max_staleness: int = Field(0, ge=0, description="0 = synchronous; k = actors may run k versions ahead (AReaL)")
+
+
+class EvalConfig(_Section):
+    """Greedy evaluation on held-out prompts (official: temperature 0, steps = gen_len / 2, block 32)."""
+
+    num_prompts: int = Field(64, ge=0)
+    every: int = Field(0, ge=0, description="evaluate every k steps (0 = only before and after training)")
+    gen_length: int | None = Field(None, description="None = sampler.gen_length")
+    steps: int | None = Field(None, description="None = gen_length / 2")
+    block_length: int | None = Field(None, description="None = sampler.block_length")
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(0, ge=0, description="save every k steps (0 = only at the end)")
+    export_hf: bool = Field(True, description="write an HF directory of the final policy")
+
+
 class ClusterConfig(_Section):
     address: str | None = Field(None, description="Ray address; None = the submitting cluster or a local instance")
     num_cpus: int | None = Field(None, description="CPUs of a local instance (None = all)")
@@ -129,6 +159,10 @@ class RunConfig(_Section):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     learner: LearnerConfig = LearnerConfig()
     cluster: ClusterConfig = ClusterConfig()
+    sft: SFTConfig = SFTConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
 
 class ConfigError(ValueError):

@@ -13,13 +13,21 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from common.config import RunConfig
 from learner.worker import LearnerWorker
 
+PLACEMENT_TIMEOUT_S = 120
+
 
 class LearnerGroup:
     def __init__(self, cfg: RunConfig, model_path: str) -> None:
         lcfg = cfg.learner
         bundle = {"CPU": lcfg.cpus_per_rank, **({"GPU": lcfg.gpus_per_rank} if lcfg.gpus_per_rank else {})}
         self.placement = placement_group([bundle] * lcfg.num_ranks, strategy="PACK", name="learner")
-        ray.get(self.placement.ready())
+        try:
+            ray.get(self.placement.ready(), timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.placement)
+            raise RuntimeError(f"learner: {lcfg.num_ranks} x {bundle} cannot be placed within {PLACEMENT_TIMEOUT_S}s; "
+                               f"the cluster has {ray.available_resources()} free (lower learner.num_ranks / "
+                               "learner.cpus_per_rank or add nodes)") from None
         worker_cls = ray.remote(LearnerWorker)
         self.workers = [
             worker_cls.options(

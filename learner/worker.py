@@ -179,7 +179,7 @@ class LearnerWorker:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
-        values = torch.tensor([float(loss), metrics["tokens"]], dtype=torch.float64)
+        values = torch.tensor([float(loss.detach()), metrics["tokens"]], dtype=torch.float64)
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return {"loss": float(values[0]), "tokens": float(values[1]), "grad_norm": float(grad_norm)}
 

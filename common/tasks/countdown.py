@@ -6,6 +6,7 @@ crc32 % 8 == 0.
 from __future__ import annotations
 
 import itertools
+import json
 import zlib
 from fractions import Fraction
 
@@ -89,4 +90,18 @@ def make_prompts(*, prompt_format: str, split: str, num: int, seed: int) -> list
         numbers, target, solution = make_instance(rng)
         if in_test_split(numbers, target) == (split == "test"):
             items.append(item(numbers, target, solution, prompt_format))
+    return items
+
+
+def load_jsonl(path: str, prompt_format: str) -> list[PromptItem]:
+    """The paper's test set (`{"input": "a,b,c", "output": "target"}` rows); a malformed row raises naming its line."""
+    items = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                numbers, target = [int(x) for x in row["input"].split(",")], int(row["output"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{lineno}: expected {{'input': 'a,b,c', 'output': 'n'}}: {err}") from None
+            items.append(item(numbers, target, solve(numbers, target) or "", prompt_format))
     return items

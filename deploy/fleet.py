@@ -1,0 +1,108 @@
+"""The rollout side of a run: RolloutActors (+ the RewardWorkers they score with), prompt routing, weight pushes,
+and re-issuing the prompts of an actor that died. Batches stay in the object store: only ObjectRefs and small
+summaries pass through the driver."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from actors.rollout import RolloutActor
+from common.config import RunConfig, SamplerConfig
+from common.messages import PromptItem
+from rewards.worker import RewardWorker
+
+log = logging.getLogger(__name__)
+RESTART_TIMEOUT_S = 300
+
+
+@dataclass
+class Chunk:
+    """Prompts given to one actor for one step; re-issued as a whole if the actor dies."""
+
+    step: int
+    actor: int
+    prompts: list[PromptItem]
+    group_offset: int
+    batch_ref: ray.ObjectRef
+    summary_ref: ray.ObjectRef
+
+
+class RolloutFleet:
+    def __init__(self, cfg: RunConfig, model_path: str) -> None:
+        self.cfg = cfg
+        rcfg = cfg.reward
+        self.reward_workers = [
+            RewardWorker.options(name=f"reward-{i}", num_cpus=rcfg.cpus_per_worker, max_restarts=-1,
+                                 max_task_retries=-1).remote(None)
+            for i in range(rcfg.num_workers)]
+        actor_cls = ray.remote(RolloutActor)
+        self.actors = [
+            actor_cls.options(name=f"rollout-{i}", num_cpus=cfg.rollout.cpus_per_actor,
+                              num_gpus=cfg.rollout.gpus_per_actor, max_restarts=-1, max_task_retries=0)
+            .remote(cfg, model_path, actor_index=i, reward_workers=self.reward_workers)
+            for i in range(cfg.rollout.num_actors)]
+        self.weights: tuple[ray.ObjectRef, int] | None = None
+        self.reissued = 0
+
+    def submit(self, step: int, prompts: list[PromptItem], group_size: int) -> list[Chunk]:
+        """Split the step's prompts over the actors (contiguous chunks); returns the in-flight chunks."""
+        n = len(self.actors)
+        bounds = [len(prompts) * i // n for i in range(n + 1)]
+        return [self._launch(step, a, prompts[bounds[a]:bounds[a + 1]], bounds[a], group_size)
+                for a in range(n) if bounds[a + 1] > bounds[a]]
+
+    def _launch(self, step: int, actor: int, prompts: list[PromptItem], group_offset: int, group_size: int) -> Chunk:
+        batch_ref, summary_ref = self.actors[actor].rollout.remote(prompts, group_size, group_offset)
+        return Chunk(step, actor, prompts, group_offset, batch_ref, summary_ref)
+
+    def collect(self, chunks: list[Chunk], group_size: int) -> tuple[list[ray.ObjectRef], list[dict[str, Any]]]:
+        """Wait for every chunk; a chunk whose actor died is re-issued (after the restarted actor got the current
+        weights) until it completes. Returns (batch refs, summaries) in chunk order."""
+        refs, summaries = [], []
+        for chunk in chunks:
+            while True:
+                try:
+                    summaries.append(ray.get(chunk.summary_ref))  # small; the batch itself stays put
+                    refs.append(chunk.batch_ref)
+                    break
+                except RayActorError as err:
+                    log.warning("rollout-%d died during step %d (%s); re-issuing its %d prompts", chunk.actor,
+                                chunk.step, type(err).__name__, len(chunk.prompts))
+                    self._wait_restarted(chunk.actor)
+                    self.reissued += 1
+                    chunk = self._launch(chunk.step, chunk.actor, chunk.prompts, chunk.group_offset, group_size)
+        return refs, summaries
+
+    def _wait_restarted(self, actor: int) -> None:
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
+        while True:
+            try:
+                ray.get(self.actors[actor].ping.remote(), timeout=30)
+                break
+            except (RayActorError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        if self.weights is not None:  # a restarted actor starts from the initial weights: give it the current ones
+            ray.get(self.actors[actor].set_weights.remote(*self.weights))
+
+    def push_weights(self, state_ref: ray.ObjectRef, version: int) -> list[ray.ObjectRef]:
+        """Queue the new weights on every actor (each loads them after its in-flight rollout, never during one)."""
+        self.weights = (state_ref, version)
+        return [a.set_weights.remote(state_ref, version) for a in self.actors]
+
+    def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig) -> list[dict[str, Any]]:
+        n = len(self.actors)
+        bounds = [len(prompts) * i // n for i in range(n + 1)]
+        parts = [self.actors[a].evaluate.remote(prompts[bounds[a]:bounds[a + 1]], sampler) for a in range(n)
+                 if bounds[a + 1] > bounds[a]]
+        return [row for part in ray.get(parts) for row in part]
+
+    def shutdown(self) -> None:
+        for handle in self.actors + self.reward_workers:
+            ray.kill(handle, no_restart=True)

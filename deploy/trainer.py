@@ -1,0 +1,165 @@
+"""The training loop of DESIGN.md: each step is three visible phases, each in a timing scope of the same name:
+
+  rollout       actors generate G completions per prompt, score them, compute teacher targets (refs only here)
+  update        the learner group pulls the batches by ref and runs mu inner iterations
+  sync_weights  rank 0 exports the state dict once, every actor loads it (communication)
+
+Async mode (pipeline.max_staleness = k > 0): up to k rollout batches are in flight ahead of the learner.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from tqdm import tqdm
+
+from common.config import RunConfig
+from common.tasks import make_prompts
+from deploy.evaluate import eval_prompts, eval_sampler, markdown_table, summarize
+from deploy.fleet import RolloutFleet
+from deploy.metrics import Metrics
+from deploy.staleness import StalenessGate
+from deploy.warmstart import base_model, warm_start
+from learner.group import LearnerGroup
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, *, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        cache = self.run_dir / "cache"
+        model_path = base_model(cfg, cache)
+        if cfg.sft.enabled:
+            model_path = warm_start(cfg, model_path, cache)
+        self.model_path = model_path
+        self.fleet = RolloutFleet(cfg, model_path)
+        self.learner = LearnerGroup(cfg, model_path)
+        self.metrics = Metrics(self.run_dir)
+        B = cfg.rollout.prompts_per_step
+        self.prompts = make_prompts(task=cfg.task.name, prompt_format=cfg.task.prompt_format, split="train",
+                                    num=cfg.steps * B, seed=cfg.task.seed)
+        self.step = 0
+        self.evals: dict[str, dict[str, float]] = {}
+        if resume:
+            self._resume()
+
+    # ---- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, G, B = self.cfg, self.cfg.rollout.group_size, self.cfg.rollout.prompts_per_step
+        if self.step == 0 and cfg.eval.num_prompts:
+            self.evaluate("before (step 0)")
+        gate = StalenessGate(cfg.pipeline.max_staleness, submitted=self.step)
+        in_flight: deque = deque()
+        progress = tqdm(total=cfg.steps, initial=self.step, desc="GDSD", dynamic_ncols=True)
+        while self.step < cfg.steps:
+            times: dict[str, float] = {}
+            while gate.can_submit(version=self.step, total_steps=cfg.steps):
+                s = gate.mark_submitted()
+                in_flight.append(self.fleet.submit(s, self.prompts[s * B:(s + 1) * B], G))
+            with timed(times, "rollout"):
+                batch_refs, summaries = self.fleet.collect(in_flight.popleft(), G)
+            self._check_rows(summaries, B)
+            with timed(times, "update"):
+                stats = self.learner.train_step(batch_refs)
+            with timed(times, "sync_weights"):
+                state_ref, version = self.learner.export_weights()
+                pushes = self.fleet.push_weights(state_ref, version)
+                if cfg.pipeline.max_staleness == 0:
+                    ray.get(pushes)  # sync mode: the next rollout must sample with the new weights
+            self.step += 1
+            flat = self._log(stats, summaries, times)
+            progress.update(1)
+            progress.set_postfix(reward=f"{flat['reward/mean']:.3f}", clamp=f"{flat.get('learner/clamp_frac/first', 0):.2f}")
+            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
+            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
+                self.evaluate(f"step {self.step}")
+        progress.close()
+        self.save_checkpoint()
+        if cfg.checkpoint.export_hf:
+            self.learner.export_hf(str(self.run_dir / "final"))
+        if cfg.eval.num_prompts:
+            self.evaluate(f"after (step {self.step})")
+        return {"step": self.step, "eval": self.evals, "reissued_chunks": self.fleet.reissued}
+
+    def _check_rows(self, summaries: list[dict], num_prompts: int) -> None:
+        """Every prompt of the step answered exactly once (re-issued chunks must not lose or duplicate rows)."""
+        groups = sorted(g for s in summaries for g in s["groups"])
+        if groups != list(range(num_prompts)):
+            raise RuntimeError(f"step {self.step}: rollout groups {groups} != 0..{num_prompts - 1}")
+
+    def _log(self, stats: dict, summaries: list[dict], times: dict[str, float]) -> dict[str, float]:
+        rows = sum(s["rows"] for s in summaries)
+        reward = sum(s["reward_mean"] * s["rows"] for s in summaries) / rows
+        parts = {k: sum(s["reward_parts"].get(k, 0.0) * s["rows"] for s in summaries) / rows
+                 for k in {k for s in summaries for k in s["reward_parts"]}}
+        record = {
+            "reward": {"mean": reward, **parts},
+            "reward_errors": sum(s["reward_errors"] for s in summaries),
+            "zero_variance_groups": sum(s["zero_variance_groups"] for s in summaries),
+            "rollout": {f"actor{s['actor']}/tokens_per_s": s["tokens_per_second"] for s in summaries},
+            "staleness": {"max": max(stats["staleness"], default=0)},
+            "bytes": {"batches": sum(s["batch_bytes"] for s in summaries)},
+            "time": times,
+            "learner": {k: v for k, v in stats.items() if k not in ("staleness",)},
+            "version": stats["version"],
+        }
+        return self.metrics.log(self.step, record)
+
+    # ---- evaluation, checkpoints -------------------------------------------------------------------------------
+    def evaluate(self, name: str) -> dict[str, float]:
+        rows = self.fleet.evaluate(eval_prompts(self.cfg), eval_sampler(self.cfg))
+        self.evals[name] = summarize(rows, self.cfg.task.name)
+        self.metrics.log(self.step, {"eval": self.evals[name]})
+        table = markdown_table(self.evals)
+        (self.run_dir / "eval.md").write_text(table + "\n")
+        (self.run_dir / "eval.json").write_text(json.dumps(self.evals, indent=1))
+        tqdm.write(f"\nevaluation ({name}):\n{table}\n")
+        return self.evals[name]
+
+    def save_checkpoint(self) -> None:
+        path = self.run_dir / "checkpoint" / f"step{self.step:06d}"
+        self.learner.save_checkpoint(str(path))
+        # the driver's part: where the data stream is, what was measured so far
+        (path / "trainer_state.json").write_text(json.dumps({"step": self.step, "data_cursor":
+                                                             self.step * self.cfg.rollout.prompts_per_step,
+                                                             "evals": self.evals}))
+        (self.run_dir / "checkpoint" / "latest").write_text(path.name)
+
+    def _resume(self) -> None:
+        latest = self.run_dir / "checkpoint" / "latest"
+        if not latest.is_file():
+            raise FileNotFoundError(f"--resume {self.run_dir}: no checkpoint/latest in the run directory")
+        path = self.run_dir / "checkpoint" / latest.read_text().strip()
+        state = json.loads((path / "trainer_state.json").read_text())
+        learner_state = self.learner.load_checkpoint(str(path))
+        self.step, self.evals = state["step"], state["evals"]
+        assert learner_state["version"] == self.step, (learner_state, state)
+        state_ref, version = self.learner.export_weights()
+        ray.get(self.fleet.push_weights(state_ref, version))
+        log.info("resumed %s at step %d (version %d)", self.run_dir, self.step, version)
+
+    def shutdown(self) -> None:
+        self.metrics.close()
+        self.fleet.shutdown()
+        self.learner.shutdown()
+
+
+@contextmanager
+def timed(times: dict[str, float], name: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[name] = time.perf_counter() - start
