@@ -12,8 +12,11 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.rollout import RolloutActor
-from common.config import RunConfig, SamplerConfig
+from pydantic import ValidationError
+
+from common.config import ConfigError, RunConfig, SamplerConfig
 from common.messages import PromptItem
+from rewards.registry import RewardConfig as RewardServiceConfig
 from rewards.worker import RewardWorker
 
 log = logging.getLogger(__name__)
@@ -32,13 +35,23 @@ class Chunk:
     summary_ref: ray.ObjectRef
 
 
+def reward_service_config(cfg: RunConfig) -> RewardServiceConfig:
+    """Validate `reward.service` once, before any actor starts; errors name the key."""
+    try:
+        return RewardServiceConfig.model_validate(cfg.reward.service)
+    except ValidationError as err:
+        raise ConfigError("; ".join(f"config key 'reward.service.{'.'.join(map(str, e['loc']))}': {e['msg']}"
+                                    for e in err.errors())) from None
+
+
 class RolloutFleet:
     def __init__(self, cfg: RunConfig, model_path: str) -> None:
         self.cfg = cfg
         rcfg = cfg.reward
+        service = reward_service_config(cfg)
         self.reward_workers = [
             RewardWorker.options(name=f"reward-{i}", num_cpus=rcfg.cpus_per_worker, max_restarts=-1,
-                                 max_task_retries=-1).remote(None)
+                                 max_task_retries=-1).remote(service)
             for i in range(rcfg.num_workers)]
         actor_cls = ray.remote(RolloutActor)
         self.actors = [

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.messages import RewardResult
 from rewards import coding, countdown, gsm8k, math_answer, sudoku
@@ -39,6 +39,8 @@ ERROR_KINDS = ("bad_input", "undecodable", "unknown_task", "bad_meta", "math_che
 
 class RewardConfig(BaseModel):
     """Everything the reward service needs; deploy maps its YAML onto this."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     reward_functions: dict[str, list[str]] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_REWARD_FUNCTIONS))
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)

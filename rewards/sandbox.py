@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rewards._communicate import communicate
 
@@ -51,6 +51,8 @@ class SandboxUnavailable(RuntimeError):
 
 class SandboxConfig(BaseModel):
     """Limits of one sandboxed run. The defaults fit a HumanEval-style program and its tests."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
     bwrap: str = Field(default="bwrap", description="the bubblewrap executable (name on PATH or absolute path)")
     python: str = Field(default="/usr/bin/python3", description="interpreter inside the sandbox (must be under /usr)")
