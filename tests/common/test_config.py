@@ -39,3 +39,12 @@ def test_unknown_key_lists_valid_keys():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    paths = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        load_config(path)
