@@ -99,6 +99,9 @@ class AlgorithmConfig(_Section):
     clip_eps: float = Field(0.2, gt=0, description="PPO clip range of the ratio-based baselines")
     teacher_source: Literal["rollout", "learner"] = Field(
         "rollout", description="S_old from the actor (async-safe) or recomputed on the learner (sync only)")
+    p_mask_prompt: float = Field(
+        0.15, ge=0, le=1, description="d1 one-step estimate (diffu_grpo, wd1): probability of masking each prompt "
+        "token (official: 0.15)")
 
 
 class LearnerConfig(_Section):
@@ -153,6 +156,8 @@ class ClusterConfig(_Section):
 class RunConfig(_Section):
     seed: int = 0
     run_dir: str = "runs/default"
+    cache_dir: str = Field("runs/cache", description="the tiny base model and SFT warm starts, keyed by their settings "
+                           "and shared across runs")
     steps: int = Field(1, gt=0, description="training steps (rollout batches)")
     model: ModelConfig = ModelConfig()
     sampler: SamplerConfig = SamplerConfig()
@@ -166,6 +171,21 @@ class RunConfig(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @model_validator(mode="after")
+    def _teacher_source_fits(self) -> "RunConfig":
+        from common.logprob import LOGP_VARIANT  # lazy: common.logprob imports this module
+
+        alg = self.algorithm
+        if LOGP_VARIANT.get(alg.name, "") is None and alg.teacher_source == "rollout":
+            raise ValueError(f"algorithm.teacher_source: algorithm.name={alg.name} uses per-token one-step estimates "
+                             "that the actors do not compute; set algorithm.teacher_source=learner")
+        if alg.teacher_source == "learner" and self.pipeline.max_staleness > 0:
+            raise ValueError(f"algorithm.teacher_source=learner recomputes the teacher targets from the learner's "
+                             f"current weights, which only sampled the batch in synchronous mode; set "
+                             f"pipeline.max_staleness=0 (got {self.pipeline.max_staleness}) or "
+                             "algorithm.teacher_source=rollout")
+        return self
 
 
 class ConfigError(ValueError):

@@ -59,7 +59,7 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
 # Which S(x0) each algorithm's teacher targets are computed with (None: the algorithm uses per-token estimates and
 # its targets are recomputed on the learner). The learner's loss registry reads the same table.
 LOGP_VARIANT: dict[str, Variant | None] = {"gdsd": "gdsd", "gdsd_tlc": "tlc", "espo": "tlc", "spg": "tlc",
-                                           "wd1": "tlc", "diffu_grpo": None}
+                                           "wd1": None, "diffu_grpo": None}
 
 
 def logp_variant(algorithm: str) -> Variant | None:

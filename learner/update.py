@@ -17,13 +17,34 @@ from common.masking import consistent_masks
 from learner.losses import LossSpec
 
 
-def shard_rows(batch: RolloutBatch, rank: int, world_size: int) -> RolloutBatch:
-    """This rank's contiguous slice of the rows (sizes differ by at most one)."""
+def _group_bounds(batch: RolloutBatch, parts: int, group_size: int, what: str) -> list[slice]:
+    """`parts` contiguous row ranges that never split a group of `group_size` consecutive rows."""
+    rows = batch.num_rows
+    if rows % group_size or (rows and not bool((batch.group_id.view(-1, group_size) ==
+                                                batch.group_id.view(-1, group_size)[:, :1]).all())):
+        raise ValueError(f"a rollout batch of {rows} rows is not made of whole groups of rollout.group_size="
+                         f"{group_size} consecutive rows; the loss needs whole groups on each rank")
+    groups = rows // group_size
+    if groups < parts:
+        raise ValueError(f"{what}: {groups} groups of {group_size} rows cannot be split into {parts} parts without "
+                         "splitting a group (the loss normalises within a group); lower learner.num_ranks / "
+                         "learner.grad_accum or raise the prompts per rollout batch")
+    return [slice(int(ix[0]) * group_size, (int(ix[-1]) + 1) * group_size)
+            for ix in np.array_split(np.arange(groups), parts)]
+
+
+def shard_rows(batch: RolloutBatch, rank: int, world_size: int, group_size: int | None = None) -> RolloutBatch:
+    """This rank's contiguous slice of the rows (sizes differ by at most one). With `group_size`, the split is on
+    group boundaries (group counts differ by at most one) and a batch with fewer groups than ranks is an error."""
+    if group_size is not None:
+        return batch.select(_group_bounds(batch, world_size, group_size, "learner.num_ranks")[rank])
     bounds = np.array_split(np.arange(batch.num_rows), world_size)[rank]
     return batch.select(slice(int(bounds[0]), int(bounds[-1]) + 1)) if len(bounds) else batch.select([])
 
 
-def split_micro(batch: RolloutBatch, parts: int) -> list[RolloutBatch]:
+def split_micro(batch: RolloutBatch, parts: int, group_size: int | None = None) -> list[RolloutBatch]:
+    if group_size is not None:
+        return [batch.select(s) for s in _group_bounds(batch, parts, group_size, "learner.grad_accum")]
     return [batch.select(slice(int(ix[0]), int(ix[-1]) + 1)) for ix in np.array_split(np.arange(batch.num_rows), parts)]
 
 

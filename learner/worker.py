@@ -25,6 +25,7 @@ from learner.fsdp import shard_model
 from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.sft import sft_loss
+from learner.token_update import MicroFn, TokenPath, needs_groups
 from learner.update import (MetricSum, drop_zero_advantage_groups, loss_on_micro_batch, sequence_logp, shard_rows,
                             split_micro)
 
@@ -38,9 +39,14 @@ class LearnerWorker:
     def __init__(self, cfg: RunConfig, model_path: str, *, rank: int, world_size: int) -> None:
         self.cfg, self.model_path, self.rank, self.world_size = cfg, model_path, rank, world_size
         self.spec = get_loss(cfg.algorithm.name)
-        if self.spec.logp_variant not in ("gdsd", "tlc"):
+        if self.spec.logp_variant not in ("gdsd", "tlc", "token_onestep"):
             raise ConfigError(f"algorithm.name={cfg.algorithm.name}: the learner trains sequence-level S(x0) losses "
-                              "(gdsd, gdsd_tlc, espo); per-token one-step estimates are not wired in yet")
+                              "(gdsd, gdsd_tlc, espo) and one-step per-token losses (diffu_grpo, wd1); SPG's EUBO "
+                              f"estimate (logp_variant {self.spec.logp_variant!r}) is not implemented")
+        self.tokens = TokenPath(self.spec, cfg) if self.spec.logp_variant == "token_onestep" else None
+        # wd1 normalises within prompt groups: its rows are split over ranks / micro-batches on group boundaries
+        self.group_size = cfg.rollout.group_size if self.tokens is not None and needs_groups(self.spec) else None
+        self.reference = None
         self.version = 0
         self.optimizer_steps = 0
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # SFT mask draws
@@ -68,6 +74,12 @@ class LearnerWorker:
         self.denoiser.model.train()
         shard_model(self.denoiser.net, self.denoiser.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
         self.params = [p for p in self.denoiser.net.parameters() if p.requires_grad]
+        if self.tokens is not None and self.tokens.use_ref:
+            # per-token reference log-probs are not in the RolloutBatch: a frozen copy of the initial weights,
+            # sharded like the policy; held in the compute dtype (what FSDP would cast the master weights to)
+            self.reference = load_denoiser(self.cfg.model, self.model_path, device=device)
+            self.reference.model.eval().requires_grad_(False)
+            shard_model(self.reference.net, self.reference.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
         self.optimizer, self.scheduler = build_optimizer(self.params, self.cfg.learner)
         return sum(p.numel() for p in self.params)
 
@@ -84,37 +96,32 @@ class LearnerWorker:
                 b, n = drop_zero_advantage_groups(b)
                 dropped_rows += n
                 # every rank must run the same forwards: a batch too small to give each rank a row is skipped whole
-                if b.num_rows >= self.world_size * lcfg.grad_accum:
+                if self._units(b) >= self.world_size * lcfg.grad_accum:
                     kept.append(b)
                 else:
                     dropped_batches += 1
                     dropped_rows += b.num_rows
             batches = kept
+        unit = "rows" if self.group_size is None else f"groups of {self.group_size}"
         for b in batches:
-            if b.num_rows < self.world_size * lcfg.grad_accum:
-                raise ValueError(f"a rollout batch of {b.num_rows} rows cannot feed learner.num_ranks="
+            if self._units(b) < self.world_size * lcfg.grad_accum:
+                raise ValueError(f"a rollout batch of {self._units(b)} {unit} cannot feed learner.num_ranks="
                                  f"{self.world_size} x learner.grad_accum={lcfg.grad_accum}; raise group_size or "
                                  "prompts per actor")
         global_rows = sum(b.num_rows for b in batches)
-        shards = [shard_rows(b, self.rank, self.world_size) for b in batches]
+        shards = [shard_rows(b, self.rank, self.world_size, self.group_size) for b in batches]
         staleness = [self.version - int(b.policy_version.min()) for b in batches]
-        if self.spec.needs_old:
-            shards = [self._teacher(s) for s in shards]
+        micros, micro_fn = self._prepare(shards, global_rows)
 
-        kwargs = self.spec.kwargs_from(alg)
         per_iter, keys = [], None
         gap_max = torch.zeros((), dtype=torch.float64)
         for j in range(alg.mu if shards else 0):
             acc = MetricSum()
-            for shard in shards:
-                for micro in split_micro(shard, lcfg.grad_accum):
-                    # loss is normalised by the global row count; FSDP averages gradients over ranks -> x world size
-                    metrics, logp = loss_on_micro_batch(self.denoiser, micro, j, spec=self.spec, loss_kwargs=kwargs,
-                                                        num_rows=global_rows, scale=float(self.world_size))
-                    acc.add(metrics, micro.num_rows)
-                    if j == 0 and self.spec.needs_old:
-                        gap = (logp.cpu() - micro.old_logp[:, 0]).abs().max().double()
-                        gap_max = torch.maximum(gap_max, gap)
+            for i, micro in enumerate(micros):
+                metrics, gap = micro_fn(i, j)
+                acc.add(metrics, micro.num_rows)
+                if gap is not None:
+                    gap_max = torch.maximum(gap_max, gap)
             grad_norm = clip_grad_norm(self.params, lcfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
@@ -125,6 +132,34 @@ class LearnerWorker:
         self.version += 1
         return self._reduce(per_iter, keys or [], gap_max, global_rows=global_rows, dropped_rows=dropped_rows,
                             dropped_batches=dropped_batches, staleness=staleness, seconds=time.perf_counter() - start)
+
+    def _units(self, batch: RolloutBatch) -> int:
+        """What is split over ranks and micro-batches: rows, or whole groups for group-normalised losses."""
+        return batch.num_rows if self.group_size is None else batch.num_rows // self.group_size
+
+    def _prepare(self, shards: list[RolloutBatch], global_rows: int) -> tuple[list[RolloutBatch], MicroFn]:
+        """The one place the step dispatches on `spec.logp_variant`: targets, micro-batches and the per-(micro, j)
+        forward + loss + backward. The loss is normalised by the global row count and FSDP averages gradients over
+        ranks, hence the x world size."""
+        lcfg, scale = self.cfg.learner, float(self.world_size)
+        if self.tokens is not None:  # "token_onestep": per-token targets recomputed here
+            micros = [m for s in shards for m in split_micro(s, lcfg.grad_accum, self.group_size)]
+            return micros, self.tokens.prepare(self.denoiser, self.reference, micros, version=self.version,
+                                               num_rows=global_rows, scale=scale)
+        if self.spec.needs_old:  # "gdsd" / "tlc": sequence-level S(x0)
+            shards = [self._teacher(s) for s in shards]
+        micros = [m for s in shards for m in split_micro(s, lcfg.grad_accum)]
+        kwargs = self.spec.kwargs_from(self.cfg.algorithm)
+
+        def run(i: int, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+            metrics, logp = loss_on_micro_batch(self.denoiser, micros[i], j, spec=self.spec, loss_kwargs=kwargs,
+                                                num_rows=global_rows, scale=scale)
+            gap = None
+            if j == 0 and self.spec.needs_old:
+                gap = (logp.cpu() - micros[i].old_logp[:, 0]).abs().max().double()
+            return metrics, gap
+
+        return micros, run
 
     @torch.no_grad()
     def _teacher(self, shard: RolloutBatch) -> RolloutBatch:
