@@ -38,7 +38,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        cache = self.run_dir / "cache"
+        cache = Path(cfg.cache_dir)
         model_path = base_model(cfg, cache)
         if cfg.sft.enabled:
             model_path = warm_start(cfg, model_path, cache)
@@ -81,10 +81,11 @@ class Trainer:
             flat = self._log(stats, summaries, times)
             progress.update(1)
             progress.set_postfix(reward=f"{flat['reward/mean']:.3f}", clamp=f"{flat.get('learner/clamp_frac/first', 0):.2f}")
-            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
-                self.save_checkpoint()
+            # evaluate first, so that a checkpoint of this step carries its evaluation into a resumed run
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
                 self.evaluate(f"step {self.step}")
+            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
         progress.close()
         self.save_checkpoint()
         if cfg.checkpoint.export_hf:
