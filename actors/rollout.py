@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
 import torch
@@ -46,8 +47,10 @@ class RolloutActor:
         torch.set_num_threads(cfg.rollout.torch_threads)
         self.cfg, self.actor_index = cfg, actor_index
         self.policy = load_denoiser(cfg.model, model_path)
-        beta_used = cfg.algorithm.beta > 0
-        self.reference = load_denoiser(cfg.model, model_path) if beta_used else None
+        # the frozen reference is needed only for sequence-level targets with a KL term (per-token algorithms get
+        # theirs on the learner)
+        needs_ref = cfg.algorithm.beta > 0 and logp_variant(cfg.algorithm.name) is not None
+        self.reference = load_denoiser(cfg.model, model_path) if needs_ref else None
         self.reward_workers = list(reward_workers or [])
         self.version = 0
         # one stream for sampling noise, one for mask seeds: a pure function of (seed, actor index)
@@ -88,11 +91,23 @@ class RolloutActor:
         """The policy version held (the driver uses it to notice a restarted actor)."""
         return self.version
 
+    def _reseed(self, step: int, group_offset: int) -> None:
+        """Noise of a training rollout as a pure function of (seed, step, first group): a resumed run, or a chunk
+        re-issued after its actor died, draws exactly what the original would have (a running stream would restart
+        from its initial state in a new or restarted actor process)."""
+        sample_seed, mask_seed = np.random.SeedSequence([self.cfg.seed, step, group_offset]).generate_state(2)
+        self.sample_rng.manual_seed(int(sample_seed))
+        self.seed_rng.manual_seed(int(mask_seed))
+
     @ray.method(num_returns=2)
-    def rollout(self, prompts: list[PromptItem], group_size: int, group_offset: int = 0) -> tuple[pa.Table, dict]:
+    def rollout(self, prompts: list[PromptItem], group_size: int, group_offset: int = 0,
+                step: int | None = None) -> tuple[pa.Table, dict]:
         """One episode. Returns (RolloutBatch as an arrow table, a small summary for the driver's logs); the caller
-        passes the first ObjectRef on to the learner without fetching it."""
+        passes the first ObjectRef on to the learner without fetching it. With `step`, the noise is reseeded from
+        (seed, step, group_offset); without it, the actor's running streams continue."""
         cfg, alg = self.cfg, self.cfg.algorithm
+        if step is not None:
+            self._reseed(step, group_offset)
         gen = self.generate(prompts, group_size)
         items, texts = gen["items"], gen["texts"]
         B = len(items)
