@@ -70,7 +70,7 @@ class RolloutFleet:
                 for a in range(n) if bounds[a + 1] > bounds[a]]
 
     def _launch(self, step: int, actor: int, prompts: list[PromptItem], group_offset: int, group_size: int) -> Chunk:
-        batch_ref, summary_ref = self.actors[actor].rollout.remote(prompts, group_size, group_offset)
+        batch_ref, summary_ref = self.actors[actor].rollout.remote(prompts, group_size, group_offset, step)
         return Chunk(step, actor, prompts, group_offset, batch_ref, summary_ref)
 
     def collect(self, chunks: list[Chunk], group_size: int) -> tuple[list[ray.ObjectRef], list[dict[str, Any]]]:
@@ -108,6 +108,16 @@ class RolloutFleet:
         """Queue the new weights on every actor (each loads them after its in-flight rollout, never during one)."""
         self.weights = (state_ref, version)
         return [a.set_weights.remote(state_ref, version) for a in self.actors]
+
+    def wait_pushed(self, pushes: list[ray.ObjectRef]) -> None:
+        """Wait for the pushes of `push_weights`; an actor that died meanwhile is waited for and given the current
+        weights once restarted (without this, a death during the weight push would end the run)."""
+        for actor, ref in enumerate(pushes):
+            try:
+                ray.get(ref)
+            except RayActorError:
+                log.warning("rollout-%d died while loading weights; waiting for its restart", actor)
+                self._wait_restarted(actor)
 
     def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig) -> list[dict[str, Any]]:
         n = len(self.actors)

@@ -76,7 +76,7 @@ class Trainer:
                 state_ref, version = self.learner.export_weights()
                 pushes = self.fleet.push_weights(state_ref, version)
                 if cfg.pipeline.max_staleness == 0:
-                    ray.get(pushes)  # sync mode: the next rollout must sample with the new weights
+                    self.fleet.wait_pushed(pushes)  # sync mode: the next rollout must sample with the new weights
             self.step += 1
             flat = self._log(stats, summaries, times)
             progress.update(1)
