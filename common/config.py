@@ -108,6 +108,7 @@ class LearnerConfig(_Section):
     num_ranks: int = Field(1, gt=0)
     gpus_per_rank: float = Field(0, ge=0)
     cpus_per_rank: float = Field(1, gt=0)
+    torch_threads: int = Field(1, gt=0, description="intra-op threads per rank on CPU")
     lr: float = Field(3e-6, gt=0, description="official: 3e-6 (MATH 1e-5)")
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)

@@ -67,7 +67,7 @@ class LearnerWorker:
         device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
         dist.init_process_group("nccl" if gpu else "gloo", rank=self.rank, world_size=self.world_size)
         mesh = init_device_mesh(device.type, (self.world_size,))
-        torch.set_num_threads(max(1, int(self.cfg.learner.cpus_per_rank)))
+        torch.set_num_threads(self.cfg.learner.torch_threads)
         # master weights in float32; the compute dtype (what the actors sample with) comes from the FSDP policy
         master_cfg = self.cfg.model.model_copy(update={"dtype": "float32"})
         self.denoiser = load_denoiser(master_cfg, self.model_path, device=device)
