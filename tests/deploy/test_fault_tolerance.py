@@ -22,6 +22,9 @@ def run_with_kill(tmp_path, jobs, *, phase: str, max_staleness: int) -> tuple[Tr
         "checkpoint.export_hf=false"])
     trainer = Trainer(cfg)
     fleet, victim, killed = trainer.fleet, trainer.fleet.actors[1], []
+    # every actor is up before the run: a kill must hit a running actor (one still in __init__ would just be created
+    # again, and Ray would deliver the queued calls to the new instance; nothing to re-issue then)
+    ray.get([a.ping.remote() for a in fleet.actors])
 
     def kill_once(step: int) -> None:
         if not killed:
