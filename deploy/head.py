@@ -88,14 +88,20 @@ def _ppid(pid: int) -> int | None:
 def session_pids(temp_dir: str) -> list[int]:
     """The head's processes (their command line names the temp dir) and all their descendants (Linux /proc)."""
     pids = _pids()
-    found = {p for p in pids if any(temp_dir in arg for arg in _cmdline(p))}
     parents = {p: _ppid(p) for p in pids}
+    # this process and its ancestors may name the temp dir too (`bash -c "python -m deploy.head stop --temp-dir X"`)
+    me, pid = set(), os.getpid()
+    while pid:
+        me.add(pid)
+        pid = parents.get(pid) or _ppid(pid)
+    # the temp dir as a whole path component: /tmp/rayhead must not match /tmp/rayhead2
+    named = re.compile(re.escape(temp_dir.rstrip("/")) + r"(/|$)")
+    found = {p for p in pids if p not in me and any(named.search(arg) for arg in _cmdline(p))}
     grew = True
     while grew:
-        children = {p for p, parent in parents.items() if parent in found and p not in found}
+        children = {p for p, parent in parents.items() if parent in found and p not in found | me}
         found |= children
         grew = bool(children)
-    found.discard(os.getpid())  # `python -m deploy.head stop --temp-dir X` names X too
     return sorted(found)
 
 
@@ -127,8 +133,9 @@ def _signal(pids: list[int], sig: int) -> None:
             pass
 
 
-def stop_head(temp_dir: str, grace: float = 15.0) -> int:
-    """SIGTERM the head's processes, SIGKILL what is left after `grace` seconds; returns how many were found.
+def stop_head(temp_dir: str, grace: float = 5.0) -> int:
+    """SIGTERM the head's processes, SIGKILL what is left after `grace` seconds (gcs_server, raylet and the agents
+    outlast SIGTERM for many seconds; `ray stop` waits 16 s, then kills too); returns how many were found.
     Repeated because a dying raylet may still spawn a worker."""
     total = 0
     for _ in range(3):

@@ -26,7 +26,7 @@ def ray_tmp():
     names it is stopped afterwards, even if the test failed (never `ray stop`: it kills every Ray on the machine)."""
     path = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     yield path
-    stop_head(path, grace=10)
+    stop_head(path, grace=5)
     shutil.rmtree(path, ignore_errors=True)
 
 
