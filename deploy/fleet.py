@@ -33,6 +33,7 @@ class Chunk:
     group_offset: int
     batch_ref: ray.ObjectRef
     summary_ref: ray.ObjectRef
+    version: int  # weights the actor must hold when it runs the chunk: the last version pushed before the launch
 
 
 def reward_service_config(cfg: RunConfig) -> RewardServiceConfig:
@@ -71,24 +72,31 @@ class RolloutFleet:
 
     def _launch(self, step: int, actor: int, prompts: list[PromptItem], group_offset: int, group_size: int) -> Chunk:
         batch_ref, summary_ref = self.actors[actor].rollout.remote(prompts, group_size, group_offset, step)
-        return Chunk(step, actor, prompts, group_offset, batch_ref, summary_ref)
+        version = self.weights[1] if self.weights is not None else 0
+        return Chunk(step, actor, prompts, group_offset, batch_ref, summary_ref, version)
 
     def collect(self, chunks: list[Chunk], group_size: int) -> tuple[list[ray.ObjectRef], list[dict[str, Any]]]:
-        """Wait for every chunk; a chunk whose actor died is re-issued (after the restarted actor got the current
-        weights) until it completes. Returns (batch refs, summaries) in chunk order."""
+        """Wait for every chunk; a chunk whose actor died, or which a restarted actor sampled with older weights than
+        were pushed to it, is re-issued (after the restarted actor got the current weights) until it completes.
+        Returns (batch refs, summaries) in chunk order."""
         refs, summaries = [], []
         for chunk in chunks:
             while True:
                 try:
-                    summaries.append(ray.get(chunk.summary_ref))  # small; the batch itself stays put
-                    refs.append(chunk.batch_ref)
-                    break
+                    summary = ray.get(chunk.summary_ref)  # small; the batch itself stays put
                 except RayActorError as err:
-                    log.warning("rollout-%d died during step %d (%s); re-issuing its %d prompts", chunk.actor,
-                                chunk.step, type(err).__name__, len(chunk.prompts))
-                    self._wait_restarted(chunk.actor)
-                    self.reissued += 1
-                    chunk = self._launch(chunk.step, chunk.actor, chunk.prompts, chunk.group_offset, group_size)
+                    reason = f"died during step {chunk.step} ({type(err).__name__})"
+                else:
+                    if summary["version"] >= chunk.version:
+                        summaries.append(summary)
+                        refs.append(chunk.batch_ref)
+                        break
+                    # it died idle after loading our last push, and Ray restarted it with the initial weights
+                    reason = f"sampled step {chunk.step} with version {summary['version']} < {chunk.version}"
+                log.warning("rollout-%d %s; re-issuing its %d prompts", chunk.actor, reason, len(chunk.prompts))
+                self._wait_restarted(chunk.actor)
+                self.reissued += 1
+                chunk = self._launch(chunk.step, chunk.actor, chunk.prompts, chunk.group_offset, group_size)
         return refs, summaries
 
     def _wait_restarted(self, actor: int) -> None:

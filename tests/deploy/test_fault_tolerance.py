@@ -1,9 +1,12 @@
 """A rollout actor killed mid-run (`ray.kill(handle, no_restart=False)`: Ray restarts it) does not end the run and
 loses or duplicates no rows: the driver re-issues the dead actor's prompts to the restarted actor, after giving it the
-current weights. The Trainer runs in this process on the session's local Ray instance; the kill is placed at a
+current weights. Kill points: during a rollout (sync and async), during a weight push (sync), and idle between a
+weight push and its next rollout (async; the restarted actor would otherwise sample with its initial weights). The Trainer runs in this process on the session's local Ray instance; the kill is placed at a
 precise point by wrapping one of the fleet's methods (the actor itself is real and really dies).
 """
 from __future__ import annotations
+
+import time
 
 import pytest
 import ray
@@ -41,13 +44,22 @@ def run_with_kill(tmp_path, jobs, *, phase: str, max_staleness: int) -> tuple[Tr
             return chunks
 
         fleet.submit = submit_then_kill
-    else:  # right after the step-1 weights were queued on it: it dies while (or before) loading them
+    else:
         push = fleet.push_weights
 
         def push_then_kill(state_ref, version):
             pushes = push(state_ref, version)
-            if version == 1:
+            if version == 1 and phase == "weights":  # right after the step-1 weights were queued on it
                 kill_once(version)
+            elif version == 1:  # "idle": after it loaded them, between two calls; Ray restarts it at version 0
+                ray.get(pushes)
+                kill_once(version)
+                while True:
+                    try:
+                        if ray.get(victim.ping.remote()) == 0:
+                            break
+                    except ray.exceptions.RayActorError:
+                        time.sleep(0.2)
             return pushes
 
         fleet.push_weights = push_then_kill
@@ -60,13 +72,16 @@ def run_with_kill(tmp_path, jobs, *, phase: str, max_staleness: int) -> tuple[Tr
     return trainer, result, versions
 
 
-@pytest.mark.parametrize("phase,max_staleness", [("rollout", 0), ("weights", 0), ("rollout", 1)])
+@pytest.mark.parametrize("phase,max_staleness", [("rollout", 0), ("weights", 0), ("rollout", 1), ("idle", 1)])
 def test_killed_rollout_actor(ray_local, jobs, tmp_path, phase, max_staleness):
     trainer, result, versions = run_with_kill(tmp_path, jobs, phase=phase, max_staleness=max_staleness)
     assert result["step"] == STEPS
     if phase == "rollout":
         # sync: the chunk of step 1; async: the chunks of steps 0 and 1 were both queued on the victim
         assert result["reissued_chunks"] >= 1 + max_staleness
+    if phase == "idle":
+        # its next chunk ran at version 0 although version 1 had been pushed: detected, weights pushed, re-issued
+        assert result["reissued_chunks"] >= 1
     assert versions == [STEPS, STEPS]  # the restarted actor holds the latest weights too
 
     records = jobs.step_records(trainer.run_dir)
