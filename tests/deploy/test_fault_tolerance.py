@@ -15,10 +15,14 @@ from common.config import load_config
 from deploy.trainer import Trainer
 
 pytestmark = pytest.mark.slow
-STEPS, B, G = 3, 2, 6
+STEPS, B, G = 4, 2, 6
 
 
-def run_with_kill(tmp_path, jobs, *, phase: str, max_staleness: int) -> tuple[Trainer, dict, list[int]]:
+def run_with_kills(tmp_path, jobs, *, kills: dict[str, int], max_staleness: int) -> tuple[Trainer, dict, list[int]]:
+    """Run STEPS steps with 2 actors, killing actor 1 once per entry of `kills`:
+    rollout: n  right after it was handed its chunk of step n (it dies while generating)
+    weights: n  right after version n was queued on it (it dies while, or before, loading it)
+    idle: n     after it loaded version n, between two calls (Ray restarts it with version 0)"""
     cfg = load_config(jobs.repo / "configs/sudoku_tiny.yaml", [
         *jobs.tiny, f"steps={STEPS}", "rollout.num_actors=2", f"pipeline.max_staleness={max_staleness}",
         f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", "eval.num_prompts=0",
@@ -28,60 +32,53 @@ def run_with_kill(tmp_path, jobs, *, phase: str, max_staleness: int) -> tuple[Tr
     # every actor is up before the run: a kill must hit a running actor (one still in __init__ would just be created
     # again, and Ray would deliver the queued calls to the new instance; nothing to re-issue then)
     ray.get([a.ping.remote() for a in fleet.actors])
+    submit, push = fleet.submit, fleet.push_weights
 
-    def kill_once(step: int) -> None:
-        if not killed:
+    def submit_then_kill(step, prompts, group_size):
+        chunks = submit(step, prompts, group_size)
+        if kills.get("rollout") == step:
             ray.kill(victim, no_restart=False)
-            killed.append(step)
+            killed.append("rollout")
+        return chunks
 
-    if phase == "rollout":  # right after the actor was handed its chunk of step 1: it dies while generating
-        submit = fleet.submit
+    def push_then_kill(state_ref, version):
+        pushes = push(state_ref, version)
+        if kills.get("weights") == version:
+            ray.kill(victim, no_restart=False)
+            killed.append("weights")
+        if kills.get("idle") == version:
+            ray.get(pushes)
+            ray.kill(victim, no_restart=False)
+            killed.append("idle")
+            while True:  # until the restarted instance answers (with its initial version)
+                try:
+                    if ray.get(victim.ping.remote()) == 0:
+                        break
+                except ray.exceptions.RayActorError:
+                    time.sleep(0.2)
+        return pushes
 
-        def submit_then_kill(step, prompts, group_size):
-            chunks = submit(step, prompts, group_size)
-            if step == 1:
-                kill_once(step)
-            return chunks
-
-        fleet.submit = submit_then_kill
-    else:
-        push = fleet.push_weights
-
-        def push_then_kill(state_ref, version):
-            pushes = push(state_ref, version)
-            if version == 1 and phase == "weights":  # right after the step-1 weights were queued on it
-                kill_once(version)
-            elif version == 1:  # "idle": after it loaded them, between two calls; Ray restarts it at version 0
-                ray.get(pushes)
-                kill_once(version)
-                while True:
-                    try:
-                        if ray.get(victim.ping.remote()) == 0:
-                            break
-                    except ray.exceptions.RayActorError:
-                        time.sleep(0.2)
-            return pushes
-
-        fleet.push_weights = push_then_kill
+    fleet.submit, fleet.push_weights = submit_then_kill, push_then_kill
     try:
         result = trainer.run()
         versions = ray.get([a.ping.remote() for a in fleet.actors])
     finally:
         trainer.shutdown()
-    assert killed, "the kill never happened"
+    assert sorted(killed) == sorted(kills), killed
     return trainer, result, versions
 
 
-@pytest.mark.parametrize("phase,max_staleness", [("rollout", 0), ("weights", 0), ("rollout", 1), ("idle", 1)])
-def test_killed_rollout_actor(ray_local, jobs, tmp_path, phase, max_staleness):
-    trainer, result, versions = run_with_kill(tmp_path, jobs, phase=phase, max_staleness=max_staleness)
+@pytest.mark.parametrize("max_staleness,kills,min_reissued", [
+    # sync: the chunk of step 1 is lost; the death during the step-2 push is healed by a second push
+    (0, {"rollout": 1, "weights": 2}, 1),
+    # async: the chunks of steps 0 and 1 were both queued on the victim; after the idle death the chunk launched
+    # after push 2 comes back with version 0 and is re-issued
+    (1, {"rollout": 1, "idle": 2}, 3),
+])
+def test_killed_rollout_actor(ray_local, jobs, tmp_path, max_staleness, kills, min_reissued):
+    trainer, result, versions = run_with_kills(tmp_path, jobs, kills=kills, max_staleness=max_staleness)
     assert result["step"] == STEPS
-    if phase == "rollout":
-        # sync: the chunk of step 1; async: the chunks of steps 0 and 1 were both queued on the victim
-        assert result["reissued_chunks"] >= 1 + max_staleness
-    if phase == "idle":
-        # its next chunk ran at version 0 although version 1 had been pushed: detected, weights pushed, re-issued
-        assert result["reissued_chunks"] >= 1
+    assert result["reissued_chunks"] >= min_reissued
     assert versions == [STEPS, STEPS]  # the restarted actor holds the latest weights too
 
     records = jobs.step_records(trainer.run_dir)
