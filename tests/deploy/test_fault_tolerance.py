@@ -74,7 +74,7 @@ def run_with_kills(tmp_path, jobs, *, kills: dict[str, int], max_staleness: int)
     # async: the chunks of steps 0 and 1 were both queued on the victim; after the idle death the chunk launched
     # after push 2 comes back with version 0 and is re-issued
     (1, {"rollout": 1, "idle": 2}, 3),
-])
+], ids=["sync", "async"])
 def test_killed_rollout_actor(ray_local, jobs, tmp_path, max_staleness, kills, min_reissued):
     trainer, result, versions = run_with_kills(tmp_path, jobs, kills=kills, max_staleness=max_staleness)
     assert result["step"] == STEPS
