@@ -67,16 +67,26 @@ def pids(handles) -> list[int]:
     return ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in handles])
 
 
+def set_affinity(pid: int, cores: set[int]) -> None:
+    """Every thread of the process (sched_setaffinity(pid) alone moves only its main thread; Ray's and torch's
+    threads would keep floating)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except ProcessLookupError:
+            pass
+
+
 def pin(trainer) -> dict[str, list[int]]:
     """Actor i -> core i mod n; the learner rank -> the last core (it shares it with actor n-1 when n actors = cores:
     in sync mode they never run at the same time; in async mode with 1 actor each has its own core)."""
     cores = sorted(os.sched_getaffinity(0))
     placed = {}
     for i, pid in enumerate(pids(trainer.fleet.actors)):
-        os.sched_setaffinity(pid, {cores[i % len(cores)]})
+        set_affinity(pid, {cores[i % len(cores)]})
         placed[f"rollout-{i}"] = [cores[i % len(cores)]]
     for rank, pid in enumerate(pids(trainer.learner.workers)):
-        os.sched_setaffinity(pid, {cores[-1]})
+        set_affinity(pid, {cores[-1]})
         placed[f"learner-rank{rank}"] = [cores[-1]]
     return placed
 
