@@ -7,7 +7,7 @@ step. Every rank runs the same sequence of forwards (FSDP collectives), so row c
 from __future__ import annotations
 
 import logging
-import os
+import socket
 import time
 from typing import Any
 
@@ -52,20 +52,21 @@ class LearnerWorker:
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # SFT mask draws
 
     def address(self) -> tuple[str, int]:
-        """Rendezvous address on this node (rank 0's is used by all)."""
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        return ray.util.get_node_ip_address(), port
+        """Rendezvous address (called on rank 0): a socket bound to this node's IP, kept open for the TCPStore, so
+        the store listens there only (TCPStore's own bind is on every interface)."""
+        self._listen = socket.socket()
+        self._listen.bind((ray.util.get_node_ip_address(), 0))
+        self._listen.listen()
+        return self._listen.getsockname()[:2]
 
     def setup(self, master_addr: str, master_port: int) -> int:
         """Join the process group, load and shard the policy, build the optimizer. Returns the parameter count."""
-        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
         gpu = self.cfg.learner.gpus_per_rank > 0 and torch.cuda.is_available()
         device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
-        dist.init_process_group("nccl" if gpu else "gloo", rank=self.rank, world_size=self.world_size)
+        listen_fd = self._listen.fileno() if self.rank == 0 else None
+        store = dist.TCPStore(master_addr, master_port, self.world_size, self.rank == 0, master_listen_fd=listen_fd,
+                              wait_for_workers=False)
+        dist.init_process_group("nccl" if gpu else "gloo", store=store, rank=self.rank, world_size=self.world_size)
         mesh = init_device_mesh(device.type, (self.world_size,))
         torch.set_num_threads(self.cfg.learner.torch_threads)
         # master weights in float32; the compute dtype (what the actors sample with) comes from the FSDP policy
@@ -195,7 +196,8 @@ class LearnerWorker:
         if per_iter and self.spec.needs_old:
             out["teacher_gap_max"] = float(gap_max)
             out["teacher_gap_mean"] = out["mean_abs_delta"][0]
-            if out.get("clamp_frac", [0])[0] > FIRST_ITER_CLAMP_WARN and self.rank == 0:
+            on_policy = max(extra.get("staleness", []), default=0) == 0  # stale batches differ for real, not numerically
+            if out.get("clamp_frac", [0])[0] > FIRST_ITER_CLAMP_WARN and on_policy and self.rank == 0:
                 log.warning("clamp fraction %.2f at the first inner iteration: |S_theta - S_old| (max %.3g) exceeds "
                             "eps=%g; check that actor and learner use the same dtype (DESIGN.md, numerical trap)",
                             out["clamp_frac"][0], out["teacher_gap_max"], self.cfg.algorithm.eps)
