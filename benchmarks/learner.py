@@ -49,26 +49,21 @@ from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.update import loss_on_micro_batch
 from rewards.worker import create_workers
+from benchmarks.rollout import gemm_peak as rollout_gemm_peak
 
 FULL = dict(hidden=256, layers=4, ffn=768, heads=4, gen=64, block=32, steps=16, prompts=4, group=6, timed=3)
 QUICK = dict(hidden=64, layers=2, ffn=128, heads=4, gen=32, block=16, steps=8, prompts=2, group=6, timed=2)
 MU_MAX = 8  # the actor draws seeds for mu=8; a mu=1 step reads only j=0 of the same batch
 
 
-def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of an n x n x n matmul at `threads` torch threads (as benchmarks/rollout.py)."""
+def gemm_peak(threads: int) -> float:
+    """Best fp32 FLOP/s of benchmarks/rollout.py's GEMM at `threads` torch threads."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    torch.set_num_threads(before)
-    return 2 * n**3 / best
+    try:
+        return rollout_gemm_peak(torch.float32)
+    finally:
+        torch.set_num_threads(before)
 
 
 def step_flops(p: dict, *, rows: int, prompt: int, vocab: int, mu: int, num_mc: int) -> float:
