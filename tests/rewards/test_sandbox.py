@@ -140,7 +140,12 @@ def test_cannot_read_host_files(sandbox, path):
 @pytest.mark.parametrize("path", ["/pwned", "/usr/pwned", "/proc/pwned", "/dev/shm/pwned", str(REPO / "pwned")])
 def test_cannot_write_outside_tmp(sandbox, path):
     program = f"import os\nos.makedirs(os.path.dirname({path!r}), exist_ok=True)\nopen({path!r}, 'w').write('x')\n"
-    assert_contained(sandbox, program, [f"assert open({path!r}).read() == 'x'"])
+    if path.startswith("/tmp/"):
+        # a checkout under /tmp (CI clones may live there) is hidden by the sandbox's private /tmp: the write lands
+        # in that private tmpfs, so only the host side can tell whether it escaped
+        sandbox.run(program, ["pass"])
+    else:
+        assert_contained(sandbox, program, [f"assert open({path!r}).read() == 'x'"])
     assert not Path(path).exists()
 
 
