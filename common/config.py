@@ -75,6 +75,8 @@ class RolloutConfig(_Section):
     group_size: int = Field(6, gt=1, description="G completions per prompt (official: 6; GSM8K 16)")
     cpus_per_actor: float = Field(1, gt=0)
     gpus_per_actor: float = Field(0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per actor, e.g. "
+                                        "{rollout_node: 1} to keep actors on the rollout node type (deploy/cluster.yaml)")
     torch_threads: int = Field(1, gt=0, description="intra-op threads per actor on CPU")
     logprob_rows: int = Field(64, gt=0, description="rows per forward when computing teacher targets")
 
@@ -108,6 +110,8 @@ class LearnerConfig(_Section):
     num_ranks: int = Field(1, gt=0)
     gpus_per_rank: float = Field(0, ge=0)
     cpus_per_rank: float = Field(1, gt=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per rank, e.g. "
+                                        "{learner_node: 1} to keep ranks on the learner node type")
     torch_threads: int = Field(1, gt=0, description="intra-op threads per rank on CPU")
     lr: float = Field(3e-6, gt=0, description="official: 3e-6 (MATH 1e-5)")
     weight_decay: float = 0.01

@@ -57,7 +57,8 @@ class RolloutFleet:
         actor_cls = ray.remote(RolloutActor)
         self.actors = [
             actor_cls.options(name=f"rollout-{i}", num_cpus=cfg.rollout.cpus_per_actor,
-                              num_gpus=cfg.rollout.gpus_per_actor, max_restarts=-1, max_task_retries=0)
+                              num_gpus=cfg.rollout.gpus_per_actor, resources=cfg.rollout.resources,
+                              max_restarts=-1, max_task_retries=0)
             .remote(cfg, model_path, actor_index=i, reward_workers=self.reward_workers)
             for i in range(cfg.rollout.num_actors)]
         self.weights: tuple[ray.ObjectRef, int] | None = None

@@ -19,7 +19,8 @@ PLACEMENT_TIMEOUT_S = 120
 class LearnerGroup:
     def __init__(self, cfg: RunConfig, model_path: str) -> None:
         lcfg = cfg.learner
-        bundle = {"CPU": lcfg.cpus_per_rank, **({"GPU": lcfg.gpus_per_rank} if lcfg.gpus_per_rank else {})}
+        bundle = {"CPU": lcfg.cpus_per_rank, **({"GPU": lcfg.gpus_per_rank} if lcfg.gpus_per_rank else {}),
+                  **lcfg.resources}
         self.placement = placement_group([bundle] * lcfg.num_ranks, strategy="PACK", name="learner")
         try:
             ray.get(self.placement.ready(), timeout=PLACEMENT_TIMEOUT_S)
@@ -32,6 +33,7 @@ class LearnerGroup:
         self.workers = [
             worker_cls.options(
                 name=f"learner-rank{rank}", num_cpus=lcfg.cpus_per_rank, num_gpus=lcfg.gpus_per_rank,
+                resources=lcfg.resources,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
             ).remote(cfg, model_path, rank=rank, world_size=lcfg.num_ranks)
             for rank in range(lcfg.num_ranks)
