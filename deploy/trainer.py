@@ -116,6 +116,11 @@ class Trainer:
             "learner": {k: v for k, v in stats.items() if k not in ("staleness",)},
             "version": stats["version"],
         }
+        if self.step == 1 or self.step % 10 == 0:  # show what the policy writes now, and how fast
+            for prompt, text, reward in summaries[0]["samples"][:2]:
+                tqdm.write(f"step {self.step} | {prompt.strip()[-40:]!r} -> {text[:80]!r} reward {reward:.3f}")
+            tqdm.write(f"step {self.step} | rollout " + ", ".join(
+                f"actor{s['actor']} {s['tokens_per_second']:.0f} tok/s" for s in summaries))
         return self.metrics.log(self.step, record)
 
     # ---- evaluation, checkpoints -------------------------------------------------------------------------------
