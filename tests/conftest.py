@@ -33,3 +33,15 @@ def denoiser(tiny_model_dir):
     from common.denoiser import load_denoiser
 
     return load_denoiser(ModelConfig(), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def with_shift(denoiser):
+    """The session denoiser's weights seen as LLaDA-style (shift=False) or Dream-style (shift=True)."""
+    from common.denoiser import Denoiser
+
+    def view(shift: bool) -> Denoiser:
+        return Denoiser.wrap(denoiser.model, denoiser.tokenizer, mask_id=denoiser.mask_id, eos_id=denoiser.eos_id,
+                             shift=shift)
+
+    return view

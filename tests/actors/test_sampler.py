@@ -56,9 +56,8 @@ def test_reveal_schedule_sums():
 
 @pytest.mark.parametrize("remasking,shift", [("low_confidence", False), ("entropy", True)])
 @pytest.mark.parametrize("gen_length,steps,block_length", [(16, 8, 8), (12, 12, 4), (8, 3, 8)])
-def test_greedy_matches_one_row_reference(denoiser, remasking, shift, gen_length, steps, block_length):
-    den = Denoiser.wrap(denoiser.model, denoiser.tokenizer, mask_id=denoiser.mask_id, eos_id=denoiser.eos_id,
-                        shift=shift)
+def test_greedy_matches_one_row_reference(with_shift, remasking, shift, gen_length, steps, block_length):
+    den = with_shift(shift)
     cfg = SamplerConfig(gen_length=gen_length, steps=steps, block_length=block_length, temperature=0.0,
                         remasking=remasking)
     prompts = ["sudoku 0120000000004300\n", "countdown 1,2,3 -> 6\n", "hi\n"]  # different lengths: left padding

@@ -37,9 +37,8 @@ def slow_logprob(denoiser: Denoiser, prompt: torch.Tensor, completion: torch.Ten
 
 @pytest.mark.parametrize("variant", ["gdsd", "tlc"])
 @pytest.mark.parametrize("shift", [False, True])
-def test_matches_position_by_position_reference(denoiser, variant, shift):
-    den = Denoiser.wrap(denoiser.model, denoiser.tokenizer, mask_id=denoiser.mask_id, eos_id=denoiser.eos_id,
-                        shift=shift)
+def test_matches_position_by_position_reference(with_shift, variant, shift):
+    den = with_shift(shift)
     g = torch.Generator().manual_seed(0)
     B, P, L = 5, 6, 12
     prompt = torch.randint(4, 90, (B, P), generator=g)

@@ -21,9 +21,8 @@ def slow_onestep(denoiser: Denoiser, prompt: torch.Tensor, completion: torch.Ten
 
 
 @pytest.mark.parametrize("shift", [False, True])
-def test_matches_full_forward_reference(denoiser, shift):
-    den = Denoiser.wrap(denoiser.model, denoiser.tokenizer, mask_id=denoiser.mask_id, eos_id=denoiser.eos_id,
-                        shift=shift)
+def test_matches_full_forward_reference(with_shift, shift):
+    den = with_shift(shift)
     g = torch.Generator().manual_seed(0)
     B, P, L = 4, 7, 10
     prompt = torch.randint(4, 90, (B, P), generator=g)

@@ -1,0 +1,55 @@
+"""Evaluation harness pieces without Ray: the official greedy sampler settings, metrics, the paper's test sets."""
+from pathlib import Path
+
+import pytest
+
+from common.config import load_config
+from common.tasks import countdown, sudoku
+from deploy.evaluate import eval_prompts, eval_sampler, markdown_table, summarize
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def test_official_eval_sampler_defaults():
+    cfg = load_config(None, ["sampler.gen_length=256", "sampler.block_length=32", "sampler.steps=64"])
+    s = eval_sampler(cfg)
+    assert (s.gen_length, s.steps, s.block_length, s.temperature) == (256, 128, 32, 0.0)  # steps = gen_len / 2
+    s = eval_sampler(cfg, cfg.eval.model_copy(update={"gen_length": 64, "steps": 64, "block_length": 64}))
+    assert (s.gen_length, s.steps, s.block_length) == (64, 64, 64)
+
+
+def test_summarize_sudoku_and_countdown():
+    rows = [{"reward": 1.0, "parts": {"sudoku": 1.0}, "error": None},
+            {"reward": 0.5, "parts": {"sudoku": 0.5}, "error": None},
+            {"reward": 0.0, "parts": {}, "error": "bad_input: x"}]
+    s = summarize(rows, "sudoku")
+    assert s["n"] == 3 and s["errors"] == 1
+    assert s["cell_accuracy"] == pytest.approx(0.5) and s["solved"] == pytest.approx(1 / 3)
+    c = summarize([{"reward": 1.0, "parts": {}, "error": None}, {"reward": 0.1, "parts": {}, "error": None}],
+                  "countdown")
+    assert c["accuracy"] == 0.5
+    assert "| run | 3 |" in markdown_table({"run": s})
+
+
+def test_held_out_prompts_come_from_the_test_split():
+    cfg = load_config(None, ["eval.num_prompts=20"])
+    items = eval_prompts(cfg)
+    assert len(items) == 20
+    assert all(sudoku.in_test_split(it.meta["puzzle"]) for it in items)
+
+
+@pytest.mark.skipif(not (DATA / "countdown_cd3_test.jsonl").exists(), reason="paper test set not present")
+def test_paper_test_sets_load():
+    cfg = load_config(None, ["task.name=countdown", f"task.test_path={DATA / 'countdown_cd3_test.jsonl'}",
+                             "eval.num_prompts=0"])
+    items = eval_prompts(cfg)
+    assert len(items) == 256 and all(len(it.meta["numbers"]) == 3 for it in items)
+    cfg = load_config(None, [f"task.test_path={DATA / '4x4_test_sudoku.csv'}", "eval.num_prompts=10"])
+    assert len(eval_prompts(cfg)) == 10
+
+
+def test_bad_countdown_row_is_named(tmp_path):
+    path = tmp_path / "cd.jsonl"
+    path.write_text('{"input": "1,2,3", "output": "6"}\n{"input": "1,2"}\n')
+    with pytest.raises(ValueError, match=r"cd.jsonl:2"):
+        countdown.load_jsonl(str(path), "compact")
