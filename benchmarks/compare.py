@@ -1,10 +1,12 @@
 """GDSD vs the ELBO baselines at small scale, through the real Ray job (one `deploy.job` process per run).
 
-  python -m benchmarks.compare [--quick] [--seeds 0,1,2] [--algorithms gdsd,gdsd_tlc,espo,diffu_grpo] [--steps 40]
+  python -m benchmarks.compare [--quick] [--seeds 0,1,2] [--algorithms gdsd,gdsd_tlc,espo,diffu_grpo,wd1] [--steps 40]
 
 Every run starts from the same SFT checkpoint (shared `cache_dir`), sees the same prompts (same task.seed, the same
 prompts_per_step x group_size x steps rollout budget) and differs only in `algorithm.*` and the sampling seed.
 Writes runs/compare/<alg>-s<seed>/ per run, and docs/results.md + docs/reward_curves.png + docs/test_accuracy.png.
+A finished run whose saved config equals the one this command would run is reused, not trained again (--no-reuse to
+force), so adding seeds or methods to an earlier comparison only trains what is new.
 """
 from __future__ import annotations
 
@@ -25,26 +27,54 @@ METHODS = {
     "espo": ["algorithm.name=espo", "algorithm.beta=0.01", "algorithm.clip_eps=0.2", "algorithm.mu=2"],
     "diffu_grpo": ["algorithm.name=diffu_grpo", "algorithm.beta=0.04", "algorithm.clip_eps=0.2",
                    "algorithm.teacher_source=learner"],
+    # wd1's official trainer: ratio-free, no KL term; it reuses d1's one-step estimate (learner-side log-probs).
+    "wd1": ["algorithm.name=wd1", "algorithm.beta=0", "algorithm.teacher_source=learner"],
 }
 
 
-def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra: list[str]) -> dict:
+def finished(run_dir: Path, config: str, overrides: list[str]) -> bool:
+    """True when run_dir holds a complete run (eval.json) of exactly this resolved config.
+
+    The saved config goes through today's schema first, so a field added since (at its default) does not count as a
+    difference."""
+    import yaml
+
+    from common.config import build_config, load_config
+
+    saved = run_dir / "config.yaml"
+    if not (run_dir / "eval.json").is_file() or not saved.is_file():
+        return False
+    wanted = load_config(config, overrides).model_dump(mode="json")
+    return build_config(yaml.safe_load(saved.read_text())).model_dump(mode="json") == wanted
+
+
+def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra: list[str], reuse: bool) -> dict:
     run_dir = out / f"{method}-s{seed}"
-    cmd = [sys.executable, "-m", "deploy.job", "--config", config, f"seed={seed}", f"steps={steps}",
-           f"run_dir={run_dir}", *METHODS[method], *extra]
+    overrides = [f"seed={seed}", f"steps={steps}", f"run_dir={run_dir}", *METHODS[method], *extra]
+    log_path = out / f"{method}-s{seed}.log"
+    reused = reuse and finished(run_dir, config, overrides)
     start = time.perf_counter()
-    log = open(out / f"{method}-s{seed}.log", "w")
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if not reused:
+        with open(log_path, "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "deploy.job", "--config", config, *overrides],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            return {"method": method, "seed": seed, "ok": False, "seconds": time.perf_counter() - start,
+                    "log": str(log_path)}
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        return {"method": method, "seed": seed, "ok": False, "seconds": seconds, "log": str(log.name)}
     rewards = [json.loads(line)["reward"]["mean"] for line in open(run_dir / "metrics.jsonl")
                if '"reward"' in line and '"eval"' not in line]
     evals = json.loads((run_dir / "eval.json").read_text())
     before, after = (v for k, v in evals.items() if k.startswith("before")), (v for k, v in evals.items()
                                                                                if k.startswith("after"))
-    return {"method": method, "seed": seed, "ok": True, "seconds": seconds, "rewards": rewards,
+    return {"method": method, "seed": seed, "ok": True, "reused": reused, "seconds": seconds, "rewards": rewards,
             "before": next(before), "after": next(after)}
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error over seeds (0 for a single seed)."""
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return statistics.mean(values), se
 
 
 def plot(results: list[dict], docs: Path, metric: str) -> None:
@@ -85,19 +115,22 @@ def report(results: list[dict], docs: Path, *, command: str, metric: str, wall: 
     lines = ["# GDSD vs ELBO baselines on the tiny dLLM (4x4 Sudoku, CPU)", "",
              f"Command: `{command}`  ", f"Hardware: {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, no GPU  ", f"Wall time: {wall / 60:.1f} min", "",
-             f"| method | seeds | test {metric} before | after (mean) | per seed | final train reward |",
-             "|---|---|---|---|---|---|"]
+             f"Test {metric}: greedy decoding on held-out puzzles, mean ± standard error over seeds. Final train "
+             "reward: mean of the last 5 steps.", "",
+             f"| method | seeds | test {metric} before | after | gain | per seed | final train reward |",
+             "|---|---|---|---|---|---|---|"]
     for method in METHODS:
         runs = [r for r in results if r["method"] == method]
         ok = [r for r in runs if r["ok"]]
         if not ok:
-            lines.append(f"| {method} | 0/{len(runs)} failed | | | | |")
+            lines.append(f"| {method} | 0/{len(runs)} failed | | | | | |")
             continue
         before = statistics.mean(r["before"][metric] for r in ok)
         after = [r["after"][metric] for r in ok]
-        final = statistics.mean(statistics.mean(r["rewards"][-5:]) for r in ok)
-        lines.append(f"| {method} | {len(ok)} | {before:.3f} | {statistics.mean(after):.3f} | "
-                     f"{', '.join(f'{a:.3f}' for a in after)} | {final:.3f} |")
+        (a_mean, a_se), (g_mean, g_se) = mean_se(after), mean_se([a - r["before"][metric] for a, r in zip(after, ok)])
+        f_mean, f_se = mean_se([statistics.mean(r["rewards"][-5:]) for r in ok])
+        lines.append(f"| {method} | {len(ok)} | {before:.3f} | {a_mean:.3f} ± {a_se:.3f} | {g_mean:+.3f} ± {g_se:.3f} "
+                     f"| {', '.join(f'{a:.3f}' for a in after)} | {f_mean:.3f} ± {f_se:.3f} |")
     lines += ["", "![reward curves](reward_curves.png)", "", "![test accuracy](test_accuracy.png)", ""]
     text = "\n".join(lines)
     (docs / "results.md").write_text(text)
@@ -114,6 +147,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--docs", default="docs")
+    parser.add_argument("--no-reuse", dest="reuse", action="store_false", help="train every run again")
     parser.add_argument("overrides", nargs="*", help="extra key=value for every run")
     args = parser.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
@@ -127,7 +161,8 @@ def main() -> None:
     results = []
     for seed in seeds:
         for method in args.algorithms.split(","):
-            results.append(run_one(method, seed, config=args.config, steps=steps, out=out, extra=extra))
+            results.append(run_one(method, seed, config=args.config, steps=steps, out=out, extra=extra,
+                                   reuse=args.reuse))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "rewards"}), flush=True)
     plot(results, docs, metric)
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:])
