@@ -1,12 +1,17 @@
 """RolloutActor: one episode, top to bottom: prompts -> G completions each -> rewards -> advantages -> mask seeds ->
 teacher targets S_old / S_ref -> a RolloutBatch in the object store.
 
-The actor holds the policy at version v (its own copy, replaced by `set_weights`) and a frozen reference copy.
-Ray runs one method at a time per actor, so a rollout never sees a half-loaded state dict.
+The actor holds the policy at version v (its own copy) and a frozen reference copy. New weights arrive one of two
+ways (`pipeline.weight_sync`): `set_weights` (from the object store; Ray runs it between two rollouts), or
+`receive_weights` over the weight bus, which runs in its own thread (concurrency group "weights") so that the learner
+never waits for a rollout to finish: it only stages the state dict, and the next rollout or evaluation loads it before
+sampling. Either way a rollout never sees a half-loaded state dict.
 """
 from __future__ import annotations
 
+import datetime
 import logging
+import threading
 import time
 from typing import Any
 
@@ -14,16 +19,19 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
+import torch.distributed as dist
 
 from actors.advantages import leave_one_out
 from actors.sampler import sample
 from actors.teacher import draw_mask_seeds, teacher_logps
 from common.batch import RolloutBatch
 from common.config import RunConfig, SamplerConfig
-from common.denoiser import load_denoiser
+from common.denoiser import DTYPES, load_denoiser
 from common.logprob import logp_variant
 from common.messages import PromptItem, RewardResult
 from common.tokenize import completion_mask, decode_completions, encode_prompts
+from common.weight_bus import WeightBus, signature, wire_format
+
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ def score_with_workers(workers: list[Any], texts: list[str], items: list[PromptI
 
 
 class RolloutActor:
-    """Use as `ray.remote(RolloutActor)`; the driver names it `rollout-<index>` for the dashboard."""
+    """Use as `RemoteRolloutActor` (below); the driver names it `rollout-<index>` for the dashboard."""
 
     def __init__(self, cfg: RunConfig, model_path: str, *, actor_index: int = 0,
                  reward_workers: list[Any] | None = None) -> None:
@@ -56,12 +64,70 @@ class RolloutActor:
         # one stream for sampling noise, one for mask seeds: a pure function of (seed, actor index)
         self.sample_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index)
         self.seed_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index + 1)
+        # weight bus state (pipeline.weight_sync: broadcast): the group, and the last received, not yet loaded weights
+        self.bus: WeightBus | None = None
+        self._bus_store: dist.Store | None = None
+        self._staged: tuple[dict[str, torch.Tensor], int] | None = None
+        self._staged_cv = threading.Condition()
 
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
         """Load a full state dict (passed by ObjectRef, resolved by Ray before the call) as policy version v."""
         self.policy.model.load_state_dict(state_dict)
         self.version = version
         return version
+
+    # ---- weight bus ---------------------------------------------------------------------------------------------
+    def _wire_like(self) -> dict[str, torch.Tensor]:
+        """Names, shapes and dtypes of what the learner sends (meta tensors: no memory)."""
+        meta = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in self.policy.model.state_dict().items()}
+        return wire_format(meta, DTYPES[self.cfg.model.dtype])
+
+    @ray.method(concurrency_group="weights")
+    def join_weight_bus(self, address: tuple[str, int], rank: int, world_size: int, generation: int,
+                        sender_signature: str) -> int:
+        """Join generation `generation` of the weight group as bus rank `rank` (a rendezvous with every member)."""
+        mine = signature(self._wire_like())
+        if mine != sender_signature:
+            raise RuntimeError(f"rollout-{self.actor_index}: the learner sends weights with signature "
+                               f"{sender_signature}, this actor's model expects {mine} (model.* differs?)")
+        pcfg = self.cfg.pipeline
+        if self._bus_store is None:
+            self._bus_store = dist.TCPStore(address[0], address[1], is_master=False,
+                                            timeout=datetime.timedelta(seconds=pcfg.weight_sync_timeout_s))
+        if self.bus is not None:
+            self.bus.close()
+        self.bus = WeightBus(self._bus_store, rank=rank, world_size=world_size, generation=generation,
+                             device=self.policy.device, timeout_s=pcfg.weight_sync_timeout_s,
+                             bucket_bytes=int(pcfg.weight_bucket_mb * 2**20))
+        return generation
+
+    @ray.method(concurrency_group="weights")
+    def receive_weights(self) -> int:
+        """Receive the next version from the bus and stage it; the next rollout / evaluation loads it (not this
+        thread). Returns the version."""
+        if self.bus is None:  # a restarted instance: the driver rebuilds the group when this fails
+            raise RuntimeError(f"rollout-{self.actor_index} has not joined the weight bus (restarted?)")
+        state, version = self.bus.receive(self._wire_like())
+        with self._staged_cv:
+            if self._staged is None or version >= self._staged[1]:
+                self._staged = (state, version)
+            self._staged_cv.notify_all()
+        return version
+
+    def _load_staged(self, min_version: int) -> None:
+        """Before sampling: load staged weights; on the bus, first wait for version `min_version` (pushed before this
+        call was made, possibly still in flight on the weights thread)."""
+        deadline = time.monotonic() + self.cfg.pipeline.weight_sync_timeout_s
+        with self._staged_cv:
+            while self.bus is not None and self.version < min_version and (
+                    self._staged is None or self._staged[1] < min_version):
+                if not self._staged_cv.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError(f"rollout-{self.actor_index}: weights version {min_version} did not arrive "
+                                       f"within pipeline.weight_sync_timeout_s={self.cfg.pipeline.weight_sync_timeout_s}")
+            staged, self._staged = self._staged, None
+        if staged is not None and staged[1] > self.version:
+            self.policy.model.load_state_dict(staged[0])
+            self.version = staged[1]
 
     def generate(self, prompts: list[PromptItem], group_size: int,
                  sampler: SamplerConfig | None = None) -> dict[str, Any]:
@@ -80,15 +146,18 @@ class RolloutActor:
     def score(self, texts: list[str], items: list[PromptItem]) -> list[RewardResult]:
         return score_with_workers(self.reward_workers, texts, items)
 
-    def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig) -> list[dict[str, Any]]:
+    def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig,
+                 min_version: int = 0) -> list[dict[str, Any]]:
         """One completion per prompt with `sampler` (greedy for evaluation), scored: [{uid, text, reward, parts}]."""
+        self._load_staged(min_version)
         gen = self.generate(prompts, 1, sampler)
         results = self.score(gen["texts"], gen["items"])
         return [{"uid": it.uid, "text": t, "reward": r.total, "parts": r.parts, "error": r.error}
                 for it, t, r in zip(gen["items"], gen["texts"], results)]
 
     def ping(self) -> int:
-        """The policy version held (the driver uses it to notice a restarted actor)."""
+        """The policy version held, after loading staged weights (the driver uses it to notice a restarted actor)."""
+        self._load_staged(0)
         return self.version
 
     def _reseed(self, step: int, group_offset: int) -> None:
@@ -101,11 +170,13 @@ class RolloutActor:
 
     @ray.method(num_returns=2)
     def rollout(self, prompts: list[PromptItem], group_size: int, group_offset: int = 0,
-                step: int | None = None) -> tuple[pa.Table, dict]:
+                step: int | None = None, min_version: int = 0) -> tuple[pa.Table, dict]:
         """One episode. Returns (RolloutBatch as an arrow table, a small summary for the driver's logs); the caller
         passes the first ObjectRef on to the learner without fetching it. With `step`, the noise is reseeded from
-        (seed, step, group_offset); without it, the actor's running streams continue."""
+        (seed, step, group_offset); without it, the actor's running streams continue. `min_version`: the last
+        version pushed before this call (waited for when it travels over the weight bus)."""
         cfg, alg = self.cfg, self.cfg.algorithm
+        self._load_staged(min_version)
         if step is not None:
             self._reseed(step, group_offset)
         gen = self.generate(prompts, group_size)
@@ -159,3 +230,7 @@ class RolloutActor:
             "samples": [(it.prompt, t, r.total) for it, t, r in list(zip(items, texts, results))[:: group_size]],
         }
         return table, summary
+
+
+# The Ray actor class: the weight bus methods run in the concurrency group "weights", a thread of their own.
+RemoteRolloutActor = ray.remote(concurrency_groups={"weights": 1})(RolloutActor)

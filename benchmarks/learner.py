@@ -38,7 +38,7 @@ import time
 import ray
 import torch
 
-from actors.rollout import RolloutActor
+from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import RunConfig, TinyModelConfig, load_config
 from common.denoiser import load_denoiser
@@ -172,7 +172,7 @@ def main() -> None:
 
     # the batch, once: a real RolloutActor (sampling, rewards, teacher targets S_old / S_ref for all 8 seeds)
     reward_workers = create_workers(1, num_cpus=0.5)
-    actor = ray.remote(RolloutActor).options(num_cpus=1).remote(cfg, model_path, reward_workers=reward_workers)
+    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, model_path, reward_workers=reward_workers)
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=p["prompts"], seed=1)
     start = time.perf_counter()
     table, summary = ray.get(list(actor.rollout.remote(prompts, p["group"])))

@@ -136,6 +136,13 @@ class SFTConfig(_Section):
 
 class PipelineConfig(_Section):
     max_staleness: int = Field(0, ge=0, description="0 = synchronous; k = actors may run k versions ahead (AReaL)")
+    weight_sync: Literal["object_store", "broadcast"] = Field(
+        "object_store", description="how learner rank 0 sends weights to the actors: one copy in the Ray object "
+        "store that every actor reads, or a bucketed broadcast over a process group of its own (NCCL on GPUs, gloo "
+        "on CPU); use broadcast on GPU clusters")
+    weight_bucket_mb: float = Field(256, gt=0, description="broadcast: largest bucket of flattened tensors")
+    weight_sync_timeout_s: float = Field(120, gt=0, description="broadcast: how long a member waits for the others "
+                                         "(a dead actor is noticed after at most this long, then the group is rebuilt)")
 
 
 class EvalConfig(_Section):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from ray.exceptions import RayActorError
 
-from actors.rollout import RolloutActor
+from actors.rollout import RemoteRolloutActor
 from pydantic import ValidationError
 
 from common.config import ConfigError, RunConfig, SamplerConfig
@@ -54,14 +54,16 @@ class RolloutFleet:
             RewardWorker.options(name=f"reward-{i}", num_cpus=rcfg.cpus_per_worker, max_restarts=-1,
                                  max_task_retries=-1).remote(service)
             for i in range(rcfg.num_workers)]
-        actor_cls = ray.remote(RolloutActor)
         self.actors = [
-            actor_cls.options(name=f"rollout-{i}", num_cpus=cfg.rollout.cpus_per_actor,
+            RemoteRolloutActor.options(name=f"rollout-{i}", num_cpus=cfg.rollout.cpus_per_actor,
                               num_gpus=cfg.rollout.gpus_per_actor, resources=cfg.rollout.resources,
                               max_restarts=-1, max_task_retries=0)
             .remote(cfg, model_path, actor_index=i, reward_workers=self.reward_workers)
             for i in range(cfg.rollout.num_actors)]
-        self.weights: tuple[ray.ObjectRef, int] | None = None
+        self.version = 0  # the last weights version pushed to the actors
+        self.weights: tuple[ray.ObjectRef, int] | None = None  # the last push through the object store
+        # gives a restarted actor the current weights; the weight bus (deploy/weight_sync.py) replaces it
+        self.restore_weights: Callable[[int], None] = self._restore_from_store
         self.reissued = 0
 
     def submit(self, step: int, prompts: list[PromptItem], group_size: int) -> list[Chunk]:
@@ -72,8 +74,8 @@ class RolloutFleet:
                 for a in range(n) if bounds[a + 1] > bounds[a]]
 
     def _launch(self, step: int, actor: int, prompts: list[PromptItem], group_offset: int, group_size: int) -> Chunk:
-        batch_ref, summary_ref = self.actors[actor].rollout.remote(prompts, group_size, group_offset, step)
-        version = self.weights[1] if self.weights is not None else 0
+        version = self.version
+        batch_ref, summary_ref = self.actors[actor].rollout.remote(prompts, group_size, group_offset, step, version)
         return Chunk(step, actor, prompts, group_offset, batch_ref, summary_ref, version)
 
     def collect(self, chunks: list[Chunk], group_size: int) -> tuple[list[ray.ObjectRef], list[dict[str, Any]]]:
@@ -101,6 +103,11 @@ class RolloutFleet:
         return refs, summaries
 
     def _wait_restarted(self, actor: int) -> None:
+        self.wait_alive(actor)
+        self.restore_weights(actor)
+
+    def wait_alive(self, actor: int) -> None:
+        """Until the actor (restarted by Ray if it died) answers."""
         deadline = time.monotonic() + RESTART_TIMEOUT_S
         while True:
             try:
@@ -110,12 +117,14 @@ class RolloutFleet:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
+
+    def _restore_from_store(self, actor: int) -> None:
         if self.weights is not None:  # a restarted actor starts from the initial weights: give it the current ones
             ray.get(self.actors[actor].set_weights.remote(*self.weights))
 
     def push_weights(self, state_ref: ray.ObjectRef, version: int) -> list[ray.ObjectRef]:
         """Queue the new weights on every actor (each loads them after its in-flight rollout, never during one)."""
-        self.weights = (state_ref, version)
+        self.weights, self.version = (state_ref, version), version
         return [a.set_weights.remote(state_ref, version) for a in self.actors]
 
     def wait_pushed(self, pushes: list[ray.ObjectRef]) -> None:
@@ -131,8 +140,8 @@ class RolloutFleet:
     def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig) -> list[dict[str, Any]]:
         n = len(self.actors)
         bounds = [len(prompts) * i // n for i in range(n + 1)]
-        parts = [self.actors[a].evaluate.remote(prompts[bounds[a]:bounds[a + 1]], sampler) for a in range(n)
-                 if bounds[a + 1] > bounds[a]]
+        parts = [self.actors[a].evaluate.remote(prompts[bounds[a]:bounds[a + 1]], sampler, self.version)
+                 for a in range(n) if bounds[a + 1] > bounds[a]]
         return [row for part in ray.get(parts) for row in part]
 
     def shutdown(self) -> None:

@@ -2,7 +2,7 @@
 
   rollout       actors generate G completions per prompt, score them, compute teacher targets (refs only here)
   update        the learner group pulls the batches by ref and runs mu inner iterations
-  sync_weights  rank 0 exports the state dict once, every actor loads it (communication)
+  sync_weights  rank 0 sends the new weights to every actor (object store or broadcast: deploy/weight_sync.py)
 
 Async mode (pipeline.max_staleness = k > 0): up to k rollout batches are in flight ahead of the learner.
 """
@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import ray
 import yaml
 from tqdm import tqdm
 
@@ -27,6 +26,7 @@ from deploy.fleet import RolloutFleet
 from deploy.metrics import Metrics
 from deploy.staleness import StalenessGate
 from deploy.warmstart import base_model, warm_start
+from deploy.weight_sync import weight_sync
 from learner.group import LearnerGroup
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Trainer:
         self.model_path = model_path
         self.fleet = RolloutFleet(cfg, model_path)
         self.learner = LearnerGroup(cfg, model_path)
+        self.weight_sync = weight_sync(cfg, self.learner, self.fleet)
         self.metrics = Metrics(self.run_dir)
         B = cfg.rollout.prompts_per_step
         self.prompts = make_prompts(task=cfg.task.name, prompt_format=cfg.task.prompt_format, split="train",
@@ -73,10 +74,8 @@ class Trainer:
             with timed(times, "update"):
                 stats = self.learner.train_step(batch_refs)
             with timed(times, "sync_weights"):
-                state_ref, version = self.learner.export_weights()
-                pushes = self.fleet.push_weights(state_ref, version)
-                if cfg.pipeline.max_staleness == 0:
-                    self.fleet.wait_pushed(pushes)  # sync mode: the next rollout must sample with the new weights
+                # sync mode: the next rollout must sample with the new weights
+                self.weight_sync.push(wait=cfg.pipeline.max_staleness == 0)
             self.step += 1
             flat = self._log(stats, summaries, times)
             progress.update(1)
@@ -152,8 +151,7 @@ class Trainer:
         learner_state = self.learner.load_checkpoint(str(path))
         self.step, self.evals = state["step"], state["evals"]
         assert learner_state["version"] == self.step, (learner_state, state)
-        state_ref, version = self.learner.export_weights()
-        ray.get(self.fleet.push_weights(state_ref, version))
+        version = self.weight_sync.push(wait=True)
         log.info("resumed %s at step %d (version %d)", self.run_dir, self.step, version)
 
     def shutdown(self) -> None:

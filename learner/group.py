@@ -39,6 +39,7 @@ class LearnerGroup:
             for rank in range(lcfg.num_ranks)
         ]
         master_addr, master_port = ray.get(self.workers[0].address.remote())
+        self.store_address = (master_addr, master_port)  # the weight bus rendezvous too
         self.num_params = ray.get([w.setup.remote(master_addr, master_port) for w in self.workers])[0]
 
     def _all(self, method: str, *args, **kwargs) -> list[Any]:
@@ -57,6 +58,20 @@ class LearnerGroup:
         ray.get([version for _, version in refs])  # wait for the collective to finish on every rank
         state_ref, version_ref = refs[0]
         return state_ref, ray.get(version_ref)
+
+    # weight bus (pipeline.weight_sync: broadcast): these return refs, the caller waits together with the actors'
+    def weight_signature(self) -> str:
+        return self._all("weight_signature")[0]
+
+    def join_weight_bus(self, generation: int, world_size: int) -> ray.ObjectRef:
+        return self.workers[0].join_weight_bus.remote(generation, world_size)
+
+    def broadcast_weights(self) -> list[ray.ObjectRef]:
+        """Every rank gathers; rank 0 sends. Refs of (version, bytes), rank 0's first."""
+        return [w.broadcast_weights.remote() for w in self.workers]
+
+    def resend_weights(self) -> ray.ObjectRef:
+        return self.workers[0].resend_weights.remote()
 
     def export_hf(self, path: str) -> str:
         return self._all("export_hf", path)[0]

@@ -20,6 +20,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from common.batch import RolloutBatch
 from common.config import ConfigError, RunConfig
 from common.denoiser import DTYPES, load_denoiser
+from common.weight_bus import WeightBus, signature, wire_format
 from learner import checkpoint
 from learner.fsdp import shard_model
 from learner.losses import get_loss
@@ -50,6 +51,8 @@ class LearnerWorker:
         self.version = 0
         self.optimizer_steps = 0
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # SFT mask draws
+        self.bus: WeightBus | None = None  # rank 0, pipeline.weight_sync: broadcast
+        self._sent: dict[str, torch.Tensor] | None = None  # the last state sent on the bus, kept for a resend
 
     def address(self) -> tuple[str, int]:
         """Rendezvous address (called on rank 0): a socket bound to this node's IP, kept open for the TCPStore, so
@@ -64,8 +67,9 @@ class LearnerWorker:
         gpu = self.cfg.learner.gpus_per_rank > 0 and torch.cuda.is_available()
         device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
         listen_fd = self._listen.fileno() if self.rank == 0 else None
-        store = dist.TCPStore(master_addr, master_port, self.world_size, self.rank == 0, master_listen_fd=listen_fd,
-                              wait_for_workers=False)
+        # rank 0's store also hosts the weight bus rendezvous (the actors connect to it as clients)
+        self.store = store = dist.TCPStore(master_addr, master_port, self.world_size, self.rank == 0,
+                                           master_listen_fd=listen_fd, wait_for_workers=False)
         dist.init_process_group("nccl" if gpu else "gloo", store=store, rank=self.rank, world_size=self.world_size)
         mesh = init_device_mesh(device.type, (self.world_size,))
         torch.set_num_threads(self.cfg.learner.torch_threads)
@@ -230,8 +234,38 @@ class LearnerWorker:
     def export_weights(self) -> tuple[dict[str, torch.Tensor] | None, int]:
         """(state dict on rank 0 / None elsewhere, version). The caller forwards rank 0's ObjectRef to the actors."""
         state = self.full_state_dict()
-        dtype = DTYPES[self.cfg.model.dtype]
-        return ({k: v.to(dtype) for k, v in state.items()} if self.rank == 0 else None), self.version
+        return (wire_format(state, DTYPES[self.cfg.model.dtype]) if self.rank == 0 else None), self.version
+
+    # ---- weights out over the weight bus (pipeline.weight_sync: broadcast) ---------------------------------------
+    def weight_signature(self) -> str | None:
+        """Signature of what rank 0 sends (collective: gathers the state once); the actors check theirs against it."""
+        state = self.export_weights()[0]
+        return signature(state) if self.rank == 0 else None
+
+    def join_weight_bus(self, generation: int, world_size: int) -> int:
+        """Rank 0 only: join generation `generation` of the weight group as its sender (a rendezvous)."""
+        if self.bus is not None:
+            self.bus.close()
+        pcfg = self.cfg.pipeline
+        self.bus = WeightBus(self.store, rank=0, world_size=world_size, generation=generation,
+                             device=self.denoiser.device, timeout_s=pcfg.weight_sync_timeout_s,
+                             bucket_bytes=int(pcfg.weight_bucket_mb * 2**20))
+        return generation
+
+    def broadcast_weights(self) -> tuple[int, int]:
+        """Gather the full state (collective over the learner ranks), then rank 0 broadcasts it bucket by bucket.
+        Returns (version, bytes sent by this rank)."""
+        state = self.export_weights()[0]
+        if self.rank != 0:
+            return self.version, 0
+        self._sent = state  # kept: a group rebuilt after an actor died gets the same version again
+        return self.version, self.bus.send(state, self.version)
+
+    def resend_weights(self) -> tuple[int, int]:
+        """Rank 0 only: broadcast the last sent state again (to a group rebuilt after a death)."""
+        if self._sent is None:  # nothing trained yet: the initial weights
+            self._sent = self.export_weights()[0]
+        return self.version, self.bus.send(self._sent, self.version)
 
     def export_hf(self, path: str) -> str | None:
         """Write safetensors + config + tokenizer that `transformers` loads back (rank 0 writes)."""

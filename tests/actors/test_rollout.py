@@ -3,7 +3,7 @@ import pytest
 import ray
 import torch
 
-from actors.rollout import RolloutActor
+from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import ModelConfig, load_config
 from common.denoiser import load_denoiser
@@ -20,7 +20,7 @@ OVERRIDES = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=1
 def rollout(ray_local, tiny_model_dir):
     cfg = load_config(None, OVERRIDES)
     workers = create_workers(1, num_cpus=0.5)
-    actor = ray.remote(RolloutActor).options(num_cpus=1, name="rollout-test").remote(
+    actor = RemoteRolloutActor.options(num_cpus=1, name="rollout-test").remote(
         cfg, tiny_model_dir, reward_workers=workers)
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=2, seed=0)
     batch_ref, summary_ref = actor.rollout.remote(prompts, 6)

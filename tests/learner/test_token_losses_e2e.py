@@ -8,7 +8,7 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM
 
-from actors.rollout import RolloutActor
+from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import load_config
 from common.tasks import make_prompts
@@ -44,7 +44,7 @@ def config(name: str, *extra: str, ranks: int = 1):
 def token_setup(ray_local, tiny_model_dir):
     cfg = config("diffu_grpo", "algorithm.beta=0.04")
     workers = create_workers(1, num_cpus=0.5)
-    actor = ray.remote(RolloutActor).options(num_cpus=1).remote(cfg, tiny_model_dir, reward_workers=workers)
+    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_workers=workers)
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=4, seed=1)
     tables = ray.get([actor.rollout.remote(prompts[i:i + 2], 6)[0] for i in (0, 2)])
     batches = [with_advantages(t, i) for i, t in enumerate(tables)]

@@ -1,0 +1,136 @@
+"""Weight bus: a bucketed broadcast of the policy from learner rank 0 to the rollout actors over a process group of
+its own (NCCL on GPUs, gloo on CPU) — the alternative to the object-store copy of DESIGN.md step 4
+(`pipeline.weight_sync: broadcast`).
+
+Members: learner rank 0 is bus rank 0 (the sender), rollout actor i is bus rank i + 1. The group is a standalone
+`ProcessGroupGloo` / `ProcessGroupNCCL` (not the learner's default group, which only the learner ranks join), keyed by
+a generation number in the learner's TCPStore: when an actor dies, the driver makes every member join a new
+generation and sends again.
+
+Tensors go in buckets: consecutive state-dict entries of one dtype, flattened into one buffer of at most
+`bucket_bytes` (a tensor larger than that gets a bucket of its own), one broadcast per bucket — a few large messages
+instead of one per parameter, and a bounded extra buffer on each side.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+SENDER = 0
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Consecutive tensors of one dtype sent as one flat buffer."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtype: torch.dtype
+
+    @property
+    def numels(self) -> list[int]:
+        return [int(torch.Size(s).numel()) for s in self.shapes]
+
+
+def plan_buckets(state: dict[str, torch.Tensor], bucket_bytes: int) -> list[Bucket]:
+    """Group `state` (in its own key order) into buckets; both ends build the same plan from their own state dict."""
+    if bucket_bytes <= 0:
+        raise ValueError(f"pipeline.weight_bucket_mb must be > 0 (got {bucket_bytes} bytes)")
+    buckets: list[Bucket] = []
+    names: list[str] = []
+    shapes: list[tuple[int, ...]] = []
+    dtype, size = None, 0
+    for name, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if names and (t.dtype != dtype or size + nbytes > bucket_bytes):
+            buckets.append(Bucket(tuple(names), tuple(shapes), dtype))
+            names, shapes, size = [], [], 0
+        names.append(name)
+        shapes.append(tuple(t.shape))
+        dtype, size = t.dtype, size + nbytes
+    if names:
+        buckets.append(Bucket(tuple(names), tuple(shapes), dtype))
+    return buckets
+
+
+def wire_format(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """What travels: entries in sorted key order (both ends agree whatever their module order), floating tensors in
+    the compute dtype the actors sample with."""
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sorted(state.items())}
+
+
+def signature(state: dict[str, torch.Tensor]) -> str:
+    """Names, shapes and dtypes in order: sender and receivers must agree before any byte is sent."""
+    text = ";".join(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in state.items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class WeightBus:
+    """One member of the weight group of one generation. Construction is a rendezvous: every member must join."""
+
+    def __init__(self, store: dist.Store, *, rank: int, world_size: int, generation: int, device: torch.device,
+                 timeout_s: float, bucket_bytes: int) -> None:
+        self.rank, self.world_size, self.generation = rank, world_size, generation
+        self.device, self.bucket_bytes = device, bucket_bytes
+        prefixed = dist.PrefixStore(f"weight_bus/{generation}", store)
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if device.type == "cuda":
+            opts = dist.ProcessGroupNCCL.Options()
+            opts._timeout = timeout
+            self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size, opts)
+        else:
+            opts = dist.ProcessGroupGloo._Options()
+            opts._timeout = timeout
+            opts._devices = [gloo_device()]
+            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, opts)
+
+    def _broadcast(self, flat: torch.Tensor) -> None:
+        options = dist.BroadcastOptions()
+        options.rootRank = SENDER
+        self.group.broadcast([flat], options).wait()
+
+    def send(self, state: dict[str, torch.Tensor], version: int) -> int:
+        """Sender side: broadcast the version, then every bucket of `state`. Returns the bytes sent."""
+        assert self.rank == SENDER
+        self._broadcast(torch.tensor([version], dtype=torch.int64, device=self.device))
+        sent = 0
+        for bucket in plan_buckets(state, self.bucket_bytes):
+            flat = torch.cat([state[n].reshape(-1) for n in bucket.names]).to(self.device)
+            self._broadcast(flat)
+            sent += flat.numel() * flat.element_size()
+        return sent
+
+    def receive(self, like: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+        """Receiver side: (a new state dict shaped like `like` (names, shapes, dtypes), filled bucket by bucket,
+        its version)."""
+        assert self.rank != SENDER
+        header = torch.zeros(1, dtype=torch.int64, device=self.device)
+        self._broadcast(header)
+        out: dict[str, torch.Tensor] = {}
+        for bucket in plan_buckets(like, self.bucket_bytes):
+            flat = torch.empty(sum(bucket.numels), dtype=bucket.dtype, device=self.device)
+            self._broadcast(flat)
+            for name, shape, part in zip(bucket.names, bucket.shapes, flat.split(bucket.numels)):
+                out[name] = part.view(shape)
+        return out, int(header.item())
+
+    def close(self) -> None:
+        try:
+            self.group.shutdown()
+        except Exception:  # a group broken by a dead member may refuse a clean shutdown; it is dropped anyway
+            pass
+
+
+def gloo_device():
+    """The gloo transport device: GLOO_SOCKET_IFNAME when set (loopback on a local instance), else this node's IP."""
+    iface = os.environ.get("GLOO_SOCKET_IFNAME")
+    if iface:
+        return dist.ProcessGroupGloo.create_device(interface=iface.split(",")[0])
+    import ray
+
+    return dist.ProcessGroupGloo.create_device(hostname=ray.util.get_node_ip_address())
