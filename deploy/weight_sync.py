@@ -65,7 +65,8 @@ class BroadcastSync:
     def restore(self, actor: int) -> None:
         """A restarted actor (bus-less) needs the current weights: rebuild the group, send the same version again."""
         self._recover(f"rollout-{actor} restarted")
-        self._send(resend=True)
+        if self.fleet.version > 0:  # before the first push every actor holds the initial weights already
+            self._send(resend=True)
 
     def _send(self, *, resend: bool) -> int:
         for attempt in range(BROADCAST_ATTEMPTS):

@@ -263,8 +263,8 @@ class LearnerWorker:
 
     def resend_weights(self) -> tuple[int, int]:
         """Rank 0 only: broadcast the last sent state again (to a group rebuilt after a death)."""
-        if self._sent is None:  # nothing trained yet: the initial weights
-            self._sent = self.export_weights()[0]
+        if self._sent is None:  # exporting here would be a collective that the other ranks do not join
+            raise RuntimeError("resend_weights: nothing was broadcast yet")
         return self.version, self.bus.send(self._sent, self.version)
 
     def export_hf(self, path: str) -> str | None:
