@@ -1,6 +1,7 @@
 """`pipeline.weight_sync: broadcast` (the weight bus, gloo here) trains exactly like the object-store push: same
 rewards, losses and gradient norms step by step, and a teacher gap of exactly 0 at the first inner iteration of every
-step — the actors sample with bit-identical copies of the learner's weights. Many small buckets, two actors.
+step — the actors sample with bit-identical copies of the learner's weights. Many small buckets, two actors, two
+FSDP ranks (rank 1 takes part in the gather only).
 (Deaths during a broadcast: tests/deploy/test_fault_tolerance.py.)"""
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ def deterministic(record: dict) -> dict:
 
 
 def test_broadcast_trains_exactly_like_the_object_store(ray_local, jobs, tmp_path):
-    store, ref, ref_versions, ref_result = run(jobs, tmp_path, f"run_dir={tmp_path / 'store'}")
-    bus, got, versions, result = run(jobs, tmp_path, f"run_dir={tmp_path / 'bus'}", "pipeline.weight_sync=broadcast",
+    two_ranks = ("learner.num_ranks=2", "learner.cpus_per_rank=1")
+    store, ref, ref_versions, ref_result = run(jobs, tmp_path, f"run_dir={tmp_path / 'store'}", *two_ranks)
+    bus, got, versions, result = run(jobs, tmp_path, f"run_dir={tmp_path / 'bus'}", *two_ranks,
+                                     "pipeline.weight_sync=broadcast",
                                      "pipeline.weight_bucket_mb=0.01")  # ~10 KB buckets: many broadcasts per push
     assert isinstance(store.weight_sync, ObjectStoreSync) and isinstance(bus.weight_sync, BroadcastSync)
     assert bus.weight_sync.rebuilds == 0 and bus.weight_sync.generation == 0
