@@ -67,6 +67,7 @@ class RolloutActor:
         # weight bus state (pipeline.weight_sync: broadcast): the group, and the last received, not yet loaded weights
         self.bus: WeightBus | None = None
         self._bus_store: dist.Store | None = None
+        self._bus_address: tuple[str, int] | None = None
         self._staged: tuple[dict[str, torch.Tensor], int] | None = None
         self._staged_cv = threading.Condition()
 
@@ -91,9 +92,10 @@ class RolloutActor:
             raise RuntimeError(f"rollout-{self.actor_index}: the learner sends weights with signature "
                                f"{sender_signature}, this actor's model expects {mine} (model.* differs?)")
         pcfg = self.cfg.pipeline
-        if self._bus_store is None:
+        if self._bus_store is None or self._bus_address != tuple(address):  # a rebuilt learner has a new store
             self._bus_store = dist.TCPStore(address[0], address[1], is_master=False,
                                             timeout=datetime.timedelta(seconds=pcfg.weight_sync_timeout_s))
+            self._bus_address = tuple(address)
         if self.bus is not None:
             self.bus.close()
         self.bus = WeightBus(self._bus_store, rank=rank, world_size=world_size, generation=generation,
@@ -108,9 +110,8 @@ class RolloutActor:
         if self.bus is None:  # a restarted instance: the driver rebuilds the group when this fails
             raise RuntimeError(f"rollout-{self.actor_index} has not joined the weight bus (restarted?)")
         state, version = self.bus.receive(self._wire_like())
-        with self._staged_cv:
-            if self._staged is None or version >= self._staged[1]:
-                self._staged = (state, version)
+        with self._staged_cv:  # the latest push wins (lower than before only after the learner restarted)
+            self._staged = (state, version)
             self._staged_cv.notify_all()
         return version
 
@@ -125,7 +126,7 @@ class RolloutActor:
                     raise RuntimeError(f"rollout-{self.actor_index}: weights version {min_version} did not arrive "
                                        f"within pipeline.weight_sync_timeout_s={self.cfg.pipeline.weight_sync_timeout_s}")
             staged, self._staged = self._staged, None
-        if staged is not None and staged[1] > self.version:
+        if staged is not None:
             self.policy.model.load_state_dict(staged[0])
             self.version = staged[1]
 

@@ -121,6 +121,9 @@ class LearnerConfig(_Section):
     grad_accum: int = Field(1, gt=0, description="micro-batches per inner iteration on each rank")
     filter_zero_advantage: bool = Field(
         False, description="drop rows of groups with zero reward variance before the forward (they are counted)")
+    max_restarts: int = Field(
+        0, ge=0, description="times the driver rebuilds the learner group after a rank died and continues from the "
+        "last checkpoint (or from the start without one); 0 = the job ends (then recover with --resume)")
 
 
 class SFTConfig(_Section):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 from common.config import RunConfig
@@ -52,6 +53,8 @@ class Trainer:
                                     num=cfg.steps * B, seed=cfg.task.seed)
         self.step = 0
         self.evals: dict[str, dict[str, float]] = {}
+        self.learner_restarts = 0
+        self.last_checkpoint: Path | None = None  # saved or loaded by this run (never an older run's leftover)
         if resume:
             self._resume()
 
@@ -72,7 +75,17 @@ class Trainer:
                 batch_refs, summaries = self.fleet.collect(in_flight.popleft(), G)
             self._check_rows(summaries, B)
             with timed(times, "update"):
-                stats = self.learner.train_step(batch_refs)
+                try:
+                    stats = self.learner.train_step(batch_refs)
+                except RayActorError as err:
+                    if self.learner_restarts >= cfg.learner.max_restarts:
+                        raise
+                    self._restart_learner(err)
+                    # batches in flight were (or will be) sampled by weights newer than the checkpoint: drop them
+                    gate, in_flight = StalenessGate(cfg.pipeline.max_staleness, submitted=self.step), deque()
+                    progress.reset(total=cfg.steps)
+                    progress.update(self.step)
+                    continue
             with timed(times, "sync_weights"):
                 # sync mode: the next rollout must sample with the new weights
                 self.weight_sync.push(wait=cfg.pipeline.max_staleness == 0)
@@ -91,7 +104,8 @@ class Trainer:
             self.learner.export_hf(str(self.run_dir / "final"))
         if cfg.eval.num_prompts:
             self.evaluate(f"after (step {self.step})")
-        return {"step": self.step, "eval": self.evals, "reissued_chunks": self.fleet.reissued}
+        return {"step": self.step, "eval": self.evals, "reissued_chunks": self.fleet.reissued,
+                "learner_restarts": self.learner_restarts}
 
     def _check_rows(self, summaries: list[dict], num_prompts: int) -> None:
         """Every prompt of the step answered exactly once (re-issued chunks must not lose or duplicate rows)."""
@@ -141,18 +155,41 @@ class Trainer:
                                                              self.step * self.cfg.rollout.prompts_per_step,
                                                              "evals": self.evals}))
         (self.run_dir / "checkpoint" / "latest").write_text(path.name)
+        self.last_checkpoint = path
 
     def _resume(self) -> None:
         latest = self.run_dir / "checkpoint" / "latest"
         if not latest.is_file():
             raise FileNotFoundError(f"--resume {self.run_dir}: no checkpoint/latest in the run directory")
-        path = self.run_dir / "checkpoint" / latest.read_text().strip()
+        self._load_checkpoint(latest.parent / latest.read_text().strip())
+        log.info("resumed %s at step %d", self.run_dir, self.step)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        """Learner state, step, data cursor and evaluations from `path`; the actors get its weights."""
         state = json.loads((path / "trainer_state.json").read_text())
         learner_state = self.learner.load_checkpoint(str(path))
         self.step, self.evals = state["step"], state["evals"]
         assert learner_state["version"] == self.step, (learner_state, state)
-        version = self.weight_sync.push(wait=True)
-        log.info("resumed %s at step %d (version %d)", self.run_dir, self.step, version)
+        self.last_checkpoint = path
+        self.weight_sync.push(wait=True)
+
+    def _restart_learner(self, err: Exception) -> None:
+        """A rank died (`learner.max_restarts`): a new group continues from the last checkpoint, or from the
+        initial weights at step 0 without one. Steps after the checkpoint run again (their records appear twice in
+        metrics.jsonl, the later one wins, as after --resume)."""
+        self.learner_restarts += 1
+        log.warning("learner rank died during step %d (%s); rebuilding the learner group (restart %d of %d)",
+                    self.step + 1, type(err).__name__, self.learner_restarts, self.cfg.learner.max_restarts)
+        self.learner.shutdown()
+        self.learner = LearnerGroup(self.cfg, self.model_path)
+        self.weight_sync = weight_sync(self.cfg, self.learner, self.fleet)
+        if self.last_checkpoint is not None:
+            self._load_checkpoint(self.last_checkpoint)
+        else:
+            self.step = 0
+            self.evals = {k: v for k, v in self.evals.items() if k.startswith("before")}
+            self.weight_sync.push(wait=True)
+        log.warning("learner group rebuilt; continuing from step %d", self.step)
 
     def shutdown(self) -> None:
         self.metrics.close()

@@ -43,7 +43,12 @@ class LearnerGroup:
         self.num_params = ray.get([w.setup.remote(master_addr, master_port) for w in self.workers])[0]
 
     def _all(self, method: str, *args, **kwargs) -> list[Any]:
-        return ray.get([getattr(w, method).remote(*args, **kwargs) for w in self.workers])
+        refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
+        pending = refs
+        while pending:  # a dead rank raises here at once; the others would sit in a collective until its timeout
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready)
+        return ray.get(refs)
 
     def train_step(self, batch_refs: list[ray.ObjectRef]) -> dict[str, Any]:
         """One RL step; the refs go to every rank unresolved (each pulls the tables itself)."""
