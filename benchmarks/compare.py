@@ -114,7 +114,9 @@ def plot(results: list[dict], docs: Path, metric: str) -> None:
 def report(results: list[dict], docs: Path, *, command: str, metric: str, wall: float) -> str:
     lines = ["# GDSD vs ELBO baselines on the tiny dLLM (4x4 Sudoku, CPU)", "",
              f"Command: `{command}`  ", f"Hardware: {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, no GPU  ", f"Wall time: {wall / 60:.1f} min", "",
+             f"{os.cpu_count()} cores, no GPU  ",
+             f"Wall time: {wall / 60:.1f} min for the {sum(not r.get('reused') for r in results)} runs trained by this "
+             f"command; {sum(bool(r.get('reused')) for r in results)} finished runs of the same config were reused", "",
              f"Test {metric}: greedy decoding on held-out puzzles, mean ± standard error over seeds. Final train "
              "reward: mean of the last 5 steps.", "",
              f"| method | seeds | test {metric} before | after | gain | per seed | final train reward |",
