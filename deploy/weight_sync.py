@@ -44,8 +44,7 @@ class BroadcastSync:
         self.learner, self.fleet = learner, fleet
         self.timeout_s = cfg.pipeline.weight_sync_timeout_s
         self.signature = learner.weight_signature()
-        self.generation = -1
-        self.rebuilds = 0
+        self.generation = -1  # bumped by every join: after the first one it counts the rebuilds
         self._join()
         fleet.restore_weights = self.restore
 
@@ -91,7 +90,6 @@ class BroadcastSync:
         for i in range(len(self.fleet.actors)):
             self.fleet.wait_alive(i)
         self._join()
-        self.rebuilds += 1
         log.warning("weight bus: generation %d after %.1fs", self.generation, time.monotonic() - start)
 
 

@@ -110,7 +110,7 @@ def test_killed_rollout_actor(ray_local, jobs, tmp_path, weight_sync, max_stalen
     assert result["step"] == STEPS
     assert result["reissued_chunks"] >= min_reissued
     if weight_sync == "broadcast":
-        assert trainer.weight_sync.rebuilds >= 2  # one per death
+        assert trainer.weight_sync.generation >= 2  # the group was rebuilt after each death
     assert versions == [STEPS, STEPS]  # the restarted actor holds the latest weights too
 
     records = jobs.step_records(trainer.run_dir)

@@ -42,7 +42,7 @@ def test_broadcast_trains_exactly_like_the_object_store(ray_local, jobs, tmp_pat
                                      "pipeline.weight_sync=broadcast",
                                      "pipeline.weight_bucket_mb=0.01")  # ~10 KB buckets: many broadcasts per push
     assert isinstance(store.weight_sync, ObjectStoreSync) and isinstance(bus.weight_sync, BroadcastSync)
-    assert bus.weight_sync.rebuilds == 0 and bus.weight_sync.generation == 0
+    assert bus.weight_sync.generation == 0  # never rebuilt
     assert versions == ref_versions == [STEPS, STEPS]
     assert [deterministic(r) for r in got] == [deterministic(r) for r in ref]
     for r in got:  # S_old (actor) == S_theta (learner) before the first update: the weights arrived bit for bit
