@@ -77,7 +77,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), se
 
 
-def plot(results: list[dict], docs: Path, metric: str) -> None:
+def plot(results: list[dict], docs: Path, metric: str, task: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,7 +94,7 @@ def plot(results: list[dict], docs: Path, metric: str) -> None:
         if len(runs) > 1:
             ax.fill_between(range(1, n + 1), [min(r[i] for r in runs) for i in range(n)],
                             [max(r[i] for r in runs) for i in range(n)], alpha=0.2)
-    ax.set(xlabel="step", ylabel="mean training reward", title="Reward during RL (4x4 Sudoku, tiny dLLM)")
+    ax.set(xlabel="step", ylabel="mean training reward", title=f"Reward during RL ({task}, tiny dLLM)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(docs / "reward_curves.png", dpi=120)
@@ -111,13 +111,13 @@ def plot(results: list[dict], docs: Path, metric: str) -> None:
     fig.savefig(docs / "test_accuracy.png", dpi=120)
 
 
-def report(results: list[dict], docs: Path, *, command: str, metric: str, wall: float) -> str:
-    lines = ["# GDSD vs ELBO baselines on the tiny dLLM (4x4 Sudoku, CPU)", "",
+def report(results: list[dict], docs: Path, *, command: str, metric: str, wall: float, task: str) -> str:
+    lines = [f"# GDSD vs ELBO baselines on the tiny dLLM ({task}, CPU)", "",
              f"Command: `{command}`  ", f"Hardware: {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, no GPU  ",
              f"Wall time: {wall / 60:.1f} min for the {sum(not r.get('reused') for r in results)} runs trained by this "
              f"command; {sum(bool(r.get('reused')) for r in results)} finished runs of the same config were reused", "",
-             f"Test {metric}: greedy decoding on held-out puzzles, mean ± standard error over seeds. Final train "
+             f"Test {metric}: greedy decoding on held-out prompts, mean ± standard error over seeds. Final train "
              "reward: mean of the last 5 steps.", "",
              f"| method | seeds | test {metric} before | after | gain | per seed | final train reward |",
              "|---|---|---|---|---|---|---|"]
@@ -158,7 +158,10 @@ def main() -> None:
     out, docs = Path(args.out), Path(args.docs)
     out.mkdir(parents=True, exist_ok=True)
     docs.mkdir(parents=True, exist_ok=True)
-    metric = "cell_accuracy" if "sudoku" in args.config else "accuracy"
+    from common.config import load_config
+
+    task = load_config(args.config).task.name
+    metric = "cell_accuracy" if task == "sudoku" else "accuracy"
     start = time.perf_counter()
     results = []
     for seed in seeds:
@@ -166,9 +169,9 @@ def main() -> None:
             results.append(run_one(method, seed, config=args.config, steps=steps, out=out, extra=extra,
                                    reuse=args.reuse))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "rewards"}), flush=True)
-    plot(results, docs, metric)
+    plot(results, docs, metric, task)
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:])
-    print(report(results, docs, command=command, metric=metric, wall=time.perf_counter() - start))
+    print(report(results, docs, command=command, metric=metric, wall=time.perf_counter() - start, task=task))
 
 
 if __name__ == "__main__":
