@@ -32,7 +32,6 @@ from common.messages import PromptItem, RewardResult
 from common.tokenize import completion_mask, decode_completions, encode_prompts
 from common.weight_bus import WeightBus, signature, wire_format
 
-
 log = logging.getLogger(__name__)
 
 
