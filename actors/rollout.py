@@ -97,9 +97,8 @@ class RolloutActor:
             self._bus_address = tuple(address)
         if self.bus is not None:
             self.bus.close()
-        self.bus = WeightBus(self._bus_store, rank=rank, world_size=world_size, generation=generation,
-                             device=self.policy.device, timeout_s=pcfg.weight_sync_timeout_s,
-                             bucket_bytes=int(pcfg.weight_bucket_mb * 2**20))
+        self.bus = WeightBus.join(self._bus_store, pcfg, rank=rank, world_size=world_size, generation=generation,
+                                  device=self.policy.device)
         return generation
 
     @ray.method(concurrency_group="weights")

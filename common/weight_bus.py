@@ -89,6 +89,13 @@ class WeightBus:
             opts._devices = [gloo_device()]
             self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, opts)
 
+    @classmethod
+    def join(cls, store: dist.Store, pipeline, *, rank: int, world_size: int, generation: int,
+             device: torch.device) -> "WeightBus":
+        """A member with the run's `pipeline.weight_sync_timeout_s` and `pipeline.weight_bucket_mb`."""
+        return cls(store, rank=rank, world_size=world_size, generation=generation, device=device,
+                   timeout_s=pipeline.weight_sync_timeout_s, bucket_bytes=int(pipeline.weight_bucket_mb * 2**20))
+
     def _broadcast(self, flat: torch.Tensor) -> None:
         options = dist.BroadcastOptions()
         options.rootRank = SENDER

@@ -246,10 +246,8 @@ class LearnerWorker:
         """Rank 0 only: join generation `generation` of the weight group as its sender (a rendezvous)."""
         if self.bus is not None:
             self.bus.close()
-        pcfg = self.cfg.pipeline
-        self.bus = WeightBus(self.store, rank=0, world_size=world_size, generation=generation,
-                             device=self.denoiser.device, timeout_s=pcfg.weight_sync_timeout_s,
-                             bucket_bytes=int(pcfg.weight_bucket_mb * 2**20))
+        self.bus = WeightBus.join(self.store, self.cfg.pipeline, rank=0, world_size=world_size,
+                                  generation=generation, device=self.denoiser.device)
         return generation
 
     def broadcast_weights(self) -> tuple[int, int]:
