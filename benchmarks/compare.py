@@ -20,32 +20,30 @@ import sys
 import time
 from pathlib import Path
 
-# Each method's own settings where its paper / official code fixes them; the rollout budget is shared.
-METHODS = {
-    "gdsd": ["algorithm.name=gdsd"],
-    "gdsd_tlc": ["algorithm.name=gdsd_tlc"],
-    "espo": ["algorithm.name=espo", "algorithm.beta=0.01", "algorithm.clip_eps=0.2", "algorithm.mu=2"],
-    "diffu_grpo": ["algorithm.name=diffu_grpo", "algorithm.beta=0.04", "algorithm.clip_eps=0.2",
-                   "algorithm.teacher_source=learner"],
-    # wd1's official trainer: ratio-free, no KL term; it reuses d1's one-step estimate (learner-side log-probs).
-    "wd1": ["algorithm.name=wd1", "algorithm.beta=0", "algorithm.teacher_source=learner"],
-}
+from common.algorithms import ALGORITHMS
+
+# Each method at its official settings (common/algorithms.py); the rollout budget is shared. wd1 reuses d1's
+# one-step estimate, ratio-free and without a KL term.
+METHODS = {name: spec.overrides() for name, spec in ALGORITHMS.items() if spec.trainable}
 
 
 def finished(run_dir: Path, config: str, overrides: list[str]) -> bool:
     """True when run_dir holds a complete run (eval.json) of exactly this resolved config.
 
-    The saved config goes through today's schema first, so a field added since (at its default) does not count as a
-    difference."""
+    The saved config goes through today's schema and validation first, so a field added since (at its default) does
+    not count as a difference."""
     import yaml
 
-    from common.config import build_config, load_config
+    from common.config import ConfigError, build_config, load_config
 
     saved = run_dir / "config.yaml"
     if not (run_dir / "eval.json").is_file() or not saved.is_file():
         return False
     wanted = load_config(config, overrides).model_dump(mode="json")
-    return build_config(yaml.safe_load(saved.read_text())).model_dump(mode="json") == wanted
+    try:
+        return build_config(yaml.safe_load(saved.read_text())).model_dump(mode="json") == wanted
+    except ConfigError:  # a config today's rules reject (e.g. an older run setting a key its algorithm ignores)
+        return False
 
 
 def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra: list[str], reuse: bool) -> dict:

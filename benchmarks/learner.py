@@ -26,7 +26,10 @@ tensors. The GEMM runs in the driver (nice 0; Ray workers run at nice 15): on a 
 """
 from __future__ import annotations
 
-import common.cluster  # noqa: F401  (loopback/auth environment before ray is imported)
+from common import cluster
+
+cluster.local_env()  # before anything imports ray (common/cluster.py)
+# ruff: noqa: E402
 
 import argparse
 import json
@@ -48,7 +51,7 @@ from learner.group import LearnerGroup
 from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.update import loss_on_micro_batch
-from rewards.worker import create_workers
+from deploy.fleet import RemoteRewardPool
 from benchmarks.rollout import gemm_peak as rollout_gemm_peak
 
 FULL = dict(hidden=256, layers=4, ffn=768, heads=4, gen=64, block=32, steps=16, prompts=4, group=6, timed=3)
@@ -160,7 +163,7 @@ def main() -> None:
     p = QUICK if args.quick else FULL
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
-    common.cluster.init_ray(num_cpus=8)  # logical CPUs: actor, reward worker and 2 ranks at once (2 physical cores)
+    cluster.init_ray(num_cpus=8)  # logical CPUs: actor, reward worker and 2 ranks at once (2 physical cores)
 
     tmp = tempfile.TemporaryDirectory()
     tiny = TinyModelConfig(hidden_size=p["hidden"], num_layers=p["layers"], num_heads=p["heads"],
@@ -171,8 +174,8 @@ def main() -> None:
                              "learner.cpus_per_rank=1", "rollout.torch_threads=1"])
 
     # the batch, once: a real RolloutActor (sampling, rewards, teacher targets S_old / S_ref for all 8 seeds)
-    reward_workers = create_workers(1, num_cpus=0.5)
-    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, model_path, reward_workers=reward_workers)
+    reward_pool = RemoteRewardPool.remote(1, num_cpus_per_worker=0.5)
+    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, model_path, reward_pool=reward_pool)
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=p["prompts"], seed=1)
     start = time.perf_counter()
     table, summary = ray.get(list(actor.rollout.remote(prompts, p["group"])))
@@ -233,8 +236,8 @@ def main() -> None:
               f"set_weights {push['set_weights_s'] * 1e3:.0f}ms vs memcpy {push['memcpy_s'] * 1e3:.1f}ms "
               f"({push['push_over_memcpy']:.0f}x)")
     ray.kill(actor)
-    for w in reward_workers:
-        ray.kill(w)
+    ray.get(reward_pool.shutdown.remote())
+    ray.kill(reward_pool)
     ray.shutdown()
     tmp.cleanup()
 

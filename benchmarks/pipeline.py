@@ -12,7 +12,10 @@ against the naive reference in the same run: synchronous, one actor. The weight 
 """
 from __future__ import annotations
 
-import common.cluster  # noqa: F401  (loopback/auth environment before ray is imported)
+from common import cluster
+
+cluster.local_env()  # before anything imports ray (common/cluster.py)
+# ruff: noqa: E402
 
 import argparse
 import json
@@ -141,7 +144,7 @@ def main() -> None:
     steps = 5 if args.quick else args.steps
     pin_cores = not args.no_pin and hasattr(os, "sched_setaffinity")
     # logical CPUs for the reservations (2 actors + learner + reward worker); the cores are what the OS has
-    common.cluster.init_ray(num_cpus=max(4, os.cpu_count() or 1))
+    cluster.init_ray(num_cpus=max(4, os.cpu_count() or 1))
     probe = {"bench": "box", "cores": len(os.sched_getaffinity(0)), "loadavg_1min": os.getloadavg()[0],
              "core_parallelism": core_parallelism()}
     print(json.dumps(probe), flush=True)

@@ -11,7 +11,10 @@ preallocated tensors in one process. One JSON line per case, then a summary.
 """
 from __future__ import annotations
 
-import common.cluster  # noqa: F401  (loopback/auth environment before ray is imported)
+from common import cluster
+
+cluster.local_env()  # before anything imports ray (common/cluster.py)
+# ruff: noqa: E402
 
 import argparse
 import json
@@ -62,7 +65,7 @@ def main() -> None:
     parser.add_argument("--bucket-mb", type=float, default=256)
     args = parser.parse_args()
     hidden, layers, repeats = (64, 2, 2) if args.quick else (args.hidden, args.layers, args.repeats)
-    common.cluster.init_ray(num_cpus=8)
+    cluster.init_ray(num_cpus=8)
     tmp = tempfile.TemporaryDirectory()
     overrides = [f"model.tiny.hidden_size={hidden}", f"model.tiny.num_layers={layers}", "model.tiny.num_heads=4",
                  f"model.tiny.intermediate_size={3 * hidden}", f"pipeline.weight_bucket_mb={args.bucket_mb}",

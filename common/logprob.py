@@ -1,4 +1,4 @@
-"""Denoising log-prob S(x0) (DESIGN.md, "Denoising log-prob").
+"""Denoising log-prob S(x0) (docs/design.md, "Denoising log-prob").
 
   gdsd: S = 1/2 [ sum_{n in M} log p(x0^n | x_t) + sum_{n not in M} log p(x0^n | x~_t) ]
   tlc:  S = 1/2 [ sum_{n in M} log p(x0^n | x_t) / t + sum_{n not in M} log p(x0^n | x~_t) / (L/(L+1) - t) ]
@@ -8,14 +8,11 @@ contributes 0 (its 1/t weight is never evaluated). log p = log_softmax of the lo
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
+from common.algorithms import SVariant as Variant
 from common.denoiser import Denoiser
 from common.masking import mask_fraction
-
-Variant = Literal["gdsd", "tlc"]
 
 
 def pair_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
@@ -55,14 +52,3 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
     weighted_rest = torch.where(t_rest > 0, sum_rest / t_rest.clamp_min(1e-12), 0.0)
     return 0.5 * (weighted_masked + weighted_rest)
 
-
-# Which S(x0) each algorithm's teacher targets are computed with (None: the algorithm uses per-token estimates and
-# its targets are recomputed on the learner). The learner's loss registry reads the same table.
-LOGP_VARIANT: dict[str, Variant | None] = {"gdsd": "gdsd", "gdsd_tlc": "tlc", "espo": "tlc", "spg": "tlc",
-                                           "wd1": None, "diffu_grpo": None}
-
-
-def logp_variant(algorithm: str) -> Variant | None:
-    if algorithm not in LOGP_VARIANT:
-        raise ValueError(f"algorithm.name: unknown algorithm {algorithm!r}; choose one of {sorted(LOGP_VARIANT)}")
-    return LOGP_VARIANT[algorithm]

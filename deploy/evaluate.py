@@ -8,7 +8,10 @@ is given (../shared/data/...).
 """
 from __future__ import annotations
 
-import common.cluster  # noqa: F401  (loopback/auth environment before ray is imported)
+from common import cluster
+
+cluster.local_env()  # before anything imports ray (common/cluster.py)
+# ruff: noqa: E402
 
 import argparse
 import json
@@ -72,7 +75,7 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     if not cfg.model.path:
         raise SystemExit("model.path=DIR is required (a local HF directory, e.g. runs/<run>/final)")
-    common.cluster.init_ray(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus)
+    cluster.init_ray(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus)
     fleet = RolloutFleet(cfg, cfg.model.path)
     prompts = eval_prompts(cfg)
     gen = cfg.eval.gen_length or cfg.sampler.gen_length

@@ -1,26 +1,38 @@
-"""The rollout side of a run: RolloutActors (+ the RewardWorkers they score with), prompt routing, weight pushes,
-and re-issuing the prompts of an actor that died. Batches stay in the object store: only ObjectRefs and small
-summaries pass through the driver."""
+"""The rollout side of a run: RolloutActors, the RewardPool actor they score through, prompt routing, and
+re-issuing the prompts of an actor that died. Batches stay in the object store: only ObjectRefs and small summaries
+pass through the driver. Which weights the actors hold (the version, and giving a restarted actor the current ones)
+is the weight sync's business (deploy/weight_sync.py): the fleet is told the version and the restore step per call."""
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import ray
+from pydantic import ValidationError
 from ray.exceptions import RayActorError
 
 from actors.rollout import RemoteRolloutActor
-from pydantic import ValidationError
-
-from common.config import ConfigError, RunConfig, SamplerConfig
+from common.config import ConfigError, RunConfig, SamplerConfig, explain
 from common.messages import PromptItem
+from rewards.pool import RewardPool
 from rewards.registry import RewardConfig as RewardServiceConfig
-from rewards.worker import RewardWorker
 
 log = logging.getLogger(__name__)
 RESTART_TIMEOUT_S = 300
+# The reward service as one Ray actor: it creates its RewardWorkers itself, replaces dead ones, splits and retries
+# their chunks (rewards/pool.py). It only coordinates, so it reserves no CPU.
+RemoteRewardPool = ray.remote(num_cpus=0)(RewardPool)
+
+
+class Weights(Protocol):
+    """What the fleet needs from the weight sync (deploy/weight_sync.py), which owns both."""
+
+    version: int  # the last version pushed to the actors
+
+    def restore(self, actor: int) -> None:
+        """Give restarted actor `actor` (alive again) the current weights."""
 
 
 @dataclass
@@ -37,51 +49,62 @@ class Chunk:
 
 
 def reward_service_config(cfg: RunConfig) -> RewardServiceConfig:
-    """Validate `reward.service` once, before any actor starts; errors name the key."""
+    """Validate `reward.service` with the reward service's own schema; errors name the key (`reward.service.*`).
+    The trainer calls it before the SFT warm start, so a bad key fails at once."""
     try:
         return RewardServiceConfig.model_validate(cfg.reward.service)
     except ValidationError as err:
-        raise ConfigError("; ".join(f"config key 'reward.service.{'.'.join(map(str, e['loc']))}': {e['msg']}"
-                                    for e in err.errors())) from None
+        raise ConfigError(explain(err, prefix="reward.service.")) from None
+
+
+def merge_reward_metrics(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    """The reward service's metrics of one step from every chunk: counters add up, `*_mean` are row-weighted means,
+    `*_max` the maximum (rewards/metrics.py keys)."""
+    rows = sum(s["rows"] for s in summaries)
+    out: dict[str, float] = {}
+    for s in summaries:
+        for key, value in s.get("reward_metrics", {}).items():
+            if key.endswith("_mean"):
+                out[key] = out.get(key, 0.0) + value * s["rows"] / max(rows, 1)
+            elif key.endswith("_max"):
+                out[key] = max(out.get(key, value), value)
+            else:
+                out[key] = out.get(key, 0.0) + value
+    return out
 
 
 class RolloutFleet:
     def __init__(self, cfg: RunConfig, model_path: str) -> None:
         self.cfg = cfg
         rcfg = cfg.reward
-        service = reward_service_config(cfg)
-        self.reward_workers = [
-            RewardWorker.options(name=f"reward-{i}", num_cpus=rcfg.cpus_per_worker, max_restarts=-1,
-                                 max_task_retries=-1).remote(service)
-            for i in range(rcfg.num_workers)]
+        self.reward_pool = RemoteRewardPool.options(name="reward-pool", max_restarts=-1, max_task_retries=-1).remote(
+            rcfg.num_workers, num_cpus_per_worker=rcfg.cpus_per_worker, config=reward_service_config(cfg))
         self.actors = [
             RemoteRolloutActor.options(name=f"rollout-{i}", num_cpus=cfg.rollout.cpus_per_actor,
-                              num_gpus=cfg.rollout.gpus_per_actor, resources=cfg.rollout.resources,
-                              max_restarts=-1, max_task_retries=0)
-            .remote(cfg, model_path, actor_index=i, reward_workers=self.reward_workers)
+                                       num_gpus=cfg.rollout.gpus_per_actor, resources=cfg.rollout.resources,
+                                       max_restarts=-1, max_task_retries=0)
+            .remote(cfg, model_path, actor_index=i, reward_pool=self.reward_pool)
             for i in range(cfg.rollout.num_actors)]
-        self.version = 0  # the last weights version pushed to the actors
-        self.weights: tuple[ray.ObjectRef, int] | None = None  # the last push through the object store
-        # gives a restarted actor the current weights; the weight bus (deploy/weight_sync.py) replaces it
-        self.restore_weights: Callable[[int], None] = self._restore_from_store
         self.reissued = 0
 
-    def submit(self, step: int, prompts: list[PromptItem], group_size: int) -> list[Chunk]:
-        """Split the step's prompts over the actors (contiguous chunks); returns the in-flight chunks."""
+    def submit(self, step: int, prompts: list[PromptItem], group_size: int, *, version: int = 0) -> list[Chunk]:
+        """Split the step's prompts over the actors (contiguous chunks); returns the in-flight chunks. `version`: the
+        last weights version pushed (each actor waits for it before sampling)."""
         n = len(self.actors)
         bounds = [len(prompts) * i // n for i in range(n + 1)]
-        return [self._launch(step, a, prompts[bounds[a]:bounds[a + 1]], bounds[a], group_size)
+        return [self._launch(step, a, prompts[bounds[a]:bounds[a + 1]], bounds[a], group_size, version)
                 for a in range(n) if bounds[a + 1] > bounds[a]]
 
-    def _launch(self, step: int, actor: int, prompts: list[PromptItem], group_offset: int, group_size: int) -> Chunk:
-        version = self.version
+    def _launch(self, step: int, actor: int, prompts: list[PromptItem], group_offset: int, group_size: int,
+                version: int) -> Chunk:
         batch_ref, summary_ref = self.actors[actor].rollout.remote(prompts, group_size, group_offset, step, version)
         return Chunk(step, actor, prompts, group_offset, batch_ref, summary_ref, version)
 
-    def collect(self, chunks: list[Chunk], group_size: int) -> tuple[list[ray.ObjectRef], list[dict[str, Any]]]:
+    def collect(self, chunks: list[Chunk], group_size: int, *,
+                weights: Weights) -> tuple[list[ray.ObjectRef], list[dict[str, Any]]]:
         """Wait for every chunk; a chunk whose actor died, or which a restarted actor sampled with older weights than
-        were pushed to it, is re-issued (after the restarted actor got the current weights) until it completes.
-        Returns (batch refs, summaries) in chunk order."""
+        were pushed to it, is re-issued (after `weights.restore` gave the restarted actor the current weights, with
+        `weights.version`) until it completes. Returns (batch refs, summaries) in chunk order."""
         refs, summaries = [], []
         for chunk in chunks:
             while True:
@@ -97,14 +120,12 @@ class RolloutFleet:
                     # it died idle after loading our last push, and Ray restarted it with the initial weights
                     reason = f"sampled step {chunk.step} with version {summary['version']} < {chunk.version}"
                 log.warning("rollout-%d %s; re-issuing its %d prompts", chunk.actor, reason, len(chunk.prompts))
-                self._wait_restarted(chunk.actor)
+                self.wait_alive(chunk.actor)
+                weights.restore(chunk.actor)
                 self.reissued += 1
-                chunk = self._launch(chunk.step, chunk.actor, chunk.prompts, chunk.group_offset, group_size)
+                chunk = self._launch(chunk.step, chunk.actor, chunk.prompts, chunk.group_offset, group_size,
+                                     weights.version)
         return refs, summaries
-
-    def _wait_restarted(self, actor: int) -> None:
-        self.wait_alive(actor)
-        self.restore_weights(actor)
 
     def wait_alive(self, actor: int) -> None:
         """Until the actor (restarted by Ray if it died) answers."""
@@ -118,32 +139,21 @@ class RolloutFleet:
                     raise
                 time.sleep(1.0)
 
-    def _restore_from_store(self, actor: int) -> None:
-        if self.weights is not None:  # a restarted actor starts from the initial weights: give it the current ones
-            ray.get(self.actors[actor].set_weights.remote(*self.weights))
-
     def push_weights(self, state_ref: ray.ObjectRef, version: int) -> list[ray.ObjectRef]:
-        """Queue the new weights on every actor (each loads them after its in-flight rollout, never during one)."""
-        self.weights, self.version = (state_ref, version), version
+        """Queue a full state dict on every actor (each loads it after its in-flight rollout, never during one)."""
         return [a.set_weights.remote(state_ref, version) for a in self.actors]
 
-    def wait_pushed(self, pushes: list[ray.ObjectRef]) -> None:
-        """Wait for the pushes of `push_weights`; an actor that died meanwhile is waited for and given the current
-        weights once restarted (without this, a death during the weight push would end the run)."""
-        for actor, ref in enumerate(pushes):
-            try:
-                ray.get(ref)
-            except RayActorError:
-                log.warning("rollout-%d died while loading weights; waiting for its restart", actor)
-                self._wait_restarted(actor)
-
-    def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig) -> list[dict[str, Any]]:
+    def evaluate(self, prompts: list[PromptItem], sampler: SamplerConfig, *, version: int = 0) -> list[dict[str, Any]]:
         n = len(self.actors)
         bounds = [len(prompts) * i // n for i in range(n + 1)]
-        parts = [self.actors[a].evaluate.remote(prompts[bounds[a]:bounds[a + 1]], sampler, self.version)
+        parts = [self.actors[a].evaluate.remote(prompts[bounds[a]:bounds[a + 1]], sampler, version)
                  for a in range(n) if bounds[a + 1] > bounds[a]]
         return [row for part in ray.get(parts) for row in part]
 
     def shutdown(self) -> None:
-        for handle in self.actors + self.reward_workers:
+        try:
+            ray.get(self.reward_pool.shutdown.remote(), timeout=30)  # its workers
+        except Exception as err:  # noqa: BLE001  (shutting down: a dead pool has no workers left to stop)
+            log.warning("reward pool shutdown: %s", err)
+        for handle in [*self.actors, self.reward_pool]:
             ray.kill(handle, no_restart=True)

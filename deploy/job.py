@@ -7,7 +7,10 @@ Inside `ray job submit` it joins the cluster it was submitted to; run alone it s
 """
 from __future__ import annotations
 
-import common.cluster  # noqa: F401  (loopback/auth environment before ray is imported)
+from common import cluster
+
+cluster.local_env()  # before anything imports ray (common/cluster.py)
+# ruff: noqa: E402
 
 import argparse
 import json
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     # a local instance gets at least the logical CPUs the services reserve (Ray CPUs are scheduling units)
-    common.cluster.init_ray(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus or local_cpus(cfg))
+    cluster.init_ray(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus or local_cpus(cfg))
 
     from deploy.trainer import Trainer  # after ray.init: builds actors
 

@@ -1,4 +1,4 @@
-"""The training loop of DESIGN.md: each step is three visible phases, each in a timing scope of the same name:
+"""The training loop (docs/design.md, "Architecture"): each step is three visible phases, each in a timing scope of the same name:
 
   rollout       actors generate G completions per prompt, score them, compute teacher targets (refs only here)
   update        the learner group pulls the batches by ref and runs mu inner iterations
@@ -20,10 +20,10 @@ import yaml
 from ray.exceptions import RayActorError
 from tqdm import tqdm
 
-from common.config import RunConfig
+from common.config import RunConfig, dump_config
 from common.tasks import make_prompts
 from deploy.evaluate import eval_prompts, eval_sampler, markdown_table, summarize
-from deploy.fleet import RolloutFleet
+from deploy.fleet import RolloutFleet, merge_reward_metrics, reward_service_config
 from deploy.metrics import Metrics
 from deploy.staleness import StalenessGate
 from deploy.warmstart import base_model, warm_start
@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 class Trainer:
     def __init__(self, cfg: RunConfig, *, resume: bool = False) -> None:
         self.cfg = cfg
+        reward_service_config(cfg)  # a bad reward.service key fails before the SFT warm start
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
         cache = Path(cfg.cache_dir)
         model_path = base_model(cfg, cache)
         if cfg.sft.enabled:
@@ -70,9 +71,10 @@ class Trainer:
             times: dict[str, float] = {}
             while gate.can_submit(version=self.step, total_steps=cfg.steps):
                 s = gate.mark_submitted()
-                in_flight.append(self.fleet.submit(s, self.prompts[s * B:(s + 1) * B], G))
+                in_flight.append(self.fleet.submit(s, self.prompts[s * B:(s + 1) * B], G,
+                                                   version=self.weight_sync.version))
             with timed(times, "rollout"):
-                batch_refs, summaries = self.fleet.collect(in_flight.popleft(), G)
+                batch_refs, summaries = self.fleet.collect(in_flight.popleft(), G, weights=self.weight_sync)
             self._check_rows(summaries, B)
             with timed(times, "update"):
                 try:
@@ -121,6 +123,7 @@ class Trainer:
         record = {
             "reward": {"mean": reward, **parts},
             "reward_errors": sum(s["reward_errors"] for s in summaries),
+            "reward_service": merge_reward_metrics(summaries),
             "zero_variance_groups": sum(s["zero_variance_groups"] for s in summaries),
             "rollout": {f"actor{s['actor']}/tokens_per_s": s["tokens_per_second"] for s in summaries},
             "staleness": {"max": max(stats["staleness"], default=0)},
@@ -138,7 +141,7 @@ class Trainer:
 
     # ---- evaluation, checkpoints -------------------------------------------------------------------------------
     def evaluate(self, name: str) -> dict[str, float]:
-        rows = self.fleet.evaluate(eval_prompts(self.cfg), eval_sampler(self.cfg))
+        rows = self.fleet.evaluate(eval_prompts(self.cfg), eval_sampler(self.cfg), version=self.weight_sync.version)
         self.evals[name] = summarize(rows, self.cfg.task.name)
         self.metrics.log(self.step, {"eval": self.evals[name]})
         table = markdown_table(self.evals)

@@ -1,5 +1,5 @@
-"""Weights from the learner to the rollout actors after every optimizer step (DESIGN.md step 4), two ways behind one
-method, `push()` (`pipeline.weight_sync`):
+"""Weights from the learner to the rollout actors after every optimizer step (docs/design.md, "Weight sync"), two ways
+behind one method, `push()` (`pipeline.weight_sync`):
 
   object_store  rank 0 exports the full state dict once into the Ray object store; every actor loads it from there
                 between two rollouts (zero-copy on the actor's node, one transfer per remote node).
@@ -7,8 +7,10 @@ method, `push()` (`pipeline.weight_sync`):
                 gloo on CPU: common/weight_bus.py); each actor receives on a thread of its own and loads the weights
                 before its next rollout, so the learner never waits for a rollout to finish.
 
-An actor that died and was restarted by Ray gets the current weights before it samples again (`restore`, which
-RolloutFleet calls); on the bus that means a new group generation with every member and the same version sent again.
+The sync owns what the actors should hold: `version` (the last version pushed; 0 = the initial weights) and
+`restore(actor)`, which gives an actor that died and was restarted by Ray the current weights before it samples again
+(RolloutFleet.collect calls it); on the bus that means a new group generation with every member and the same version
+sent again. The trainer passes the sync to the fleet's calls (`version=`, `weights=`); nobody else writes them.
 """
 from __future__ import annotations
 
@@ -27,26 +29,40 @@ BROADCAST_ATTEMPTS = 3
 
 
 class ObjectStoreSync:
-    def __init__(self, learner: LearnerGroup, fleet: RolloutFleet) -> None:
+    def __init__(self, learner: LearnerGroup, fleet: RolloutFleet, *, version: int = 0) -> None:
         self.learner, self.fleet = learner, fleet
+        self.version = version  # the last version pushed to the actors
+        self._state: ray.ObjectRef | None = None  # ... and its state dict in the object store
 
     def push(self, *, wait: bool) -> int:
         """Export once, queue the load on every actor; `wait` (sync mode): until every actor holds it."""
         state_ref, version = self.learner.export_weights()
+        self._state, self.version = state_ref, version
         pushes = self.fleet.push_weights(state_ref, version)
         if wait:
-            self.fleet.wait_pushed(pushes)
+            for actor, ref in enumerate(pushes):
+                try:
+                    ray.get(ref)
+                except RayActorError:  # without this, a death during the weight push would end the run
+                    log.warning("rollout-%d died while loading weights; waiting for its restart", actor)
+                    self.fleet.wait_alive(actor)
+                    self.restore(actor)
         return version
+
+    def restore(self, actor: int) -> None:
+        """A restarted actor starts from the initial weights: give it the current ones."""
+        if self._state is not None:
+            ray.get(self.fleet.actors[actor].set_weights.remote(self._state, self.version))
 
 
 class BroadcastSync:
-    def __init__(self, cfg: RunConfig, learner: LearnerGroup, fleet: RolloutFleet) -> None:
+    def __init__(self, cfg: RunConfig, learner: LearnerGroup, fleet: RolloutFleet, *, version: int = 0) -> None:
         self.learner, self.fleet = learner, fleet
+        self.version = version  # the last version every actor has staged
         self.timeout_s = cfg.pipeline.weight_sync_timeout_s
         self.signature = learner.weight_signature()
         self.generation = -1  # bumped by every join: after the first one it counts the rebuilds
         self._join()
-        fleet.restore_weights = self.restore
 
     def _join(self) -> None:
         """Every member joins a new generation of the group: learner rank 0 = bus rank 0, actor i = bus rank i + 1."""
@@ -64,7 +80,7 @@ class BroadcastSync:
     def restore(self, actor: int) -> None:
         """A restarted actor (bus-less) needs the current weights: rebuild the group, send the same version again."""
         self._recover(f"rollout-{actor} restarted")
-        if self.fleet.version > 0:  # before the first push every actor holds the initial weights already
+        if self.version > 0:  # before the first push every actor holds the initial weights already
             self._send(resend=True)
 
     def _send(self, *, resend: bool) -> int:
@@ -74,7 +90,7 @@ class BroadcastSync:
             try:
                 version = ray.get(senders[0])[0]
                 ray.get(senders[1:] + receivers)
-                self.fleet.version = version
+                self.version = version
                 return version
             except (RayActorError, RayTaskError) as err:
                 # let every member finish or time out before the group is rebuilt (a member still inside a
@@ -94,6 +110,8 @@ class BroadcastSync:
 
 
 def weight_sync(cfg: RunConfig, learner: LearnerGroup, fleet: RolloutFleet) -> ObjectStoreSync | BroadcastSync:
+    """The sync of `pipeline.weight_sync`. A new one (a rebuilt learner group) starts at version 0 and ends up at the
+    version of its first push."""
     if cfg.pipeline.weight_sync == "broadcast":
         return BroadcastSync(cfg, learner, fleet)
     return ObjectStoreSync(learner, fleet)

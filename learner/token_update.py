@@ -17,9 +17,6 @@ No Ray here. Legend: b rows on this rank, P prompt, L completion, J inner iterat
 """
 from __future__ import annotations
 
-import inspect
-from typing import Callable
-
 import torch
 
 from common.batch import RolloutBatch
@@ -27,14 +24,7 @@ from common.config import RunConfig
 from common.denoiser import Denoiser
 from common.logprob_tokens import onestep_token_logprob, real_prompt_mask
 from learner.losses import LossSpec, diffu_grpo_prompt_mask
-
-MicroFn = Callable[[int, int], tuple[dict[str, torch.Tensor], torch.Tensor | None]]
-
-
-def needs_groups(spec: LossSpec) -> bool:
-    """Whether the loss normalises within prompt groups (wd1's softmax over a group): rows must be split on group
-    boundaries across ranks and micro-batches."""
-    return "group_size" in inspect.signature(spec.fn).parameters
+from learner.update import MicroFn, check_on_policy, split_micro
 
 
 def onestep_prompt_mask(batch: RolloutBatch, j: int, p_mask_prompt: float) -> torch.Tensor:
@@ -55,14 +45,16 @@ def token_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, p_mask_prompt: f
 
 
 class TokenPath:
-    """Per-step state of the per-token losses: targets computed once per step, one loss call per (micro, j)."""
+    """The per-token losses (an `UpdatePath`, learner/update.py): targets computed once per step on the micro-batches
+    the gradient forwards use, one loss call per (micro, j). wd1 normalises within prompt groups, so its rows are
+    split on group boundaries (registry: `group_rows`)."""
 
     def __init__(self, spec: LossSpec, cfg: RunConfig) -> None:
         if spec.logp_variant != "token_onestep":
             raise ValueError(f"TokenPath serves logp_variant 'token_onestep', not {spec.logp_variant!r}")
         self.spec, self.cfg = spec, cfg
         self.kwargs = spec.kwargs_from(cfg.algorithm)
-        self.group_size = cfg.rollout.group_size if needs_groups(spec) else None
+        self.group_size = cfg.rollout.group_size if spec.algorithm.group_rows else None
         self.use_ref = spec.needs_ref and cfg.algorithm.beta > 0
 
     @torch.no_grad()
@@ -71,21 +63,16 @@ class TokenPath:
         p = self.cfg.algorithm.p_mask_prompt
         return [torch.stack([token_logp(denoiser, m, j, p) for j in range(num_iters)], dim=1) for m in micros]
 
-    def prepare(self, policy: Denoiser, reference: Denoiser | None, micros: list[RolloutBatch], *,
-                version: int, num_rows: int, scale: float) -> MicroFn:
-        """Compute old / reference targets for every micro-batch, then return `fn(micro index, j)` that runs the
-        forward, the loss and the backward and returns (metrics, teacher gap at j = 0 or None)."""
+    def prepare(self, policy: Denoiser, reference: Denoiser | None, shards: list[RolloutBatch], *,
+                version: int, num_rows: int, scale: float) -> tuple[list[RolloutBatch], MicroFn]:
+        """Split into micro-batches, compute old / reference targets for each, then return (micro-batches,
+        `fn(micro index, j)`) that runs the forward, the loss and the backward and returns (metrics, teacher gap at
+        j = 0 or None)."""
+        micros = [m for s in shards for m in split_micro(s, self.cfg.learner.grad_accum, self.group_size)]
         num_iters = self.cfg.algorithm.mu
         old = ref = None
         if self.spec.needs_old:
-            if self.cfg.algorithm.teacher_source != "learner":
-                raise ValueError(f"algorithm.name={self.spec.name} recomputes its per-token targets on the learner: "
-                                 "set algorithm.teacher_source=learner")
-            for m in micros:
-                stale = int((m.policy_version != version).sum())
-                if stale:
-                    raise ValueError(f"algorithm.teacher_source=learner needs on-policy batches (synchronous mode), "
-                                     f"but {stale} rows were sampled by another version than the learner's {version}")
+            check_on_policy(micros, version)
             old = self._targets(policy, micros, num_iters)
         if self.use_ref:
             if reference is None:
@@ -113,4 +100,4 @@ class TokenPath:
                     gap = delta.max().double().cpu() if j == 0 else None
             return metrics, gap
 
-        return run
+        return micros, run

@@ -1,20 +1,50 @@
 """One rank's share of a training step on RolloutBatches: shard rows, rebuild masks, S_theta, loss, backward.
 
-No Ray here: the LearnerWorker calls these with its sharded denoiser. Legend: b rows on this rank, L completion,
+Two implementations of one small protocol (`UpdatePath`) run the step: `SequencePath` here (sequence-level S(x0):
+gdsd, gdsd_tlc, espo) and `TokenPath` in learner/token_update.py (d1's per-token one-step estimate: diffu_grpo, wd1).
+No Ray here: the LearnerWorker calls them with its sharded denoiser. Legend: b rows on this rank, L completion,
 J inner iterations, M mc draws.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
 from common.batch import RolloutBatch
+from common.config import RunConfig
 from common.denoiser import Denoiser
 from common.logprob import Variant, denoise_logprob
 from common.masking import consistent_masks
 from learner.losses import LossSpec
+
+# fn(micro-batch index, inner iteration j) -> (loss metrics, teacher gap max |S_theta - S_old| at j = 0, else None)
+MicroFn = Callable[[int, int], tuple[dict[str, torch.Tensor], torch.Tensor | None]]
+
+
+class UpdatePath(Protocol):
+    """How one family of losses turns this rank's rows into gradients. `group_size`: rows are split on group
+    boundaries (group-normalised losses), else None. `use_ref`: the learner must hold a frozen reference copy."""
+
+    group_size: int | None
+    use_ref: bool
+
+    def prepare(self, policy: Denoiser, reference: Denoiser | None, shards: list[RolloutBatch], *, version: int,
+                num_rows: int, scale: float) -> tuple[list[RolloutBatch], MicroFn]:
+        """Split the shards into micro-batches, compute what the loss needs once per step (teacher targets), and
+        return (micro-batches, fn) where fn(i, j) runs forward + loss + backward of micro-batch i at iteration j.
+        `num_rows`: global rows (the losses' normaliser); `scale`: the backward's factor (FSDP averages over ranks)."""
+        ...
+
+
+def check_on_policy(micros: list[RolloutBatch], version: int) -> None:
+    """algorithm.teacher_source=learner: the learner's current weights must be the ones that sampled the rows."""
+    stale = sum(int((m.policy_version != version).sum()) for m in micros)
+    if stale:
+        raise ValueError(f"algorithm.teacher_source=learner needs on-policy batches (synchronous mode), but {stale} "
+                         f"rows were sampled by another version than the learner's {version}")
 
 
 def _group_bounds(batch: RolloutBatch, parts: int, group_size: int, what: str) -> list[slice]:
@@ -89,6 +119,49 @@ class MetricSum:
 
     def vector(self, keys: list[str]) -> torch.Tensor:
         return torch.stack([self.sums[k] for k in keys] + [torch.tensor(float(self.rows), dtype=torch.float64)])
+
+
+class SequencePath:
+    """Sequence-level S(x0) losses. S_old comes from the actor (algorithm.teacher_source=rollout) or is recomputed
+    here under no_grad from the sampling weights on exactly the micro-batches the gradient forwards use, so S_old and
+    S_theta of the first inner iteration run the same forwards (their gap is exactly 0 on CPU). S_ref always comes
+    from the actor (its frozen reference copy)."""
+
+    def __init__(self, spec: LossSpec, cfg: RunConfig) -> None:
+        if spec.algorithm.s_variant is None:
+            raise ValueError(f"SequencePath serves sequence-level S(x0) losses, not {spec.logp_variant!r}")
+        self.spec, self.cfg = spec, cfg
+        self.kwargs = spec.kwargs_from(cfg.algorithm)
+        self.group_size: int | None = None
+        self.use_ref = False
+
+    @torch.no_grad()
+    def _teacher(self, policy: Denoiser, micro: RolloutBatch, version: int) -> RolloutBatch:
+        if self.cfg.algorithm.teacher_source == "rollout":
+            if torch.isnan(micro.old_logp).any():
+                raise ValueError("algorithm.teacher_source=rollout but the batch carries no S_old (NaN); the actors "
+                                 "must run with the same algorithm config")
+            return micro
+        check_on_policy([micro], version)
+        micro.old_logp = torch.stack([sequence_logp(policy, micro, j, variant=self.spec.logp_variant).float().cpu()
+                                      for j in range(micro.mask_seeds.shape[1])], dim=1)  # [b, J, M]
+        return micro
+
+    def prepare(self, policy: Denoiser, reference: Denoiser | None, shards: list[RolloutBatch], *, version: int,
+                num_rows: int, scale: float) -> tuple[list[RolloutBatch], MicroFn]:
+        micros = [m for s in shards for m in split_micro(s, self.cfg.learner.grad_accum)]
+        if self.spec.needs_old:
+            micros = [self._teacher(policy, m, version) for m in micros]
+
+        def run(i: int, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+            metrics, logp = loss_on_micro_batch(policy, micros[i], j, spec=self.spec, loss_kwargs=self.kwargs,
+                                                num_rows=num_rows, scale=scale)
+            gap = None
+            if j == 0 and self.spec.needs_old:
+                gap = (logp.cpu() - micros[i].old_logp[:, 0]).abs().max().double()
+            return metrics, gap
+
+        return micros, run
 
 
 def loss_on_micro_batch(denoiser: Denoiser, micro: RolloutBatch, j: int, *, spec: LossSpec, loss_kwargs: dict,

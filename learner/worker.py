@@ -2,7 +2,9 @@
 
 A step: pull the RolloutBatches by ObjectRef, keep this rank's rows, and for each inner iteration j < mu recompute
 S_theta with the actor's mask seeds, apply the loss, accumulate gradients, clip, AdamW. The version is bumped once per
-step. Every rank runs the same sequence of forwards (FSDP collectives), so row counts are checked up front.
+step. Every rank runs the same sequence of forwards (FSDP collectives), so row counts are checked up front. The loss
+family's own work (targets, micro-batches, forward + loss + backward) is an `UpdatePath` (learner/update.py): the
+sequence-level `SequencePath` or the per-token `TokenPath`.
 """
 from __future__ import annotations
 
@@ -26,12 +28,11 @@ from learner.fsdp import shard_model
 from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.sft import sft_loss
-from learner.token_update import MicroFn, TokenPath, needs_groups
-from learner.update import (MetricSum, drop_zero_advantage_groups, loss_on_micro_batch, sequence_logp, shard_rows,
-                            split_micro)
+from learner.token_update import TokenPath
+from learner.update import MetricSum, SequencePath, UpdatePath, drop_zero_advantage_groups, shard_rows
 
 log = logging.getLogger(__name__)
-FIRST_ITER_CLAMP_WARN = 0.05  # DESIGN.md: warn when the first inner iteration's clamp fraction exceeds a few percent
+FIRST_ITER_CLAMP_WARN = 0.05  # docs/design.md, Numerical traps: warn when the first inner iteration's clamp fraction exceeds a few percent
 
 
 class LearnerWorker:
@@ -40,13 +41,12 @@ class LearnerWorker:
     def __init__(self, cfg: RunConfig, model_path: str, *, rank: int, world_size: int) -> None:
         self.cfg, self.model_path, self.rank, self.world_size = cfg, model_path, rank, world_size
         self.spec = get_loss(cfg.algorithm.name)
-        if self.spec.logp_variant not in ("gdsd", "tlc", "token_onestep"):
-            raise ConfigError(f"algorithm.name={cfg.algorithm.name}: the learner trains sequence-level S(x0) losses "
-                              "(gdsd, gdsd_tlc, espo) and one-step per-token losses (diffu_grpo, wd1); SPG's EUBO "
-                              f"estimate (logp_variant {self.spec.logp_variant!r}) is not implemented")
-        self.tokens = TokenPath(self.spec, cfg) if self.spec.logp_variant == "token_onestep" else None
+        if not self.spec.algorithm.trainable:  # load_config rejects it already; a hand-built config gets here
+            raise ConfigError(f"algorithm.name={cfg.algorithm.name}: the learner does not implement it")
+        self.path: UpdatePath = (TokenPath(self.spec, cfg) if self.spec.logp_variant == "token_onestep"
+                                 else SequencePath(self.spec, cfg))
         # wd1 normalises within prompt groups: its rows are split over ranks / micro-batches on group boundaries
-        self.group_size = cfg.rollout.group_size if self.tokens is not None and needs_groups(self.spec) else None
+        self.group_size = self.path.group_size
         self.reference = None
         self.version = 0
         self.optimizer_steps = 0
@@ -79,7 +79,7 @@ class LearnerWorker:
         self.denoiser.model.train()
         shard_model(self.denoiser.net, self.denoiser.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
         self.params = [p for p in self.denoiser.net.parameters() if p.requires_grad]
-        if self.tokens is not None and self.tokens.use_ref:
+        if self.path.use_ref:
             # per-token reference log-probs are not in the RolloutBatch: a frozen copy of the initial weights,
             # sharded like the policy; held in the compute dtype (what FSDP would cast the master weights to)
             self.reference = load_denoiser(self.cfg.model, self.model_path, device=device)
@@ -116,7 +116,9 @@ class LearnerWorker:
         global_rows = sum(b.num_rows for b in batches)
         shards = [shard_rows(b, self.rank, self.world_size, self.group_size) for b in batches]
         staleness = [self.version - int(b.policy_version.min()) for b in batches]
-        micros, micro_fn = self._prepare(shards, global_rows)
+        # the loss is normalised by the global row count and FSDP averages gradients over ranks: x world size
+        micros, micro_fn = self.path.prepare(self.denoiser, self.reference, shards, version=self.version,
+                                             num_rows=global_rows, scale=float(self.world_size))
 
         per_iter, keys = [], None
         gap_max = torch.zeros((), dtype=torch.float64)
@@ -127,11 +129,7 @@ class LearnerWorker:
                 acc.add(metrics, micro.num_rows)
                 if gap is not None:
                     gap_max = torch.maximum(gap_max, gap)
-            grad_norm = clip_grad_norm(self.params, lcfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.optimizer_steps += 1
+            grad_norm = self._optimizer_step()
             keys = keys or sorted(acc.sums)
             per_iter.append(torch.cat([acc.vector(keys), grad_norm.double().reshape(1).cpu()]))
         self.version += 1
@@ -142,46 +140,14 @@ class LearnerWorker:
         """What is split over ranks and micro-batches: rows, or whole groups for group-normalised losses."""
         return batch.num_rows if self.group_size is None else batch.num_rows // self.group_size
 
-    def _prepare(self, shards: list[RolloutBatch], global_rows: int) -> tuple[list[RolloutBatch], MicroFn]:
-        """The one place the step dispatches on `spec.logp_variant`: targets, micro-batches and the per-(micro, j)
-        forward + loss + backward. The loss is normalised by the global row count and FSDP averages gradients over
-        ranks, hence the x world size."""
-        lcfg, scale = self.cfg.learner, float(self.world_size)
-        if self.tokens is not None:  # "token_onestep": per-token targets recomputed here
-            micros = [m for s in shards for m in split_micro(s, lcfg.grad_accum, self.group_size)]
-            return micros, self.tokens.prepare(self.denoiser, self.reference, micros, version=self.version,
-                                               num_rows=global_rows, scale=scale)
-        if self.spec.needs_old:  # "gdsd" / "tlc": sequence-level S(x0)
-            shards = [self._teacher(s) for s in shards]
-        micros = [m for s in shards for m in split_micro(s, lcfg.grad_accum)]
-        kwargs = self.spec.kwargs_from(self.cfg.algorithm)
-
-        def run(i: int, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-            metrics, logp = loss_on_micro_batch(self.denoiser, micros[i], j, spec=self.spec, loss_kwargs=kwargs,
-                                                num_rows=global_rows, scale=scale)
-            gap = None
-            if j == 0 and self.spec.needs_old:
-                gap = (logp.cpu() - micros[i].old_logp[:, 0]).abs().max().double()
-            return metrics, gap
-
-        return micros, run
-
-    @torch.no_grad()
-    def _teacher(self, shard: RolloutBatch) -> RolloutBatch:
-        """S_old per DESIGN.md's `teacher.source`: the actor's, or recomputed here from the sampling weights."""
-        if self.cfg.algorithm.teacher_source == "rollout":
-            if torch.isnan(shard.old_logp).any():
-                raise ValueError("algorithm.teacher_source=rollout but the batch carries no S_old (NaN); the actors "
-                                 "must run with the same algorithm config")
-            return shard
-        stale = int((shard.policy_version != self.version).sum())
-        if stale:
-            raise ValueError(f"algorithm.teacher_source=learner needs on-policy batches (synchronous mode), but {stale} "
-                             f"rows were sampled by another version than the learner's {self.version}")
-        old = torch.stack([sequence_logp(self.denoiser, shard, j, variant=self.spec.logp_variant).float().cpu()
-                           for j in range(shard.mask_seeds.shape[1])], dim=1)  # [b, J, M]
-        shard.old_logp = old
-        return shard
+    def _optimizer_step(self) -> torch.Tensor:
+        """Clip (learner.grad_clip), AdamW, LR schedule, zero the gradients. Returns the pre-clip grad norm."""
+        grad_norm = clip_grad_norm(self.params, self.cfg.learner.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
+        return grad_norm
 
     def _reduce(self, per_iter: list[torch.Tensor], keys: list[str], gap_max: torch.Tensor, **extra) -> dict:
         """One all-reduce of every inner iteration's sums (+ one max for the teacher gap) -> global metrics."""
@@ -203,7 +169,7 @@ class LearnerWorker:
             on_policy = max(extra.get("staleness", []), default=0) == 0  # stale batches differ for real, not numerically
             if out.get("clamp_frac", [0])[0] > FIRST_ITER_CLAMP_WARN and on_policy and self.rank == 0:
                 log.warning("clamp fraction %.2f at the first inner iteration: |S_theta - S_old| (max %.3g) exceeds "
-                            "eps=%g; check that actor and learner use the same dtype (DESIGN.md, numerical trap)",
+                            "eps=%g; check that actor and learner use the same dtype (docs/design.md, Numerical traps)",
                             out["clamp_frac"][0], out["teacher_gap_max"], self.cfg.algorithm.eps)
         return out
 
@@ -215,11 +181,7 @@ class LearnerWorker:
                                  gen_length=self.cfg.sampler.gen_length, chat_template=self.cfg.model.chat_template,
                                  num_rows=len(prompts), generator=self.generator)
         (loss * self.world_size).backward()
-        grad_norm = clip_grad_norm(self.params, self.cfg.learner.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer_steps += 1
+        grad_norm = self._optimizer_step()
         values = torch.tensor([float(loss.detach()), metrics["tokens"]], dtype=torch.float64)
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return {"loss": float(values[0]), "tokens": float(values[1]), "grad_norm": float(grad_norm)}

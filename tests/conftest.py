@@ -1,7 +1,10 @@
 """Shared fixtures: one local loopback-only Ray instance per test session, tiny models made on the fly."""
 from __future__ import annotations
 
-import common.cluster  # noqa: F401  (sets the loopback/auth environment before anything imports ray)
+from common import cluster
+
+cluster.local_env()  # before anything imports ray (common/cluster.py)
+# ruff: noqa: E402
 
 import pytest
 import ray
@@ -10,7 +13,7 @@ import ray
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray instance bound to 127.0.0.1 (2 CPUs), shut down at the end of the session."""
-    common.cluster.init_ray(num_cpus=8)  # logical CPUs: actors, reward workers and learner ranks at once
+    cluster.init_ray(num_cpus=8)  # logical CPUs: actors, reward workers and learner ranks at once
     yield ray
     ray.shutdown()
 

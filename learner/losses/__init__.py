@@ -14,11 +14,13 @@ Which log-probabilities each loss consumes is ``LossSpec.logp_variant``:
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from torch import Tensor
 
+from common.algorithms import ALGORITHMS, AlgorithmSpec, LogpKind, get_algorithm
 from learner.losses.elbo_baselines import ESPO_DEFAULTS, SPG_DEFAULTS, espo_loss, spg_loss
 from learner.losses.gdsd import GDSD_DEFAULTS, gdsd_loss
 from learner.losses.token_baselines import (
@@ -29,62 +31,66 @@ from learner.losses.token_baselines import (
     wd1_loss,
 )
 
-LogpVariant = Literal["gdsd", "tlc", "token_onestep", "tlc+eubo"]
+LogpVariant = LogpKind
 LossFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """How the learner runs one algorithm.
+    """How the learner runs one algorithm: its registry entry (common/algorithms.py) with the loss function bound.
 
     Attributes:
-        name: the config's ``algorithm.name``.
-        fn: the loss function.
-        logp_variant: which log-probabilities ``fn`` consumes (see the module docstring).
-        needs_ref: whether ``fn`` uses reference-policy log-probs (only when its β > 0; SPG and wd1 never do).
-        needs_old: whether ``fn`` uses the sampling policy's log-probs (SPG and wd1 are ratio-free).
-        config_fields: ``(fn keyword, AlgorithmConfig field)`` pairs the learner passes from the config.
-        paper: the reference the loss implements.
+        algorithm: the registry entry.
+        fn: the loss function (``algorithm.loss`` resolved).
     """
 
-    name: str
+    algorithm: AlgorithmSpec
     fn: LossFn
-    logp_variant: LogpVariant
-    needs_ref: bool
-    needs_old: bool
-    config_fields: tuple[tuple[str, str], ...]
-    paper: str
+
+    @property
+    def name(self) -> str:
+        return self.algorithm.name
+
+    @property
+    def logp_variant(self) -> LogpVariant:
+        """Which log-probabilities ``fn`` consumes (see the module docstring)."""
+        return self.algorithm.logp
+
+    @property
+    def needs_ref(self) -> bool:
+        return self.algorithm.needs_ref
+
+    @property
+    def needs_old(self) -> bool:
+        return self.algorithm.needs_old
+
+    @property
+    def paper(self) -> str:
+        return self.algorithm.paper
+
+    @property
+    def config_fields(self) -> tuple[tuple[str, str], ...]:
+        """``(fn keyword, AlgorithmConfig field)`` pairs the learner passes from the config."""
+        return tuple((k, k) for k in self.algorithm.loss_kwargs)
 
     def kwargs_from(self, algorithm_config: Any) -> dict[str, Any]:
         """The keyword arguments of ``fn`` read from an ``AlgorithmConfig`` (or any object with those attributes)."""
         return {kw: getattr(algorithm_config, field) for kw, field in self.config_fields}
 
 
-_GDSD_FIELDS = (("psi", "psi"), ("beta", "beta"), ("eps", "eps"))
-_CLIP_FIELDS = (("beta", "beta"), ("clip_eps", "clip_eps"))
+def _resolve(target: str) -> LossFn:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
-LOSSES: dict[str, LossSpec] = {
-    "gdsd": LossSpec("gdsd", gdsd_loss, "gdsd", True, True, _GDSD_FIELDS,
-                     "GDSD (DESIGN.md, Algorithm); official defaults β=1e-3, ε=4e-4, μ=8, num_mc=1, ψ=1"),
-    "gdsd_tlc": LossSpec("gdsd_tlc", gdsd_loss, "tlc", True, True, _GDSD_FIELDS,
-                         "GDSD-TLC: GDSD loss on the 1/t-weighted ELBO (DESIGN.md, Algorithm)"),
-    "espo": LossSpec("espo", espo_loss, "tlc", True, True, _CLIP_FIELDS,
-                     "ESPO, Ou et al., arXiv:2512.03759; official β=0.01, ε=0.2, μ=2"),
-    "diffu_grpo": LossSpec("diffu_grpo", diffu_grpo_loss, "token_onestep", True, True, _CLIP_FIELDS,
-                           "d1 diffu-GRPO, Zhao et al., arXiv:2504.12216; official β=0.04, ε=0.2, p_mask=0.15"),
-    "spg": LossSpec("spg", spg_loss, "tlc+eubo", False, False, (),
-                    "SPG, Wang et al., arXiv:2510.09541; official mixture ω=0.5, no KL"),
-    "wd1": LossSpec("wd1", wd1_loss, "token_onestep", False, False, (),
-                    "wd1, Tang et al., arXiv:2507.08838; ratio-free, softmax(±A) weights"),
-}
+
+# derived from the algorithm registry: no algorithm name is listed here
+LOSSES: dict[str, LossSpec] = {name: LossSpec(spec, _resolve(spec.loss)) for name, spec in ALGORITHMS.items()}
 
 
 def get_loss(name: str) -> LossSpec:
     """The registry entry for ``algorithm.name``; a ValueError naming the key and the choices otherwise."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"algorithm.name: unknown algorithm {name!r}; choose one of [{', '.join(LOSSES)}]") from None
+    get_algorithm(name)  # the error naming the key and the choices
+    return LOSSES[name]
 
 
 __all__ = [

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from common.algorithms import ALGORITHMS
+
 from learner.losses._util import (
     Metrics,
     check_advantages,
@@ -22,7 +24,7 @@ from learner.losses._util import (
 )
 
 # ESPO official recipe (github.com/ML-GSAI/ESPO, recipes/train.yaml): β=0.01, ε=0.2, μ=2, num_mc=1.
-ESPO_DEFAULTS: dict[str, float | int] = {"beta": 0.01, "clip_eps": 0.2, "mu": 2, "num_mc": 1}
+ESPO_DEFAULTS = ALGORITHMS["espo"].official
 # SPG official "SPG w/ Mixture" runs (github.com/facebookresearch/SPG, slurm_scripts/spg_mix): mix weight 0.5,
 # EUBO β (inside the EUBO estimator, not here) 1.0-1.5, no KL term.
 SPG_DEFAULTS: dict[str, float] = {"mix_weight": 0.5}

@@ -9,6 +9,8 @@ import math
 import torch
 from torch import Tensor
 
+from common.algorithms import ALGORITHMS
+
 from learner.losses._util import (
     Metrics,
     check_advantages,
@@ -22,7 +24,7 @@ from learner.losses._util import (
 )
 
 # Official GDSD defaults (paper + released code; see DESIGN.md): β=1e-3, ε=4e-4, μ=8, num_mc=1, ψ=1 (GSM8K/MATH ψ=10).
-GDSD_DEFAULTS: dict[str, float | int] = {"beta": 1e-3, "eps": 4e-4, "mu": 8, "num_mc": 1, "psi": 1.0}
+GDSD_DEFAULTS = ALGORITHMS["gdsd"].official
 
 
 def gdsd_loss(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from common.algorithms import ALGORITHMS
 from learner.losses._util import (
     Metrics,
     check_advantages,
@@ -23,9 +24,9 @@ from learner.losses._util import (
 )
 
 # d1 official config (DiffuGRPOConfig, as vendored by the SPG repo): β=0.04, ε=0.2; prompt masking p=0.15 (paper).
-DIFFU_GRPO_DEFAULTS: dict[str, float] = {"beta": 0.04, "clip_eps": 0.2, "p_mask_prompt": 0.15}
+DIFFU_GRPO_DEFAULTS = {k: v for k, v in ALGORITHMS["diffu_grpo"].official.items() if k != "teacher_source"}
 # wd1 official trainer (github.com/xiaohangt/wd1, rev_grpo_trainer.py): softmax(A) with unit temperature, no KL.
-WD1_DEFAULTS: dict[str, float] = {"psi": 1.0}
+WD1_DEFAULTS = ALGORITHMS["wd1"].official
 
 
 def diffu_grpo_prompt_mask(

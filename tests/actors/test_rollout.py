@@ -1,4 +1,4 @@
-"""RolloutActor end to end on a local Ray instance: real tiny model, real RewardWorkers, arrow batch by ObjectRef."""
+"""RolloutActor end to end on a local Ray instance: real tiny model, the real RewardPool actor, arrow batch by ObjectRef."""
 import pytest
 import ray
 import torch
@@ -10,7 +10,7 @@ from common.denoiser import load_denoiser
 from common.logprob import denoise_logprob
 from common.masking import consistent_masks
 from common.tasks import make_prompts
-from rewards.worker import create_workers
+from deploy.fleet import RemoteRewardPool
 
 OVERRIDES = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2",
              "algorithm.num_mc=2", "rollout.logprob_rows=5"]
@@ -19,15 +19,15 @@ OVERRIDES = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=1
 @pytest.fixture(scope="module")
 def rollout(ray_local, tiny_model_dir):
     cfg = load_config(None, OVERRIDES)
-    workers = create_workers(1, num_cpus=0.5)
+    pool = RemoteRewardPool.remote(1, num_cpus_per_worker=0.5)
     actor = RemoteRolloutActor.options(num_cpus=1, name="rollout-test").remote(
-        cfg, tiny_model_dir, reward_workers=workers)
+        cfg, tiny_model_dir, reward_pool=pool)
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=2, seed=0)
     batch_ref, summary_ref = actor.rollout.remote(prompts, 6)
     yield cfg, actor, prompts, RolloutBatch.from_arrow(ray.get(batch_ref)), ray.get(summary_ref)
     ray.kill(actor)
-    for w in workers:
-        ray.kill(w)
+    ray.get(pool.shutdown.remote())
+    ray.kill(pool)
 
 
 def test_batch_contract(rollout):
@@ -44,11 +44,14 @@ def test_batch_contract(rollout):
     expected = r - (r.sum(1, keepdim=True) - r) / 5  # leave-one-out, written out
     assert torch.allclose(batch.advantage, expected.view(-1))
     assert summary["rows"] == B and summary["reward_errors"] == 0 and "sudoku" in batch.reward_parts
+    # the reward service's metrics travel with the summary (to metrics.jsonl): every row scored once, by the pool
+    assert summary["reward_metrics"]["pool/rows_scored"] == B and summary["reward_metrics"]["rows"] == B
+    assert summary["reward_metrics"]["reward/total_mean"] == pytest.approx(float(batch.reward.mean()))
 
 
 def test_s_old_matches_recomputation_in_another_process(rollout, tiny_model_dir):
     """The actor's S_old (computed 5 rows per forward) equals S_theta computed here with 12, 6 and 1 rows per
-    forward, same weights, same dtype: delta = 0 exactly on CPU. Also reports delta between fp32 and bf16."""
+    forward, same weights, same dtype: delta = 0 exactly on CPU; bfloat16 weights are far off."""
     cfg, _, _, batch, _ = rollout
     den = load_denoiser(ModelConfig(), tiny_model_dir)
     B, L = batch.completion_ids.shape
@@ -60,13 +63,14 @@ def test_s_old_matches_recomputation_in_another_process(rollout, tiny_model_dir)
                     s = torch.cat([denoise_logprob(den, batch.prompt_ids[i:i + rows], batch.completion_ids[i:i + rows],
                                                    masks[i:i + rows]) for i in range(0, B, rows)])
                 assert torch.equal(s, batch.old_logp[:, j, m]), (j, m, rows, (s - batch.old_logp[:, j, m]).abs().max())
+    # the numerical trap (docs/design.md): a learner in another dtype than the actor sees a teacher gap far beyond
+    # the clamp range eps, so most rows would be clamped from the first inner iteration on
     bf16 = load_denoiser(ModelConfig(dtype="bfloat16"), tiny_model_dir)
     with torch.no_grad():
         s16 = denoise_logprob(bf16, batch.prompt_ids, batch.completion_ids,
                               consistent_masks(int(batch.mask_seeds[0, 0, 0]), B, L))
-    delta = float((s16 - batch.old_logp[:, 0, 0]).abs().max())
-    print(f"\nteacher gap, float32 vs bfloat16 weights: max |delta| = {delta:.3g} (eps default 4e-4)")
-    assert delta > 0
+    gaps = (s16 - batch.old_logp[:, 0, 0]).abs()
+    assert int((gaps > cfg.algorithm.eps).sum()) >= B // 2, gaps  # most rows outside [log(1-eps), log(1+eps)]
 
 
 def test_set_weights_changes_policy_and_version(rollout, tiny_model_dir):

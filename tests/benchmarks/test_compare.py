@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.compare import METHODS, finished, mean_se
-from common.config import load_config
+from common.config import dump_config, load_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "sudoku_tiny.yaml")
 
@@ -27,7 +27,7 @@ def write_run(run_dir, data: dict, *, evaluated: bool = True) -> None:
 
 def test_reuses_only_a_finished_run_of_the_same_config(tmp_path):
     run_dir = tmp_path / "gdsd-s0"
-    saved = load_config(CONFIG, overrides(run_dir)).model_dump(mode="json")
+    saved = dump_config(load_config(CONFIG, overrides(run_dir)))
     write_run(run_dir, saved)
     assert finished(run_dir, CONFIG, overrides(run_dir))
     assert not finished(run_dir, CONFIG, overrides(run_dir, seed=1))
@@ -38,14 +38,14 @@ def test_reuses_only_a_finished_run_of_the_same_config(tmp_path):
 
 def test_a_run_without_its_evaluation_is_not_finished(tmp_path):
     run_dir = tmp_path / "gdsd-s0"
-    write_run(run_dir, load_config(CONFIG, overrides(run_dir)).model_dump(mode="json"), evaluated=False)
+    write_run(run_dir, dump_config(load_config(CONFIG, overrides(run_dir))), evaluated=False)
     assert not finished(run_dir, CONFIG, overrides(run_dir))
     assert not finished(tmp_path / "never-ran", CONFIG, overrides(tmp_path / "never-ran"))
 
 
 def test_a_field_added_since_counts_at_its_default(tmp_path):
     run_dir = tmp_path / "gdsd-s0"
-    saved = load_config(CONFIG, overrides(run_dir)).model_dump(mode="json")
+    saved = dump_config(load_config(CONFIG, overrides(run_dir)))
     del saved["pipeline"]["weight_sync"]  # an older run's config.yaml, written before the field existed
     write_run(run_dir, saved)
     assert finished(run_dir, CONFIG, overrides(run_dir))

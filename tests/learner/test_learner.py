@@ -10,7 +10,7 @@ from common.batch import RolloutBatch
 from common.config import load_config
 from common.tasks import make_prompts
 from learner.group import LearnerGroup
-from rewards.worker import create_workers
+from deploy.fleet import RemoteRewardPool
 
 BASE = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2",
         "learner.lr=1e-3", "learner.cpus_per_rank=1"]
@@ -29,15 +29,15 @@ def with_advantages(table, seed: int):
 @pytest.fixture(scope="module")
 def setup(ray_local, tiny_model_dir):
     cfg = load_config(None, BASE)
-    workers = create_workers(1, num_cpus=0.5)
-    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_workers=workers)
+    pool = RemoteRewardPool.remote(1, num_cpus_per_worker=0.5)
+    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_pool=pool)
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=4, seed=1)
     refs = [actor.rollout.remote(prompts[i:i + 2], 6)[0] for i in (0, 2)]
     batches = [with_advantages(ray.get(r), i) for i, r in enumerate(refs)]
     yield cfg, actor, prompts, batches
     ray.kill(actor)
-    for w in workers:
-        ray.kill(w)
+    ray.get(pool.shutdown.remote())
+    ray.kill(pool)
 
 
 def full_state(group: LearnerGroup) -> dict:

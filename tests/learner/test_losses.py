@@ -239,7 +239,7 @@ def test_registry_reads_config_fields() -> None:
     cfg = SimpleNamespace(name="gdsd", beta=1e-3, eps=4e-4, psi=10.0, clip_eps=0.2, mu=8, num_mc=1)
     assert get_loss("gdsd_tlc").kwargs_from(cfg) == {"psi": 10.0, "beta": 1e-3, "eps": 4e-4}
     assert get_loss("espo").kwargs_from(cfg) == {"beta": 1e-3, "clip_eps": 0.2}
-    assert get_loss("wd1").kwargs_from(cfg) == {}
+    assert get_loss("wd1").kwargs_from(cfg) == {"psi": 10.0}  # wd1's softmax(+-psi A) temperature
 
 
 def test_get_loss_unknown_name() -> None:

@@ -9,16 +9,17 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from actors.rollout import RemoteRolloutActor
+from common.algorithms import ALGORITHMS
 from common.batch import RolloutBatch
 from common.config import load_config
 from common.tasks import make_prompts
 from learner.group import LearnerGroup
 from learner.token_update import onestep_prompt_mask
 from learner.update import shard_rows, split_micro
-from rewards.worker import create_workers
+from deploy.fleet import RemoteRewardPool
 
 TOKEN = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2", "learner.lr=1e-3",
-         "learner.cpus_per_rank=1", "algorithm.teacher_source=learner"]
+         "learner.cpus_per_rank=1"]
 
 
 def with_advantages(table, seed: int):
@@ -36,22 +37,24 @@ def full_state(group: LearnerGroup) -> dict:
 
 
 def config(name: str, *extra: str, ranks: int = 1):
-    cfg = load_config(None, TOKEN + [f"algorithm.name={name}", *extra])
+    # per-token targets are computed on the learner; wd1 has none (ratio-free) and reads no teacher_source
+    source = ["algorithm.teacher_source=learner"] if "teacher_source" in ALGORITHMS[name].reads else []
+    cfg = load_config(None, TOKEN + [f"algorithm.name={name}", *source, *extra])
     return cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"num_ranks": ranks})})
 
 
 @pytest.fixture(scope="module")
 def token_setup(ray_local, tiny_model_dir):
     cfg = config("diffu_grpo", "algorithm.beta=0.04")
-    workers = create_workers(1, num_cpus=0.5)
-    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_workers=workers)
+    pool = RemoteRewardPool.remote(1, num_cpus_per_worker=0.5)
+    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_pool=pool)
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=4, seed=1)
     tables = ray.get([actor.rollout.remote(prompts[i:i + 2], 6)[0] for i in (0, 2)])
     batches = [with_advantages(t, i) for i, t in enumerate(tables)]
     yield tables, batches
     ray.kill(actor)
-    for w in workers:
-        ray.kill(w)
+    ray.get(pool.shutdown.remote())
+    ray.kill(pool)
 
 
 def run_step(cfg, model_dir, batches):
