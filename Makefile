@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/sudoku_tiny.yaml
 ARGS ?=
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-quick bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# the inner loop: everything but the tests marked slow (whole jobs, restarts, the weight bus); `make test` runs all
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks.rollout

@@ -1,4 +1,4 @@
-"""Group advantages (DESIGN.md): leave-one-out baseline, no std scaling."""
+"""Group advantages (docs/design.md, "Formulas"): leave-one-out baseline, no std scaling."""
 from __future__ import annotations
 
 import torch

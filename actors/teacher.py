@@ -1,7 +1,7 @@
 """Per-step teacher targets: mask seeds s[j, m] and S_old / S_ref for every (inner iteration j, mc draw m).
 
 The learner rebuilds the same masks from the seeds, so it never needs the old or reference weights
-(DESIGN.md, "RolloutBatch"). Legend: B rows, P prompt, L completion, J inner iterations, M mc draws.
+(docs/design.md, "RolloutBatch"). Legend: B rows, P prompt, L completion, J inner iterations, M mc draws.
 """
 from __future__ import annotations
 

@@ -47,11 +47,11 @@ from common.config import RunConfig, TinyModelConfig, load_config
 from common.denoiser import load_denoiser
 from common.tasks import make_prompts
 from common.tiny import make_tiny_model
+from deploy.fleet import RemoteRewardPool
 from learner.group import LearnerGroup
 from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.update import loss_on_micro_batch
-from deploy.fleet import RemoteRewardPool
 from benchmarks.rollout import gemm_peak as rollout_gemm_peak
 
 FULL = dict(hidden=256, layers=4, ffn=768, heads=4, gen=64, block=32, steps=16, prompts=4, group=6, timed=3)

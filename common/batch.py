@@ -1,4 +1,4 @@
-"""RolloutBatch: the one data contract between rollout actors and learner ranks (DESIGN.md, "RolloutBatch").
+"""RolloutBatch: the one data contract between rollout actors and learner ranks (docs/design.md, "RolloutBatch").
 
 A row is one completion. Tensors on the torch side, an arrow Table in the Ray object store (zero-copy on read: the
 learner's tensors are read-only views of the shared-memory buffers). Legend: B rows, P prompt, L completion,

@@ -1,4 +1,4 @@
-"""Seeded consistent masks (DESIGN.md, "Consistent forward / masks").
+"""Seeded consistent masks (docs/design.md, "Formulas": consistent masks).
 
 For inner iteration j and Monte-Carlo draw m one seed s[j, m] is drawn per rollout batch; rows sharing it get
 stratified mask levels: k ~ U{0..L}, row i masks m_i = round(k + i(L+1)/B) mod (L+1) completion positions, chosen

@@ -1,5 +1,5 @@
 """Weight bus: a bucketed broadcast of the policy from learner rank 0 to the rollout actors over a process group of
-its own (NCCL on GPUs, gloo on CPU) — the alternative to the object-store copy of DESIGN.md step 4
+its own (NCCL on GPUs, gloo on CPU) — the alternative to the object-store copy (docs/design.md, "Weight sync")
 (`pipeline.weight_sync: broadcast`).
 
 Members: learner rank 0 is bus rank 0 (the sender), rollout actor i is bus rank i + 1. The group is a standalone

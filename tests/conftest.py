@@ -12,7 +12,8 @@ import ray
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray instance bound to 127.0.0.1 (2 CPUs), shut down at the end of the session."""
+    """A local Ray instance bound to 127.0.0.1 with 8 logical CPUs (scheduling units, not cores), shut down at the end
+    of the session."""
     cluster.init_ray(num_cpus=8)  # logical CPUs: actors, reward workers and learner ranks at once
     yield ray
     ray.shutdown()

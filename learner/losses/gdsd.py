@@ -1,4 +1,4 @@
-"""GDSD loss: regress the clamped, length-normalised log-ratio to the scaled advantage (DESIGN.md, "Algorithm").
+"""GDSD loss: regress the clamped, length-normalised log-ratio to the scaled advantage (docs/design.md, "Formulas").
 
 Legend of shape comments: B rows, M Monte-Carlo mask draws, L completion length.
 """
@@ -23,7 +23,7 @@ from learner.losses._util import (
     zero_like,
 )
 
-# Official GDSD defaults (paper + released code; see DESIGN.md): β=1e-3, ε=4e-4, μ=8, num_mc=1, ψ=1 (GSM8K/MATH ψ=10).
+# Official GDSD defaults (paper + released code; docs/design.md, registry: common/algorithms.py): β=1e-3, ε=4e-4, μ=8, num_mc=1, ψ=1 (GSM8K/MATH ψ=10).
 GDSD_DEFAULTS = ALGORITHMS["gdsd"].official
 
 
@@ -41,7 +41,7 @@ def gdsd_loss(
 ) -> tuple[Tensor, Metrics]:
     """GDSD (and GDSD-TLC) loss for one inner iteration.
 
-    Exactly the official formula (DESIGN.md, "GDSD loss")::
+    Exactly the official formula (docs/design.md, "Formulas")::
 
         Δ    = clamp(S_θ − S_old, log(1−ε), log(1+ε))
         loss = Σ_{b,m} (Δ/L − ψ·A_b)² / B  +  β · Σ_{b,m} ½ (S_θ − S_ref)² / (B · M · L)

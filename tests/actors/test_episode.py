@@ -27,7 +27,7 @@ def episode(engine, cfg, prompts, score_fn, *, seed=0, group_offset=3):
 def setup(tiny_model_dir):
     cfg = load_config(None, OVERRIDES)
     engine = PolicyEngine(cfg, tiny_model_dir)
-    scorer = RewardWorkerImpl()
+    scorer = RewardWorkerImpl({"threads": 1})  # threads given: no Ray resource lookup in this process
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=2, seed=0)
     calls = []
 
@@ -46,8 +46,8 @@ def test_every_stage_lands_in_the_batch(setup):
     assert batch.completion_ids.shape == (B, L) and batch.group_id.tolist() == [3] * 4 + [4] * 4
     assert batch.prompt_uid == [p.uid for p in prompts for _ in range(4)]
     # rewards in row order: the texts rescored here give the same totals
-    again, _ = RewardWorkerImpl().score_with_metrics(batch.text, [p.meta for p in prompts for _ in range(4)],
-                                                     batch.task)
+    metas = [p.meta for p in prompts for _ in range(4)]
+    again, _ = RewardWorkerImpl({"threads": 1}).score_with_metrics(batch.text, metas, batch.task)
     assert batch.reward.tolist() == pytest.approx([r.total for r in again])
     r = batch.reward.view(2, 4)
     assert torch.allclose(batch.advantage, (r - (r.sum(1, keepdim=True) - r) / 3).view(-1))

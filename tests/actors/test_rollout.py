@@ -12,6 +12,8 @@ from common.masking import consistent_masks
 from common.tasks import make_prompts
 from deploy.fleet import RemoteRewardPool
 
+pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
+
 OVERRIDES = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2",
              "algorithm.num_mc=2", "rollout.logprob_rows=5"]
 

@@ -49,8 +49,8 @@ def run_with_kills(tmp_path, jobs, *, kills: dict[str, int], max_staleness: int,
     ray.get([a.ping.remote() for a in fleet.actors])
     submit, push = fleet.submit, fleet.push_weights
 
-    def submit_then_kill(step, prompts, group_size):
-        chunks = submit(step, prompts, group_size)
+    def submit_then_kill(step, prompts, group_size, **kwargs):
+        chunks = submit(step, prompts, group_size, **kwargs)
         if kills.get("rollout") == step:
             ray.kill(victim, no_restart=False)
             killed.append("rollout")

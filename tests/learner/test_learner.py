@@ -9,8 +9,10 @@ from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import load_config
 from common.tasks import make_prompts
-from learner.group import LearnerGroup
 from deploy.fleet import RemoteRewardPool
+from learner.group import LearnerGroup
+
+pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
 BASE = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2",
         "learner.lr=1e-3", "learner.cpus_per_rank=1"]
@@ -100,13 +102,33 @@ def test_teacher_consistent_after_weight_push_and_checkpoint_resume(setup, tiny_
 
 
 def test_filter_zero_advantage_counts_rows(setup, tiny_model_dir):
+    """One group with reward variance, one without: exactly the second one's rows are dropped (and counted), and the
+    kept group trains as if it had come alone."""
     cfg, actor, prompts, _ = setup
-    table = ray.get(actor.rollout.remote(prompts[:2], 6)[0])  # untrained tiny model: every reward is 0
-    cfg = cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"filter_zero_advantage": True})})
-    group = LearnerGroup(cfg, tiny_model_dir)
-    metrics = group.train_step([ray.put(table)])
+    batch = RolloutBatch.from_arrow(ray.get(actor.rollout.remote(prompts[:2], 6)[0]))
+    batch.reward = torch.tensor([0.0, 1.0, 0.5, 0.0, 1.0, 0.25] + [0.5] * 6)
+    r = batch.reward.view(-1, 6)
+    batch.advantage = (r - (r.sum(1, keepdim=True) - r) / 5).reshape(-1)
+    filtering = cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"filter_zero_advantage": True})})
+    group = LearnerGroup(filtering, tiny_model_dir)
+    metrics = group.train_step([ray.put(batch.to_arrow())])
     group.shutdown()
-    batch = RolloutBatch.from_arrow(table)
-    zero_var = int((batch.reward.view(-1, 6).std(dim=1) == 0).sum()) * 6
-    assert metrics["dropped_rows"] == zero_var
-    assert metrics["global_rows"] == 12 - zero_var
+    assert metrics["dropped_rows"] == 6 and metrics["dropped_batches"] == 0 and metrics["global_rows"] == 6
+    alone = LearnerGroup(cfg, tiny_model_dir)
+    reference = alone.train_step([ray.put(batch.select(slice(0, 6)).to_arrow())])
+    alone.shutdown()
+    assert metrics["loss_reg"] == reference["loss_reg"] and metrics["grad_norm"] == reference["grad_norm"]
+    assert metrics["loss_reg"][0] > 0
+
+
+def test_learner_side_teacher_runs_on_the_gradient_micro_batches(setup, tiny_model_dir):
+    """algorithm.teacher_source=learner: S_old is computed on exactly the micro-batch chunks S_theta uses, so the
+    first inner iteration's gap is exactly 0 (as with the actor's targets on CPU) for any learner.grad_accum."""
+    cfg, _, _, batches = setup
+    for accum in (1, 3):
+        learner_side = load_config(None, [*BASE, "algorithm.teacher_source=learner", f"learner.grad_accum={accum}"])
+        group = LearnerGroup(learner_side, tiny_model_dir)
+        metrics = group.train_step(batches)
+        group.shutdown()
+        assert metrics["teacher_gap_max"] == 0.0 and metrics["clamp_frac"][0] == 0.0, accum
+        assert metrics["global_rows"] == 24

@@ -26,7 +26,7 @@ def _t(x: list, requires_grad: bool = False) -> torch.Tensor:
 
 
 def _reference_gdsd(logp, old, ref, adv, gen_len, psi, beta, eps) -> tuple[float, float]:
-    """The DESIGN.md formula with plain floats: (regression term, k2 term)."""
+    """The docs/design.md formula with plain floats: (regression term, k2 term)."""
     lo, hi = math.log(1 - eps), math.log(1 + eps)
     rows, mc = len(logp), len(logp[0])
     reg = kl = 0.0

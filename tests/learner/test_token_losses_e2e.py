@@ -13,10 +13,12 @@ from common.algorithms import ALGORITHMS
 from common.batch import RolloutBatch
 from common.config import load_config
 from common.tasks import make_prompts
+from deploy.fleet import RemoteRewardPool
 from learner.group import LearnerGroup
 from learner.token_update import onestep_prompt_mask
 from learner.update import shard_rows, split_micro
-from deploy.fleet import RemoteRewardPool
+
+pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
 TOKEN = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2", "learner.lr=1e-3",
          "learner.cpus_per_rank=1"]
