@@ -151,3 +151,4 @@ def test_every_violated_rule_is_reported_at_once():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["algorithm.name=wd1", "algorithm.beta=0", "rollout.num_actors=9"])
     assert "ignores algorithm.beta" in str(err.value) and "rollout.num_actors=9" in str(err.value)
+
