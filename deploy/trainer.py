@@ -1,4 +1,5 @@
-"""The training loop (docs/design.md, "Architecture"): each step is three visible phases, each in a timing scope of the same name:
+"""The training loop (docs/design.md, "Architecture"): each step is three visible phases, each in a timing scope of
+the same name:
 
   rollout       actors generate G completions per prompt, score them, compute teacher targets (refs only here)
   update        the learner group pulls the batches by ref and runs mu inner iterations

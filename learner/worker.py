@@ -32,7 +32,8 @@ from learner.token_update import TokenPath
 from learner.update import MetricSum, SequencePath, UpdatePath, drop_zero_advantage_groups, shard_rows
 
 log = logging.getLogger(__name__)
-FIRST_ITER_CLAMP_WARN = 0.05  # docs/design.md, Numerical traps: warn when the first inner iteration's clamp fraction exceeds a few percent
+# docs/design.md, Numerical traps: warn when the first inner iteration's clamp fraction exceeds a few percent
+FIRST_ITER_CLAMP_WARN = 0.05
 
 
 class LearnerWorker:

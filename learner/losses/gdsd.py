@@ -23,7 +23,8 @@ from learner.losses._util import (
     zero_like,
 )
 
-# Official GDSD defaults (paper + released code; docs/design.md, registry: common/algorithms.py): β=1e-3, ε=4e-4, μ=8, num_mc=1, ψ=1 (GSM8K/MATH ψ=10).
+# Official GDSD defaults (paper + released code; the registry common/algorithms.py): β=1e-3, ε=4e-4, μ=8, num_mc=1,
+# ψ=1 (GSM8K/MATH ψ=10).
 GDSD_DEFAULTS = ALGORITHMS["gdsd"].official
 
 

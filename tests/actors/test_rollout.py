@@ -1,4 +1,5 @@
-"""RolloutActor end to end on a local Ray instance: real tiny model, the real RewardPool actor, arrow batch by ObjectRef."""
+"""RolloutActor end to end on a local Ray instance: real tiny model, the real RewardPool actor, arrow batch by
+ObjectRef."""
 import pytest
 import ray
 import torch
