@@ -58,7 +58,8 @@ class RolloutActor:
         # theirs on the learner)
         needs_ref = cfg.algorithm.beta > 0 and logp_variant(cfg.algorithm.name) is not None
         self.reference = load_denoiser(cfg.model, model_path) if needs_ref else None
-        self.reward_workers = list(reward_workers or [])
+        # names (the fleet's restartable actors) are looked up: a handle argument would sit in the object store
+        self.reward_workers = [ray.get_actor(w) if isinstance(w, str) else w for w in reward_workers or []]
         self.version = 0
         # one stream for sampling noise, one for mask seeds: a pure function of (seed, actor index)
         self.sample_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index)
