@@ -91,10 +91,18 @@ def test_ray_job_submit_on_loopback_head(ray_tmp, jobs, tmp_path):
     # a relative run_dir would land in Ray's copy of the working dir, where nobody finds it: refused at once
     relative_id = f"gdsd-test-rel-{uuid.uuid4().hex[:8]}"
     submit(relative_id, "run_dir=runs/relative")
+    # more logical CPUs than the head has (8): the job used to sit at "GDSD: 0%" forever; now it fails, naming keys
+    too_big_id = f"gdsd-test-cpu-{uuid.uuid4().hex[:8]}"
+    submit(too_big_id, f"run_dir={tmp_path / 'too_big'}", "rollout.cpus_per_actor=7")
     status, _ = wait_for(address, relative_id, 120)
     logs = job_logs(address, relative_id)
     assert status == "FAILED", f"{status}\n{logs[-3000:]}"
     assert "config key 'run_dir': 'runs/relative' is relative" in logs and "absolute path" in logs, logs[-3000:]
+    status, _ = wait_for(address, too_big_id, 120)
+    logs = job_logs(address, too_big_id)
+    assert status == "FAILED", f"{status}\n{logs[-3000:]}"
+    assert "CPU: the config asks for 8.5 (rollout.num_actors x rollout.cpus_per_actor = 7" in logs, logs[-3000:]
+    assert "the cluster has 8" in logs and "deploy.head start --num-cpus" in logs
 
     submission_id = f"gdsd-test-{uuid.uuid4().hex[:8]}"
     # the weight bus too: its gloo pairs and store must stay on loopback
