@@ -44,10 +44,10 @@ def finished(run_dir: Path, config: str, overrides: list[str]) -> bool:
     saved = run_dir / "config.yaml"
     if not (run_dir / "eval.json").is_file() or not saved.is_file():
         return False
-    from deploy.run_dir import resolve_paths  # the job saves run_dir / cache_dir as absolute paths
+    from deploy.run_dir import resolve_paths  # the job saves run_dir / cache_dir as absolute paths (older runs: not)
 
     wanted = resolve_paths(load_config(config, overrides)).model_dump(mode="json")
-    return build_config(yaml.safe_load(saved.read_text())).model_dump(mode="json") == wanted
+    return resolve_paths(build_config(yaml.safe_load(saved.read_text()))).model_dump(mode="json") == wanted
 
 
 def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra: list[str], reuse: bool) -> dict:
