@@ -36,7 +36,9 @@ class RolloutActor:
         torch.set_num_threads(cfg.rollout.torch_threads)
         self.cfg, self.actor_index = cfg, actor_index
         self.engine = PolicyEngine(cfg, model_path, name=f"rollout-{actor_index}")
-        self.score_fn = pool_scorer(reward_pool)
+        # the fleet passes the pool by name: a handle among a restartable actor's constructor arguments would sit in
+        # the object store, which Ray flags (its restart would fail if the handle were lost; ray-project/ray#53727)
+        self.score_fn = pool_scorer(ray.get_actor(reward_pool) if isinstance(reward_pool, str) else reward_pool)
         # one stream for sampling noise, one for mask seeds: a pure function of (seed, actor index)
         self.sample_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index)
         self.seed_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index + 1)

@@ -39,9 +39,11 @@ def finished(run_dir: Path, config: str, overrides: list[str]) -> bool:
     saved = run_dir / "config.yaml"
     if not (run_dir / "eval.json").is_file() or not saved.is_file():
         return False
-    wanted = load_config(config, overrides).model_dump(mode="json")
+    from deploy.run_dir import resolve_paths  # the job saves run_dir / cache_dir as absolute paths (older runs: not)
+
+    wanted = resolve_paths(load_config(config, overrides)).model_dump(mode="json")
     try:
-        return build_config(yaml.safe_load(saved.read_text())).model_dump(mode="json") == wanted
+        return resolve_paths(build_config(yaml.safe_load(saved.read_text()))).model_dump(mode="json") == wanted
     except ConfigError:  # a config today's rules reject (e.g. an older run setting a key its algorithm ignores)
         return False
 
@@ -54,7 +56,8 @@ def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra
     start = time.perf_counter()
     if not reused:
         with open(log_path, "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "deploy.job", "--config", config, *overrides],
+            # --overwrite: an unfinished or differently configured earlier run in run_dir is started again
+            proc = subprocess.run([sys.executable, "-m", "deploy.job", "--overwrite", "--config", config, *overrides],
                                   stdout=log, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             return {"method": method, "seed": seed, "ok": False, "seconds": time.perf_counter() - start,

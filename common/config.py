@@ -163,6 +163,22 @@ class EvalConfig(_Section):
 class CheckpointConfig(_Section):
     every: int = Field(0, ge=0, description="save every k steps (0 = only at the end)")
     export_hf: bool = Field(True, description="write an HF directory of the final policy")
+    keep_last: int = Field(0, ge=0, description="keep only the newest k step directories under checkpoint/ (0 = all; "
+                           "the latest is never removed; a full 8B checkpoint with AdamW is ~96 GB)")
+    export_hf_each: bool = Field(False, description="also write an HF directory (<step dir>/hf) at every checkpoint; "
+                                 "pruned with its step by keep_last")
+
+
+class MetricsConfig(_Section):
+    """Where the driver's metrics go besides metrics.jsonl (deploy/metrics.py, deploy/README.md "Metrics")."""
+
+    run_name: str | None = Field(None, description="the `run` tag of every Ray metric and the wandb run name; None = "
+                                 "the run_dir's last path component")
+    tensorboard: bool = Field(True, description="TensorBoard event files under <run_dir>/tensorboard")
+    wandb: bool = Field(False, description="also log to Weights & Biases (pip install 'gdsd-rl[wandb]')")
+    wandb_project: str = Field("gdsd-rl", description="wandb project")
+    wandb_mode: Literal["online", "offline"] = Field(
+        "online", description="offline writes <run_dir>/wandb only (sync later with `wandb sync`)")
 
 
 class ClusterConfig(_Section):
@@ -188,6 +204,7 @@ class RunConfig(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 class ConfigError(ValueError):

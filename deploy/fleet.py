@@ -83,7 +83,9 @@ class RolloutFleet:
             RemoteRolloutActor.options(name=f"rollout-{i}", num_cpus=cfg.rollout.cpus_per_actor,
                                        num_gpus=cfg.rollout.gpus_per_actor, resources=cfg.rollout.resources,
                                        max_restarts=-1, max_task_retries=0)
-            .remote(cfg, model_path, actor_index=i, reward_pool=self.reward_pool)
+            # by name, not handle: handles among constructor args live in the object store, which Ray flags for a
+            # restartable actor (its restart would fail if they were lost; ray-project/ray#53727)
+            .remote(cfg, model_path, actor_index=i, reward_pool="reward-pool")
             for i in range(cfg.rollout.num_actors)]
         self.reissued = 0
 
@@ -111,14 +113,14 @@ class RolloutFleet:
                 try:
                     summary = ray.get(chunk.summary_ref)  # small; the batch itself stays put
                 except RayActorError as err:
-                    reason = f"died during step {chunk.step} ({type(err).__name__})"
+                    reason = f"died during step {chunk.step + 1} ({type(err).__name__})"  # metrics count from 1
                 else:
                     if summary["version"] >= chunk.version:
                         summaries.append(summary)
                         refs.append(chunk.batch_ref)
                         break
                     # it died idle after loading our last push, and Ray restarted it with the initial weights
-                    reason = f"sampled step {chunk.step} with version {summary['version']} < {chunk.version}"
+                    reason = f"sampled step {chunk.step + 1} with version {summary['version']} < {chunk.version}"
                 log.warning("rollout-%d %s; re-issuing its %d prompts", chunk.actor, reason, len(chunk.prompts))
                 self.wait_alive(chunk.actor)
                 weights.restore(chunk.actor)

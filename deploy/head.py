@@ -61,7 +61,8 @@ def start_head(temp_dir: str, *, port: int, dashboard_port: int, num_cpus: int =
            # fixed defaults (agent http 52365, ...) collide with any other head on the box: the job server then finds
            # no agent and refuses every submission ("No available agent to submit job")
            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={metrics_port or free_port()}"]
+           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={metrics_port or free_port()}",
+           f"--ray-client-server-port={free_port()}"]  # not the fixed 10001 either
     return subprocess.run(cmd, env={**head_env(), **(extra_env or {})}, check=True, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -95,8 +96,12 @@ def session_pids(temp_dir: str) -> list[int]:
         me.add(pid)
         pid = parents.get(pid) or _ppid(pid)
     # the temp dir as a whole path component: /tmp/rayhead must not match /tmp/rayhead2
-    named = re.compile(re.escape(temp_dir.rstrip("/")) + r"(/|$)")
-    found = {p for p in pids if p not in me and any(named.search(arg) for arg in _cmdline(p))}
+    named = [re.compile(re.escape(temp_dir.rstrip("/")) + r"(/|$)")]
+    # Ray's client server (`ray start --head` spawns it, then it is re-parented to init) names only the GCS address
+    current = Path(temp_dir) / "ray_current_cluster"
+    if current.is_file() and (gcs := current.read_text().strip()):
+        named.append(re.compile("^--address=" + re.escape(gcs) + "$"))
+    found = {p for p in pids if p not in me and any(n.search(arg) for n in named for arg in _cmdline(p))}
     grew = True
     while grew:
         children = {p for p, parent in parents.items() if parent in found and p not in found | me}
@@ -166,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temp-dir", required=True)
     parser.add_argument("--port", type=int, default=6380)
     parser.add_argument("--dashboard-port", type=int, default=8266)
-    parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1,
+                        help="logical CPUs (scheduling units, may exceed the cores): at least what the job's config "
+                        "reserves, which the job checks before it starts (configs/sudoku_tiny.yaml: 2.5 -> 3)")
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus endpoint of the node's metrics")
     args = parser.parse_args(argv)
     if args.command == "start":

@@ -1,16 +1,28 @@
-"""The one metrics sink of a run: Ray gauges (the dashboard's metrics view), TensorBoard scalars and a JSONL file
-in the run directory. Nested dicts are flattened with '/' ('reward/mean'); lists become their last value plus
-'<key>/first' (per-inner-iteration metrics: first and last iteration are the interesting ones)."""
+"""The one metrics sink of a run: Ray gauges (Prometheus / Grafana), TensorBoard, optional wandb, and a JSONL file in
+the run directory. Nested dicts are flattened with '/' ('reward/mean'); lists become their last value plus
+'<key>/first' (per-inner-iteration metrics: first and last iteration are the interesting ones).
+
+Ray gauges follow Prometheus conventions (deploy/README.md, "Metrics", lists every one): `gdsd_<name>` with the unit
+at the end of the name, and what varies within a run in tags rather than in the name:
+  run        every gauge: metrics.run_name, default the run_dir's name
+  actor      per-actor values (rollout/actor3/tokens_per_s -> gdsd_rollout_tokens_per_second{actor="3"})
+  iteration  "first" / "last" inner iteration of per-iteration learner values (clamp fraction, k2, losses, ...)
+"""
 from __future__ import annotations
 
 import json
 import logging
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+from common.config import MetricsConfig
+
 log = logging.getLogger(__name__)
+# per-iteration learner values: logged as '<key>/first' and '<key>' (the last iteration)
+PER_ITERATION = {"clamp_frac", "k2", "loss_kl", "loss_reg", "mean_abs_delta", "mean_logp", "grad_norm"}
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -26,36 +38,80 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def gauge_spec(key: str) -> tuple[str, dict[str, str]]:
+    """A flattened key -> (Prometheus-style gauge name without Ray's `ray_` prefix, tags other than `run`)."""
+    tags: dict[str, str] = {}
+    parts = key.split("/")
+    if parts[0] == "rollout" and len(parts) == 3 and (m := re.fullmatch(r"actor(\d+)", parts[1])):
+        tags["actor"] = m.group(1)
+        parts = [parts[0], parts[2]]
+    if parts[0] == "learner" and parts[-1] == "first" and len(parts) == 3 and parts[1] in PER_ITERATION:
+        tags["iteration"], parts = "first", parts[:2]
+    elif parts[0] == "learner" and len(parts) == 2 and parts[1] in PER_ITERATION:
+        tags["iteration"] = "last"
+    name = "_".join(parts)
+    if parts[0] == "time":  # the step's phases, wall clock
+        name += "_seconds"
+    elif parts[0] == "bytes":  # bytes/batches -> batches_bytes
+        name = "_".join(parts[1:]) + "_bytes"
+    name = re.sub(r"_tokens_per_s$", "_tokens_per_second", name)
+    name = re.sub(r"^learner_seconds$", "learner_update_seconds", name)
+    return "gdsd_" + re.sub(r"[^a-zA-Z0-9_]", "_", name), tags
+
+
 class Metrics:
-    def __init__(self, run_dir: str | Path, *, ray_gauges: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, cfg: MetricsConfig | None = None, *, ray_gauges: bool = True,
+                 config: dict[str, Any] | None = None) -> None:
+        cfg = cfg or MetricsConfig()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run = cfg.run_name or self.run_dir.name
         self.jsonl = open(self.run_dir / "metrics.jsonl", "a")
-        from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
+        self.tb = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
 
-        self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.wandb = None
+        if cfg.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError("metrics.wandb=true needs wandb: pip install 'gdsd-rl[wandb]'") from None
+            self.wandb = wandb.init(project=cfg.wandb_project, name=self.run, dir=str(self.run_dir),
+                                    mode=cfg.wandb_mode, config=config, reinit="create_new")
         self.ray_gauges = ray_gauges
         self.gauges: dict[str, Any] = {}
 
-    def _gauge(self, name: str):
+    def _gauge(self, name: str, tag_keys: tuple[str, ...]):
         if name not in self.gauges:
             from ray.util.metrics import Gauge
 
-            self.gauges[name] = Gauge("gdsd_" + re.sub(r"[^a-zA-Z0-9_]", "_", name), description=name)
+            self.gauges[name] = Gauge(name, description=f"GDSD-RL {name} (deploy/README.md, Metrics)",
+                                      tag_keys=("run", *tag_keys))
         return self.gauges[name]
 
     def log(self, step: int, values: dict[str, Any]) -> dict[str, float]:
         flat = flatten(values)
-        self.jsonl.write(json.dumps({"step": step, **values}, default=str) + "\n")
+        # unix seconds: lines of a resumed or restarted run can be told apart and put on a wall-clock axis
+        self.jsonl.write(json.dumps({"step": step, "timestamp": time.time(), **values}, default=str) + "\n")
         self.jsonl.flush()
-        for key, value in flat.items():
-            if math.isfinite(value):
+        finite = {k: v for k, v in flat.items() if math.isfinite(v)}
+        for key, value in finite.items():
+            if self.tb is not None:
                 self.tb.add_scalar(key, value, step)
-                if self.ray_gauges:
-                    self._gauge(key).set(value)
-        self.tb.flush()
+            if self.ray_gauges:
+                name, tags = gauge_spec(key)
+                self._gauge(name, tuple(sorted(tags))).set(value, tags={"run": self.run, **tags})
+        if self.tb is not None:
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(finite, step=step)
         return flat
 
     def close(self) -> None:
         self.jsonl.close()
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -26,6 +26,7 @@ from common.tasks import make_prompts
 from deploy.evaluate import eval_prompts, eval_sampler, markdown_table, summarize
 from deploy.fleet import RolloutFleet, merge_reward_metrics, reward_service_config
 from deploy.metrics import Metrics
+from deploy.run_dir import prune_checkpoints
 from deploy.staleness import StalenessGate
 from deploy.warmstart import base_model, warm_start
 from deploy.weight_sync import weight_sync
@@ -49,7 +50,7 @@ class Trainer:
         self.fleet = RolloutFleet(cfg, model_path)
         self.learner = LearnerGroup(cfg, model_path)
         self.weight_sync = weight_sync(cfg, self.learner, self.fleet)
-        self.metrics = Metrics(self.run_dir)
+        self.metrics = Metrics(self.run_dir, cfg.metrics, config=cfg.model_dump(mode="json"))
         B = cfg.rollout.prompts_per_step
         self.prompts = make_prompts(task=cfg.task.name, prompt_format=cfg.task.prompt_format, split="train",
                                     num=cfg.steps * B, seed=cfg.task.seed)
@@ -158,8 +159,12 @@ class Trainer:
         (path / "trainer_state.json").write_text(json.dumps({"step": self.step, "data_cursor":
                                                              self.step * self.cfg.rollout.prompts_per_step,
                                                              "evals": self.evals}))
+        if self.cfg.checkpoint.export_hf_each:
+            self.learner.export_hf(str(path / "hf"))
         (self.run_dir / "checkpoint" / "latest").write_text(path.name)
         self.last_checkpoint = path
+        for old in prune_checkpoints(self.run_dir / "checkpoint", self.cfg.checkpoint.keep_last):
+            log.info("checkpoint.keep_last=%d: removed %s", self.cfg.checkpoint.keep_last, old)
 
     def _resume(self) -> None:
         latest = self.run_dir / "checkpoint" / "latest"

@@ -9,6 +9,7 @@ really dies).
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -104,9 +105,12 @@ def run_with_kills(tmp_path, jobs, *, kills: dict[str, int], max_staleness: int,
     ("broadcast", 0, {"rollout": 1, "weights": 2}, 1),
     ("broadcast", 1, {"rollout": 1, "idle": 2}, 1),
 ], ids=["sync", "async", "broadcast-sync", "broadcast-async"])
-def test_killed_rollout_actor(ray_local, jobs, tmp_path, weight_sync, max_staleness, kills, min_reissued):
+def test_killed_rollout_actor(ray_local, jobs, tmp_path, caplog, weight_sync, max_staleness, kills, min_reissued):
+    caplog.set_level(logging.WARNING, logger="deploy.fleet")
     trainer, result, versions = run_with_kills(tmp_path, jobs, kills=kills, max_staleness=max_staleness,
                                                weight_sync=weight_sync)
+    if max_staleness == 0:  # the log counts steps as metrics.jsonl does (from 1): rollout batch 1 is step 2
+        assert f"rollout-1 died during step {kills['rollout'] + 1}" in caplog.text, caplog.text
     assert result["step"] == STEPS
     assert result["reissued_chunks"] >= min_reissued
     if weight_sync == "broadcast":

@@ -42,10 +42,12 @@ def test_cluster_launcher_config():
     head_start = " ".join(raw["head_start_ray_commands"])
     assert "RAY_AUTH_MODE=disabled" in head_start and "--dashboard-host=127.0.0.1" in head_start
     assert all("RAY_AUTH_MODE=disabled" in c for c in raw["worker_start_ray_commands"] if "ray start" in c)
-    # the GPU nodes hold the config's actors and ranks
-    cfg = load_config(REPO / "configs" / "sudoku_llada.yaml")
-    assert types["rollout_gpu"]["resources"]["GPU"] >= cfg.rollout.num_actors * cfg.rollout.gpus_per_actor
-    assert types["learner_gpu"]["resources"]["GPU"] >= cfg.learner.num_ranks * cfg.learner.gpus_per_rank
+    # the GPU node types hold exactly the paper configs' actors and ranks (the learner is one placement group on one
+    # node: GPUs beyond its ranks would sit idle)
+    for name in ("sudoku_llada", "countdown_llada", "sudoku_dream"):
+        cfg = load_config(REPO / "configs" / f"{name}.yaml")
+        assert types["rollout_gpu"]["resources"]["GPU"] == cfg.rollout.num_actors * cfg.rollout.gpus_per_actor, name
+        assert types["learner_gpu"]["resources"]["GPU"] == cfg.learner.num_ranks * cfg.learner.gpus_per_rank, name
 
 
 def test_kuberay_rayjob():

@@ -23,7 +23,7 @@ TIMING = {"seconds"}  # wall-clock fields, the only ones allowed to differ
 def deterministic(record: dict) -> dict:
     """A step record without its timings (time/*, tokens per second, learner seconds)."""
     learner = {k: v for k, v in record["learner"].items() if k not in TIMING}
-    return {**{k: v for k, v in record.items() if k not in ("time", "rollout", "learner")}, "learner": learner}
+    return {**{k: v for k, v in record.items() if k not in ("time", "timestamp", "rollout", "learner")}, "learner": learner}
 
 
 def test_resume_after_kill_matches_uninterrupted_run(jobs, tmp_path):
