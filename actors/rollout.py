@@ -133,7 +133,9 @@ class RolloutActor:
         """G completions per prompt, rows grouped by prompt: ids, decoded texts, reveal steps, timing."""
         items = [p for p in prompts for _ in range(group_size)]
         prompt_ids, prompt_len = encode_prompts(self.policy.tokenizer, [it.prompt for it in items],
-                                                chat_template=self.cfg.model.chat_template)
+                                                chat_template=self.cfg.model.chat_template,
+                                                systems=[it.system for it in items],
+                                                prefills=[it.prefill for it in items])
         start = time.perf_counter()
         out = sample(self.policy, prompt_ids.to(self.policy.device), sampler or self.cfg.sampler, self.sample_rng)
         seconds = time.perf_counter() - start
