@@ -50,7 +50,8 @@ def load_test(path: str, prompt_format: str) -> list[PromptItem]:
 def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Mean fraction of tests passed, and the fraction of rows passing them all."""
     passed = lambda r: r["parts"].get("code_tests", 0.0)  # noqa: E731
-    return {**base_summary(rows), "tests_passed": mean_of(rows, passed), "accuracy": mean_of(rows, lambda r: passed(r) >= 1.0)}
+    return {**base_summary(rows), "tests_passed": mean_of(rows, passed),
+            "accuracy": mean_of(rows, lambda r: passed(r) >= 1.0)}
 
 
 TASK = Task(name="code", make_prompts=make_prompts, load_test=load_test, summarize=summarize, metric="accuracy")

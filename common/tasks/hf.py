@@ -30,7 +30,8 @@ def load_rows(source: str, *, split: str, config: str | None = None) -> list[dic
     if path.is_file():
         builder = _BUILDERS.get(path.suffix)
         if builder is None:
-            raise ValueError(f"task.source {source!r}: unknown data file type {path.suffix!r}; use one of {sorted(_BUILDERS)}")
+            raise ValueError(f"task.source {source!r}: unknown data file type {path.suffix!r}; "
+                             f"use one of {sorted(_BUILDERS)}")
         data = load_dataset(builder, data_files={split: str(path)}, split=split)
     else:
         try:

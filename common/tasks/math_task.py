@@ -11,7 +11,8 @@ from typing import Any
 
 from common.messages import PromptItem
 from common.tasks import hf
-from common.tasks.base import Task, base_summary, check_format, check_split, last_boxed_only_string, mean_of, remove_boxed
+from common.tasks.base import (Task, base_summary, check_format, check_split, last_boxed_only_string, mean_of,
+                               remove_boxed)
 from common.tasks.gsm8k import XML_SYSTEM_PROMPT
 
 HUB_NAME = "ankner/math-500"

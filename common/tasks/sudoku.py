@@ -191,7 +191,8 @@ def load_csv(path: str, prompt_format: str) -> list[PromptItem]:
                 continue
             parts = line.strip().split(",")
             if len(parts) != 2 or len(parts[0]) != 16 or not is_solution(parts[1]):
-                raise ValueError(f"{path}:{lineno}: expected 'Puzzle,Solution' with 16-digit grids, got {line.strip()!r}")
+                raise ValueError(f"{path}:{lineno}: expected 'Puzzle,Solution' with 16-digit grids, "
+                                 f"got {line.strip()!r}")
             items.append(item_from_row(parts[0], parts[1], prompt_format, evaluation=True))
     return items
 
@@ -227,7 +228,8 @@ def official_cells(text: str, item: PromptItem) -> tuple[int, int]:
 def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Training-reward view: cell accuracy (the verifier's fraction of empty cells solved) and puzzles solved."""
     cells = lambda r: r["parts"].get("sudoku", r["reward"])  # noqa: E731
-    return {**base_summary(rows), "cell_accuracy": mean_of(rows, cells), "solved": mean_of(rows, lambda r: cells(r) >= 1.0)}
+    return {**base_summary(rows), "cell_accuracy": mean_of(rows, cells),
+            "solved": mean_of(rows, lambda r: cells(r) >= 1.0)}
 
 
 TASK = Task(name="sudoku", make_prompts=make_prompts, load_test=load_csv, summarize=summarize, metric="cell_accuracy",
