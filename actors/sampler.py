@@ -1,13 +1,14 @@
-"""Batched KV-free diffusion sampling (LLaDA `generate`, Dream `alg=entropy`), one whole batch per forward.
+"""Batched KV-free diffusion sampling (LLaDA `generate`; Dream's schedule in sampler_dream.py), one batch per forward.
 
 x = [prompt, MASK * L]; the completion is split into blocks of `block_length` revealed left to right; `steps` are
 split evenly over blocks; in a block the masked count is split evenly over its steps, remainder to the first steps.
 Each step is one bidirectional forward over the whole sequence (no KV cache). Logits are computed only at the
-masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) in float64
-(T = 0: argmax), its confidence is p(x^) (low_confidence), sum p log p (entropy, i.e. -entropy) or uniform
-(random); the k most confident are revealed. Nothing is ever re-masked. Rows with nothing left to reveal in the
-block skip the forward. The mask token itself is never drawn (its logit is set to -inf): a trained dLLM gives it ~0
-mass anyway, and an untrained one would otherwise "reveal" a MASK.
+masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) with the noise
+in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0: argmax), its confidence is p(x^) (low_confidence),
+sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin) or uniform (random); the k most confident are
+revealed. Nothing is ever re-masked. Rows with nothing left to reveal in the block skip the forward. The mask token
+itself is never drawn (its logit is set to -inf): a trained dLLM gives it ~0 mass anyway, and an untrained one would
+otherwise "reveal" a MASK. `sampler.schedule: dream` hands over to Dream's own schedule (actors/sampler_dream.py).
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
 from __future__ import annotations
