@@ -63,7 +63,8 @@ def generate(policy: Denoiser, prompts: list[PromptItem], group_size: int, *, sa
              generator: torch.Generator, chat_template: bool) -> Generation:
     """Stage 1: G completions per prompt."""
     items = [p for p in prompts for _ in range(group_size)]
-    prompt_ids, prompt_len = encode_prompts(policy.tokenizer, [it.prompt for it in items], chat_template=chat_template)
+    prompt_ids, prompt_len = encode_prompts(policy.tokenizer, [it.prompt for it in items], chat_template=chat_template,
+                                            systems=[it.system for it in items], prefills=[it.prefill for it in items])
     start = time.perf_counter()
     out = sample(policy, prompt_ids.to(policy.device), sampler, generator)
     seconds = time.perf_counter() - start

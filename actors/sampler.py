@@ -1,13 +1,14 @@
-"""Batched KV-free diffusion sampling (LLaDA `generate`, Dream `alg=entropy`), one whole batch per forward.
+"""Batched KV-free diffusion sampling (LLaDA `generate`; Dream's schedule in sampler_dream.py), one batch per forward.
 
 x = [prompt, MASK * L]; the completion is split into blocks of `block_length` revealed left to right; `steps` are
 split evenly over blocks; in a block the masked count is split evenly over its steps, remainder to the first steps.
 Each step is one bidirectional forward over the whole sequence (no KV cache). Logits are computed only at the
-masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) in float64
-(T = 0: argmax), its confidence is p(x^) (low_confidence), sum p log p (entropy, i.e. -entropy) or uniform
-(random); the k most confident are revealed. Nothing is ever re-masked. Rows with nothing left to reveal in the
-block skip the forward. The mask token itself is never drawn (its logit is set to -inf): a trained dLLM gives it ~0
-mass anyway, and an untrained one would otherwise "reveal" a MASK.
+masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) with the noise
+in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0: argmax), its confidence is p(x^) (low_confidence),
+sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin) or uniform (random); the k most confident are
+revealed. Nothing is ever re-masked. Rows with nothing left to reveal in the block skip the forward. The mask token
+itself is never drawn (its logit is set to -inf): a trained dLLM gives it ~0 mass anyway, and an untrained one would
+otherwise "reveal" a MASK. `sampler.schedule: dream` hands over to Dream's own schedule (actors/sampler_dream.py).
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
 from __future__ import annotations
@@ -34,13 +35,22 @@ def reveal_schedule(masked: int, steps: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(steps)]
 
 
-def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """LLaDA's add_gumbel_noise + argmax in float64: argmax exp(logits) / (-log u)^T; T = 0 is plain argmax."""
+def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """LLaDA's add_gumbel_noise + argmax: argmax exp(logits) / (-log u)^T with logits and u in `dtype`; T = 0 is plain
+    argmax. LLaDA's generate.py uses float64 (low-precision Gumbel-max sharpens sampling); the official GDSD training
+    rollouts pass the model dtype (`sampler.gumbel_dtype: model`): with bf16 u, P(top-1) on a V=8192 toy is ~2x the
+    exact value (tests/actors/test_sampler_recipe.py, docs/recipe.md)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.double()
-    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=logits.device)
+    logits = logits.to(dtype)
+    u = torch.rand(logits.shape, generator=generator, dtype=dtype, device=logits.device)
     return (logits.exp() / (-torch.log(u)) ** temperature).argmax(dim=-1)
+
+
+def noise_dtype(denoiser: Denoiser, cfg: SamplerConfig) -> torch.dtype:
+    """The Gumbel noise precision of `sampler.gumbel_dtype`: float64, or the dtype of the model's weights."""
+    return torch.float64 if cfg.gumbel_dtype == "float64" else next(denoiser.model.parameters()).dtype
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -58,10 +68,13 @@ def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
     if remasking == "random":
         return torch.rand(tokens.shape, generator=generator, device=tokens.device)
     probs = logits.float().softmax(dim=-1)  # [N, V]
-    if remasking == "low_confidence":
+    if remasking in ("low_confidence", "maskgit_plus"):  # the same rule: LLaDA's name and Dream's
         return probs.gather(1, tokens[:, None]).squeeze(1)
     if remasking == "entropy":  # Dream: confidence = -entropy
         return (probs * torch.log(probs + 1e-10)).sum(dim=-1)
+    if remasking == "topk_margin":  # Dream: top-1 minus top-2 probability
+        top2 = probs.topk(2, dim=-1).values  # [N, 2]
+        return top2[:, 0] - top2[:, 1]
     raise ValueError(f"sampler.remasking: unknown {remasking!r}")
 
 
@@ -69,6 +82,10 @@ def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
 def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
            generator: torch.Generator | None = None) -> SamplerOutput:
     """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P]."""
+    if cfg.schedule == "dream":
+        from actors.sampler_dream import sample_dream  # its own module; it imports this one's helpers
+
+        return sample_dream(denoiser, prompt_ids, cfg, generator)
     B, P = prompt_ids.shape
     L, device = cfg.gen_length, prompt_ids.device
     x = torch.cat([prompt_ids, torch.full((B, L), denoiser.mask_id, dtype=torch.long, device=device)], dim=1)
@@ -99,7 +116,7 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
             logits[:, denoiser.mask_id] = float("-inf")
             if cfg.top_p is not None and cfg.top_p < 1:
                 logits = top_p_filter(logits, cfg.top_p)
-            tokens = gumbel_argmax(logits, cfg.temperature, generator)  # [N]
+            tokens = gumbel_argmax(logits, cfg.temperature, generator, noise_dtype(denoiser, cfg))  # [N]
             conf = torch.full(select_active.shape, float("-inf"), device=device)  # [b, T]
             conf[select_active] = confidence(logits, tokens, cfg.remasking, generator)
             drawn = torch.zeros_like(x_active)

@@ -160,9 +160,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     docs.mkdir(parents=True, exist_ok=True)
     from common.config import load_config
+    from common.tasks import get_task
 
     task = load_config(args.config).task.name
-    metric = "cell_accuracy" if task == "sudoku" else "accuracy"
+    metric = get_task(task).metric  # the task's headline metric (cell_accuracy for Sudoku, accuracy otherwise)
     start = time.perf_counter()
     results = []
     for seed in seeds:

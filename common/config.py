@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.algorithms import ALGORITHM_NAMES, TRAINABLE, get_algorithm
 
@@ -44,17 +44,29 @@ class ModelConfig(_Section):
 
 
 class SamplerConfig(_Section):
-    """Diffusion sampling (LLaDA low_confidence remasking; Dream uses entropy and top_p 0.95)."""
+    """Diffusion sampling: LLaDA's blocks with low_confidence remasking, or Dream's schedule (entropy, top_p 0.95)."""
 
     gen_length: int = Field(32, gt=0, description="completion length L (official training: 256)")
     steps: int = Field(16, gt=0, description="denoising steps over the whole completion (official: 64; GSM8K 256)")
-    block_length: int = Field(32, gt=0, description="semi-autoregressive block size (official: 32)")
-    temperature: float = Field(1.0, ge=0, description="Gumbel-max temperature; 0 = greedy (official eval)")
-    remasking: Literal["low_confidence", "entropy", "random"] = "low_confidence"
+    block_length: int = Field(32, gt=0, description="semi-autoregressive block size (official: 32); blocks only")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature; 0 = greedy (official eval)")
+    remasking: Literal["low_confidence", "maskgit_plus", "entropy", "topk_margin", "random"] = Field(
+        "low_confidence", description="confidence that orders the reveal: p(x^) (low_confidence; Dream calls it "
+        "maskgit_plus), -entropy (entropy: official Dream rollouts), top1 - top2 probability (topk_margin), random")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus filter before sampling (Dream: 0.95)")
+    schedule: Literal["blocks", "dream"] = Field(
+        "blocks", description="blocks = LLaDA generate (official LLaDA rollouts and eval); dream = Dream's "
+        "diffusion_generate (official Dream rollouts and eval): timesteps linspace(1, 1e-3, steps + 1) over the whole "
+        "completion, reveal count per step from the schedule, all masked positions compete, block_length unused")
+    gumbel_dtype: Literal["float64", "model"] = Field(
+        "float64", description="precision of the Gumbel noise (blocks schedule): float64 as LLaDA's generate.py, or "
+        "the model dtype as the official GDSD training rollouts (bf16 noise samples much more sharply, "
+        "docs/recipe.md); the dream schedule samples from softmax probabilities as Dream does")
 
     @model_validator(mode="after")
     def _blocks_divide(self) -> "SamplerConfig":
+        if self.schedule == "dream":
+            return self
         if self.gen_length % self.block_length:
             raise ValueError(f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})")
         blocks = self.gen_length // self.block_length
@@ -64,11 +76,25 @@ class SamplerConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: Literal["sudoku", "countdown"] = "sudoku"
-    prompt_format: Literal["official", "compact"] = Field(
-        "compact", description="official = the paper's prompt (LLaDA/Dream); compact = short, for the tiny model")
+    name: Literal["sudoku", "countdown", "gsm8k", "math", "code"] = "sudoku"
+    prompt_format: Literal["gdsd", "d1", "compact"] = Field(
+        "compact", description="gdsd = GDSD's prompts (training; the evaluation variant with the worked example and "
+        "the '<reasoning>' prefill for test sets), the paper configs' choice; d1 = d1's prompts; compact = short, for "
+        "the tiny model")
     seed: int = 0
-    test_path: str | None = Field(None, description="optional paper test set (../shared/data/...) for evaluation")
+    source: str | None = Field(None, description="dataset of the dataset-backed tasks: a hub name or a local path "
+                               "(None = official: openai/gsm8k, ankner/math-500; code has no default)")
+    test_path: str | None = Field(None, description="test set file for evaluation (data/4x4_test_sudoku.csv, "
+                                  "data/countdown_cd3_test.jsonl are the paper's); None = the generated test split, "
+                                  "and the shipped paper file under --protocol gdsd")
+
+    @field_validator("prompt_format", mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        if value == "official":
+            raise ValueError("'official' was ambiguous and is gone: use 'd1' for d1's prompt (the old 'official') or "
+                             "'gdsd' for GDSD's")
+        return value
 
 
 class RolloutConfig(_Section):

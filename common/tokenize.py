@@ -6,12 +6,21 @@ from transformers import PreTrainedTokenizerBase
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, chat_template: bool = False,
-                   pad_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   pad_id: int | None = None, systems: list[str] | None = None,
+                   prefills: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids int64 [B, P] left-padded, lengths int64 [B]). No attention mask is returned on purpose: the denoiser is
-    run without one (LLaDA turns any mask with a 0 into a causal mask), so pads are visible tokens."""
+    run without one (LLaDA turns any mask with a 0 into a causal mask), so pads are visible tokens. `systems`: a
+    system message per prompt (chat template only; "" = none); `prefills`: text appended after the template (the
+    start of the reply, e.g. the official evaluation's "<reasoning>")."""
     if chat_template:
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=False) for p in prompts]
+        systems = systems or [""] * len(prompts)
+        prompts = [tokenizer.apply_chat_template(([{"role": "system", "content": s}] if s else [])
+                                                 + [{"role": "user", "content": p}], add_generation_prompt=True,
+                                                 tokenize=False) for p, s in zip(prompts, systems)]
+    elif systems and any(systems):
+        raise ValueError("a prompt with a system message needs model.chat_template=true")
+    if prefills:
+        prompts = [p + f for p, f in zip(prompts, prefills)]
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     pad = tokenizer.pad_token_id if pad_id is None else pad_id
     if pad is None:

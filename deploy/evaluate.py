@@ -1,10 +1,13 @@
-"""Greedy evaluation on held-out prompts through the rollout actors; a markdown table and JSON in the run dir.
+"""Greedy evaluation on held-out prompts; a markdown table and JSON.
 
   python -m deploy.evaluate --config configs/sudoku_tiny.yaml model.path=runs/sudoku_tiny/final [--grid]
+  python -m deploy.evaluate --protocol gdsd MODEL_DIR TASK [--config C] [--limit N] [key=value ...]
 
-Accuracy: Sudoku, the fraction of originally empty cells solved (the paper's metric) and the fraction of puzzles
-fully solved; Countdown, the fraction of correct expressions. The paper's test sets are read when `task.test_path`
-is given (../shared/data/...).
+The default protocol runs through the rollout actors and scores with the training reward; each task's metrics come
+from its Task record (common/tasks), e.g. Sudoku cell accuracy and puzzles solved, Countdown accuracy. The paper's
+test set is read when `task.test_path` is given (data/...), else the generated test split.
+`--protocol gdsd` reproduces the official GDSD evaluation instead (deploy/evaluate_gdsd.py) and prints the paper's
+table row.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import Any
 
 from common.config import EvalConfig, RunConfig, SamplerConfig, load_config
 from common.messages import PromptItem
-from common.tasks import countdown, make_prompts, sudoku
+from common.tasks import get_task, make_prompts
 
 
 def eval_sampler(cfg: RunConfig, ecfg: EvalConfig | None = None) -> SamplerConfig:
@@ -30,30 +33,20 @@ def eval_sampler(cfg: RunConfig, ecfg: EvalConfig | None = None) -> SamplerConfi
     block = ecfg.block_length or min(cfg.sampler.block_length, gen)
     steps = ecfg.steps or max(gen // 2, gen // block)
     return SamplerConfig(gen_length=gen, steps=steps, block_length=block, temperature=0.0,
-                         remasking=cfg.sampler.remasking)
+                         remasking=cfg.sampler.remasking, schedule=cfg.sampler.schedule)
 
 
 def eval_prompts(cfg: RunConfig) -> list[PromptItem]:
     if cfg.task.test_path:
-        if cfg.task.name == "sudoku":
-            items = sudoku.load_csv(cfg.task.test_path, cfg.task.prompt_format)
-        else:
-            items = countdown.load_jsonl(cfg.task.test_path, cfg.task.prompt_format)
+        items = get_task(cfg.task.name).load_test(cfg.task.test_path, cfg.task.prompt_format)
         return items[: cfg.eval.num_prompts or None]
     return make_prompts(task=cfg.task.name, prompt_format=cfg.task.prompt_format, split="test",
-                        num=cfg.eval.num_prompts, seed=cfg.task.seed)
+                        num=cfg.eval.num_prompts, seed=cfg.task.seed, source=cfg.task.source)
 
 
 def summarize(rows: list[dict[str, Any]], task: str) -> dict[str, float]:
-    n = max(len(rows), 1)
-    out = {"n": len(rows), "reward": sum(r["reward"] for r in rows) / n,
-           "errors": sum(r["error"] is not None for r in rows)}
-    if task == "sudoku":
-        out["cell_accuracy"] = sum(r["parts"].get("sudoku", r["reward"]) for r in rows) / n
-        out["solved"] = sum(r["parts"].get("sudoku", r["reward"]) >= 1.0 for r in rows) / n
-    else:
-        out["accuracy"] = sum(r["reward"] >= 1.0 for r in rows) / n
-    return out
+    """The task's own metrics of scored rows (Task.summarize)."""
+    return get_task(task).summarize(rows)
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
@@ -64,14 +57,44 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def main_gdsd(args: argparse.Namespace) -> None:
+    from deploy.evaluate_gdsd import device_default, evaluate_protocol, table, write
+
+    if len(args.overrides) < 2 or "=" in args.overrides[0] or "=" in args.overrides[1]:
+        raise SystemExit("usage: python -m deploy.evaluate --protocol gdsd MODEL_DIR TASK [key=value ...]")
+    model_dir, task, overrides = args.overrides[0], args.overrides[1], args.overrides[2:]
+    # the protocol's prompt is GDSD's evaluation prompt unless --prompt-format or a config says otherwise
+    prompt_format = args.prompt_format or ("gdsd" if args.config is None else None)
+    cfg = load_config(args.config, [f"task.name={task}", *([f"task.prompt_format={prompt_format}"] if prompt_format
+                                                           else []), *overrides])
+    gens = [int(g) for g in args.gen_lengths.split(",")] if args.gen_lengths else None
+    results = evaluate_protocol(cfg, model_dir, task, limit=args.limit, batch_size=args.batch_size,
+                                gen_lengths=gens, device=args.device or device_default())
+    if args.out:
+        write(results, Path(args.out))
+    print(table(results))
+
+
 def main() -> None:
     from deploy.fleet import RolloutFleet
 
     parser = argparse.ArgumentParser(description="Greedy evaluation of a local model directory")
     parser.add_argument("--config", default=None)
+    parser.add_argument("--protocol", choices=["config", "gdsd"], default="config",
+                        help="config: the run's eval settings through the rollout actors; gdsd: the official "
+                        "GDSD evaluation (positional MODEL_DIR TASK)")
     parser.add_argument("--grid", action="store_true", help="gen_length x steps grid (block from config)")
+    parser.add_argument("--limit", type=int, default=None, help="gdsd: only the first N protocol items (smoke runs)")
+    parser.add_argument("--batch-size", type=int, default=1, help="gdsd: rows per sampler call (official: 1)")
+    parser.add_argument("--gen-lengths", default=None, help="gdsd: comma-separated, instead of the protocol's")
+    parser.add_argument("--prompt-format", default=None, help="gdsd: instead of 'gdsd' (e.g. compact, tiny model)")
+    parser.add_argument("--device", default=None, help="gdsd: torch device (default cuda when available)")
+    parser.add_argument("--out", default=None, help="gdsd: write results and generations as JSON here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.protocol == "gdsd":
+        main_gdsd(args)
+        return
     cfg = load_config(args.config, args.overrides)
     if not cfg.model.path:
         raise SystemExit("model.path=DIR is required (a local HF directory, e.g. runs/<run>/final)")

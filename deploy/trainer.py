@@ -53,7 +53,7 @@ class Trainer:
         self.metrics = Metrics(self.run_dir, cfg.metrics, config=cfg.model_dump(mode="json"))
         B = cfg.rollout.prompts_per_step
         self.prompts = make_prompts(task=cfg.task.name, prompt_format=cfg.task.prompt_format, split="train",
-                                    num=cfg.steps * B, seed=cfg.task.seed)
+                                    num=cfg.steps * B, seed=cfg.task.seed, source=cfg.task.source)
         self.step = 0
         self.evals: dict[str, dict[str, float]] = {}
         self.learner_restarts = 0

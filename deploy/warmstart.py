@@ -41,7 +41,7 @@ def warm_start(cfg: RunConfig, model_path: str, cache_root: Path) -> str:
         log.info("SFT warm start: reusing %s", path)
         return str(path)
     items = make_prompts(task=cfg.task.name, prompt_format=cfg.task.prompt_format, split="train",
-                         num=scfg.num_examples, seed=scfg.seed)
+                         num=scfg.num_examples, seed=scfg.seed, source=cfg.task.source)
     # from-scratch SFT wants a larger clip than RL's official 0.2
     learner_cfg = cfg.learner.model_copy(update={"lr": scfg.lr, "warmup_steps": min(50, scfg.steps // 10),
                                                  "grad_clip": 1.0})

@@ -4,7 +4,7 @@ import pytest
 
 from common.tasks import countdown, make_prompts, sudoku
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"  # shipped with the project (data/README.md)
 
 
 def test_sudoku_puzzles_unique_and_seeded():
@@ -27,7 +27,7 @@ def test_train_and_test_disjoint(task):
 
 
 def test_countdown_instances_solvable():
-    for it in make_prompts(task="countdown", prompt_format="official", split="train", num=40, seed=1):
+    for it in make_prompts(task="countdown", prompt_format="d1", split="train", num=40, seed=1):
         numbers, target = it.meta["numbers"], it.meta["target"]
         expr = it.answer.split("<answer>\n")[1].split("\n</answer>")[0]
         assert sorted(int(t) for t in expr.replace("(", " ").replace(")", " ").replace("+", " ").replace(
@@ -43,9 +43,8 @@ def test_unknown_task_and_format_named():
         make_prompts(task="sudoku", prompt_format="fancy", split="train", num=1, seed=0)
 
 
-@pytest.mark.skipif(not (DATA / "4x4_test_sudoku.csv").exists(), reason="paper test set not present")
 def test_paper_sudoku_test_set_loads():
-    items = sudoku.load_csv(str(DATA / "4x4_test_sudoku.csv"), "official")
+    items = sudoku.load_csv(str(DATA / "4x4_test_sudoku.csv"), "gdsd")
     assert len(items) == 500 and all(sudoku.count_solutions(it.meta["puzzle"]) >= 1 for it in items)
 
 

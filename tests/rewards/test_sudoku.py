@@ -58,7 +58,7 @@ def test_last_answer_counts():
 
 
 def test_reference_replies_of_both_formats_score_one():
-    for prompt_format in ("official", "compact"):
+    for prompt_format in ("gdsd", "d1", "compact"):
         for item in sudoku_task.make_prompts(prompt_format=prompt_format, split="train", num=20, seed=3):
             assert sudoku_reward(item.meta, item.answer).total == 1.0, (prompt_format, item.answer)
 

@@ -1,0 +1,91 @@
+"""Dream's sampler (`diffusion_generate` in Dream's generation_utils.py), batched and KV-free.
+
+No blocks: timesteps t = linspace(1, eps = 1e-3, steps + 1) over the whole completion; at step i (t -> s) every
+row reveals int(m * (1 - s / t)) of its m masked positions (all of them at the last step), computed in float32 as
+Dream does; all masked positions of a row compete. Per masked position: logits / T, then Dream's top_p filter,
+probs = softmax; T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^) (maskgit_plus /
+low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts, alg_temp 0 i.e.
+plain top-k). The mask token is never drawn (same rule as the block sampler). Padding and position ids for left
+pads are the denoiser's business (models), not this schedule's.
+Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
+"""
+from __future__ import annotations
+
+import torch
+
+from actors.sampler import SamplerOutput, confidence
+from common.config import SamplerConfig
+from common.denoiser import Denoiser
+
+EPS = 1e-3  # Dream's DreamGenerationConfig.eps default (the official GDSD calls never set it)
+
+
+def dream_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Dream's top_p_logits: drop tokens once the sorted cumulative probability before them exceeds top_p (the top
+    token always stays); dropped logits become the dtype's minimum, as in Dream."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    remove = sorted_logits.softmax(dim=-1).cumsum(dim=-1) > top_p
+    remove[..., 1:] = remove[..., :-1].clone()
+    remove[..., 0] = False
+    drop = torch.zeros_like(remove).scatter(-1, order, remove)
+    return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
+
+
+def reveal_counts(masked: int, steps: int) -> list[int]:
+    """Tokens revealed per step for `masked` positions, exactly as Dream computes them (float32 timesteps)."""
+    t = torch.linspace(1, EPS, steps + 1)
+    counts, left = [], torch.tensor(float(masked))
+    for i in range(steps):
+        k = int(left * (1 - t[i + 1] / t[i])) if i < steps - 1 else int(left)
+        counts.append(k)
+        left = left - k
+    return counts
+
+
+def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [N], confidence [N]) of Dream's sample_tokens for logits [N, V]."""
+    logits = logits.float()
+    if cfg.temperature > 0:
+        logits = logits / cfg.temperature
+    if cfg.top_p is not None and cfg.top_p < 1:
+        logits = dream_top_p(logits, cfg.top_p)
+    probs = logits.softmax(dim=-1)  # [N, V]
+    if cfg.temperature > 0:
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    else:
+        tokens = probs.argmax(dim=-1)
+    if cfg.remasking == "random":
+        raise ValueError("sampler.remasking=random is not a Dream alg; with sampler.schedule=dream use "
+                         "entropy, maskgit_plus (= low_confidence) or topk_margin")
+    return tokens, confidence(logits, tokens, cfg.remasking, generator)
+
+
+@torch.no_grad()
+def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
+                 generator: torch.Generator | None = None) -> SamplerOutput:
+    """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P] on Dream's schedule."""
+    B, P = prompt_ids.shape
+    L, device = cfg.gen_length, prompt_ids.device
+    x = torch.cat([prompt_ids, torch.full((B, L), denoiser.mask_id, dtype=torch.long, device=device)], dim=1)
+    masked = torch.zeros(B, P + L, dtype=torch.bool, device=device)  # [B, T]
+    masked[:, P:] = True
+    reveal_step = torch.full((B, L), -1, dtype=torch.int32, device=device)
+    forwards = 0
+    for step, k in enumerate(reveal_counts(L, cfg.steps)):
+        if k == 0:  # Dream still runs the forward here; nothing it computes is used, so skip it
+            continue
+        logits = denoiser.logits(x, positions=masked)  # [N, V], N = B * masked-per-row
+        logits[:, denoiser.mask_id] = float("-inf")
+        tokens, conf = draw(logits, cfg, generator)
+        full = torch.full((B, P + L), float("-inf"), device=device)  # [B, T]
+        full[masked] = conf
+        drawn = torch.zeros_like(x)
+        drawn[masked] = tokens
+        reveal = torch.zeros_like(masked).scatter(1, full.topk(k, dim=1).indices, True)  # [B, T]
+        x = torch.where(reveal, drawn, x)
+        masked &= ~reveal
+        reveal_step = torch.where(reveal[:, P:], step, reveal_step)
+        forwards += 1
+    return SamplerOutput(completion_ids=x[:, P:], reveal_step=reveal_step, forwards=forwards,
+                         rows_forwarded=forwards * B)

@@ -1,0 +1,140 @@
+"""The paper recipe's sampler options: Dream's schedule against a one-row reference that follows Dream's
+generation_utils.py `_sample` line by line, and the Gumbel precision option (`sampler.gumbel_dtype`)."""
+import pytest
+import torch
+
+from actors.sampler import gumbel_argmax, sample
+from actors.sampler_dream import reveal_counts
+from common.config import ConfigError, SamplerConfig, load_config
+from common.denoiser import Denoiser
+from common.tokenize import encode_prompts
+
+
+def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: int, steps: int, alg: str,
+                            eps: float = 1e-3) -> tuple[list[int], list[int]]:
+    """Greedy Dream `diffusion_generate` (alg_temp 0, top_p 1, T 0) for one row, written as Dream writes it:
+    x == mask_id decides what is masked, full-vocab logits at every position, shifted for Dream-style models."""
+    P = prompt.shape[0]
+    x = torch.cat([prompt, torch.full((gen_length,), den.mask_id)])[None]  # [1, T]
+    steps_of = [-1] * gen_length
+    timesteps = torch.linspace(1, eps, steps + 1)
+    for i in range(steps):
+        mask_index = x == den.mask_id
+        with torch.no_grad():
+            logits = den.model(input_ids=x).logits  # [1, T, V]
+        if den.shift:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        logits[..., den.mask_id] = float("-inf")  # the project's rule: a MASK is never drawn
+        mask_logits = logits[mask_index].float()
+        probs = torch.softmax(mask_logits, dim=-1)
+        confidence, x0 = probs.max(dim=-1)  # maskgit_plus at T = 0
+        if alg == "topk_margin":
+            top = torch.sort(probs, dim=-1, descending=True).values
+            confidence = top[:, 0] - top[:, 1]
+        elif alg == "entropy":
+            confidence = torch.sum(probs * torch.log(probs + 1e-10), dim=-1)
+        t, s = timesteps[i], timesteps[i + 1]
+        num_mask_token = mask_index.sum() / mask_index.shape[0]
+        number_transfer_tokens = int(num_mask_token * (1 - s / t)) if i < steps - 1 else int(num_mask_token)
+        full_confidence = torch.full_like(x, -torch.inf, dtype=torch.float32)
+        full_confidence[mask_index] = confidence
+        if number_transfer_tokens > 0:
+            _, transfer_index = torch.topk(full_confidence, number_transfer_tokens)
+            x_ = torch.zeros_like(x) + den.mask_id
+            x_[mask_index] = x0.clone()
+            for j in transfer_index[0].tolist():
+                x[0, j] = x_[0, j]
+                steps_of[j - P] = i
+    return x[0, P:].tolist(), steps_of
+
+
+@pytest.fixture(scope="module")
+def decisive(denoiser):
+    """The tiny model with every matrix redrawn N(0, 0.5^2) (seeded): a fresh tiny model gives every masked position
+    nearly the same distribution, so confidences tie to 1e-6 and the reveal order is decided by rounding."""
+    import copy
+
+    model = copy.deepcopy(denoiser.model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+    def view(shift: bool) -> Denoiser:
+        return Denoiser.wrap(model, denoiser.tokenizer, mask_id=denoiser.mask_id, eos_id=denoiser.eos_id, shift=shift)
+
+    return view
+
+
+def test_dream_reveal_counts_follow_the_timesteps():
+    # Dream, L = 256, 64 steps: int(m (1 - s/t)) per step, the rest at the last step
+    counts = reveal_counts(256, 64)
+    assert sum(counts) == 256 and len(counts) == 64
+    assert counts[0] == 3 and counts[-1] == 5 and set(counts[1:-1]) == {4}
+    assert reveal_counts(10, 20).count(0) > 0 and sum(reveal_counts(10, 20)) == 10
+
+
+@pytest.mark.parametrize("alg", ["entropy", "maskgit_plus", "topk_margin"])
+@pytest.mark.parametrize("shift", [True, False])
+@pytest.mark.parametrize("gen_length,steps", [(16, 8), (12, 5), (6, 9)])
+def test_dream_greedy_matches_one_row_reference(decisive, alg, shift, gen_length, steps):
+    den = decisive(shift)
+    cfg = SamplerConfig(gen_length=gen_length, steps=steps, temperature=0.0, remasking=alg, schedule="dream",
+                        block_length=7)  # block_length is unused by the dream schedule
+    prompts = ["sudoku 0120000000004300\n", "countdown 1,2,3 -> 6\n"]  # equal-length rows: pads are not ours here
+    ids, _ = encode_prompts(den.tokenizer, prompts)
+    out = sample(den, ids, cfg)
+    for row in range(len(prompts)):
+        tokens, steps_of = dream_reference_one_row(den, ids[row], gen_length=gen_length, steps=steps, alg=alg)
+        assert out.completion_ids[row].tolist() == tokens
+        assert out.reveal_step[row].tolist() == steps_of
+
+
+def test_dream_sampling_with_temperature_and_top_p(denoiser):
+    cfg = SamplerConfig(gen_length=24, steps=12, temperature=1.0, top_p=0.95, remasking="entropy", schedule="dream")
+    ids, _ = encode_prompts(denoiser.tokenizer, ["hi\n"] * 3)
+    a = sample(denoiser, ids, cfg, torch.Generator().manual_seed(3))
+    b = sample(denoiser, ids, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(a.completion_ids, b.completion_ids), "seeded: a pure function of the generator"
+    assert (a.reveal_step >= 0).all() and (a.completion_ids != denoiser.mask_id).all()
+    assert torch.equal(a.reveal_step.sort(dim=1).values[0],
+                       torch.tensor([i for i, k in enumerate(reveal_counts(24, 12)) for _ in range(k)],
+                                    dtype=torch.int32))
+
+
+def test_dream_rejects_random_alg(denoiser):
+    cfg = SamplerConfig(gen_length=8, steps=4, temperature=0.0, remasking="random", schedule="dream")
+    ids, _ = encode_prompts(denoiser.tokenizer, ["hi\n"])
+    with pytest.raises(ValueError, match="not a Dream alg"):
+        sample(denoiser, ids, cfg)
+
+
+def test_dream_schedule_ignores_block_divisibility():
+    assert SamplerConfig(gen_length=10, steps=7, block_length=4, schedule="dream").steps == 7
+    with pytest.raises(ConfigError, match="block_length"):
+        load_config(None, ["sampler.gen_length=10", "sampler.block_length=4"])
+
+
+def test_low_precision_gumbel_noise_sharpens_sampling():
+    """Official GDSD rollouts draw Gumbel noise in the model dtype (bf16); LLaDA's generate.py uses float64. On a
+    V = 8192 toy, float64 noise samples the top token at its exact probability, bf16 noise far more often."""
+    V, draws = 8192, 2000
+    logits = torch.randn(V, generator=torch.Generator().manual_seed(0)) * 1.5
+    exact = float(logits.double().softmax(-1).max())
+    top = int(logits.argmax())
+    freq = {}
+    for dtype in (torch.float64, torch.bfloat16):
+        gen = torch.Generator().manual_seed(1)
+        hits = sum(int((gumbel_argmax(logits.expand(500, V), 1.0, gen, dtype) == top).sum()) for _ in range(draws // 500))
+        freq[dtype] = hits / draws
+    se = (exact * (1 - exact) / draws) ** 0.5
+    assert abs(freq[torch.float64] - exact) < 4 * se, (freq, exact)
+    assert freq[torch.bfloat16] > 2.5 * exact, (freq, exact)  # measured: 0.067 vs exact 0.018
+
+
+def test_gumbel_dtype_model_uses_the_weights_dtype(denoiser):
+    from actors.sampler import noise_dtype
+
+    assert noise_dtype(denoiser, SamplerConfig(gumbel_dtype="float64")) == torch.float64
+    assert noise_dtype(denoiser, SamplerConfig(gumbel_dtype="model")) == next(denoiser.model.parameters()).dtype
