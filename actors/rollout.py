@@ -135,7 +135,8 @@ class RolloutActor:
         prompt_ids, prompt_len = encode_prompts(self.policy.tokenizer, [it.prompt for it in items],
                                                 chat_template=self.cfg.model.chat_template)
         start = time.perf_counter()
-        out = sample(self.policy, prompt_ids.to(self.policy.device), sampler or self.cfg.sampler, self.sample_rng)
+        out = sample(self.policy, prompt_ids.to(self.policy.device), sampler or self.cfg.sampler, self.sample_rng,
+                     prompt_len=prompt_len)
         seconds = time.perf_counter() - start
         completion = out.completion_ids.cpu()
         return {"items": items, "prompt_ids": prompt_ids, "prompt_len": prompt_len, "completion_ids": completion,
@@ -197,10 +198,10 @@ class RolloutActor:
         old_logp = ref_logp = nan
         if variant is not None and alg.teacher_source == "rollout":
             old_logp = teacher_logps(self.policy, prompt_ids, completion, seeds, variant=variant,
-                                     rows_per_forward=cfg.rollout.logprob_rows)
+                                     rows_per_forward=cfg.rollout.logprob_rows, prompt_len=gen["prompt_len"])
         if variant is not None and self.reference is not None:
             ref_logp = teacher_logps(self.reference, prompt_ids, completion, seeds, variant=variant,
-                                     rows_per_forward=cfg.rollout.logprob_rows)
+                                     rows_per_forward=cfg.rollout.logprob_rows, prompt_len=gen["prompt_len"])
         teacher_seconds = time.perf_counter() - start
 
         L = cfg.sampler.gen_length

@@ -7,8 +7,9 @@ from transformers import PreTrainedTokenizerBase
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, chat_template: bool = False,
                    pad_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids int64 [B, P] left-padded, lengths int64 [B]). No attention mask is returned on purpose: the denoiser is
-    run without one (LLaDA turns any mask with a 0 into a causal mask), so pads are visible tokens."""
+    """(ids int64 [B, P] left-padded, lengths int64 [B]). The lengths are what the denoiser's padding mask is built
+    from (common.denoiser.padding_mask): pads are masked out of attention and positions start at the first real
+    token."""
     if chat_template:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                                  tokenize=False) for p in prompts]
