@@ -83,6 +83,7 @@ def _reject(config: dict, where: str, **unsupported) -> None:
 
 def args_from_hf(config: dict, family: str, *, where: str = "config.json") -> ModelArgs:
     """ModelArgs from a family's official config.json fields (missing required fields are named)."""
+    config = {k: v for k, v in config.items() if v is not None}  # a null field counts as missing
     try:
         if family == "llada":
             _reject(config, where, alibi=(None, False), rope=(None, True), block_type=(None, "llama"),
@@ -99,7 +100,7 @@ def args_from_hf(config: dict, family: str, *, where: str = "config.json") -> Mo
                 shift=False, mask_token_id=_first_id(config.get("mask_token_id")),
                 eos_token_id=_first_id(config.get("eos_token_id")), pad_token_id=_first_id(config.get("pad_token_id")))
         if family == "dream":
-            _reject(config, where, rope_scaling=(None,), hidden_act=(None, "silu"))
+            _reject(config, where, rope_scaling=(None,), hidden_act=(None, "silu"))  # null rope_scaling dropped above
             n_heads = int(config["num_attention_heads"])
             return ModelArgs(
                 family=family, vocab_size=int(config["vocab_size"]), dim=int(config["hidden_size"]),
