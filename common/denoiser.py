@@ -68,7 +68,7 @@ class Denoiser:
         return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift)
 
     def logprob(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor, *,
-                attention_mask: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, chunk: int = 2048) -> torch.Tensor:
         """float32 [N]: log p(targets | input) at the N `positions` (bool [B, T], row-major), the head and
         log_softmax run `chunk` positions at a time (no [N, V] float32 logits held for backward)."""
         return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift, targets=targets,

@@ -97,9 +97,9 @@ class Body(nn.Module):
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
         else:
             positions = positions_from_mask(attention_mask)
-            # sync point: an all-real batch runs without a mask (the faster SDPA kernels take none)
-            if not bool(attention_mask.all()):
-                key_mask = attention_mask[:, None, None, :]  # [B, 1, 1, T]: every query sees only real keys
+            # always the masked kernel when a mask is given, even if nothing is padded: a row's numbers must not
+            # depend on which rows share its batch (actor S_old vs learner S_theta, DESIGN.md numerical trap)
+            key_mask = attention_mask[:, None, None, :]  # [B, 1, 1, T]: every query sees only real keys
         cos, sin = rope_tables(positions, self.args.head_dim, self.args.rope_theta)
         x = self.embed(input_ids)  # [B, T, H]
         for block in self.blocks:
@@ -125,7 +125,7 @@ class DiffusionLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, *,
                 attention_mask: torch.Tensor | None = None, shift: bool | None = None,
-                targets: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+                targets: torch.Tensor | None = None, chunk: int = 2048) -> torch.Tensor:
         """Logits [B, T, V] (or [N, V] at bool `positions` [B, T], row-major); with `targets` [N] instead float32
         log p(targets) [N], the head + log_softmax run `chunk` positions at a time (recomputed in backward), so
         neither [N, V] nor [B, T, V] float32 logits are ever held."""

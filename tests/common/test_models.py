@@ -27,7 +27,8 @@ OFFICIAL = {  # family -> (config.json, {key pattern: shape}) in the released ch
                "rms_norm_eps": EPS, "weight_tying": False, "include_qkv_bias": False, "include_bias": False,
                "mask_token_id": 2, "eos_token_id": 1, "pad_token_id": 0, "activation_type": "silu",
                "block_type": "llama", "alibi": False, "rope": True, "torch_dtype": "bfloat16",
-               "auto_map": {"AutoModel": "modeling_llada.LLaDAModelLM"}},
+               "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig",
+                            "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"}},
               {"model.transformer.wte.weight": (V, H), "model.transformer.ln_f.weight": (H,),
                "model.transformer.ff_out.weight": (V, H),
                **{f"model.transformer.blocks.{n}.{k}": s for n in range(LAYERS) for k, s in {
@@ -37,7 +38,8 @@ OFFICIAL = {  # family -> (config.json, {key pattern: shape}) in the released ch
     "dream": ({"model_type": "Dream", "hidden_size": H, "num_hidden_layers": LAYERS, "num_attention_heads": 4,
                "num_key_value_heads": 2, "intermediate_size": FFN, "vocab_size": V, "rope_theta": 1000000.0,
                "rms_norm_eps": EPS, "tie_word_embeddings": False, "hidden_act": "silu", "rope_scaling": None,
-               "mask_token_id": 2, "eos_token_id": 1, "pad_token_id": 1, "torch_dtype": "bfloat16"},
+               "mask_token_id": 2, "eos_token_id": 1, "pad_token_id": 1, "torch_dtype": "bfloat16",
+               "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"}},
               {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,), "lm_head.weight": (V, H),
                **{f"model.layers.{n}.{k}": s for n in range(LAYERS) for k, s in {
                    "input_layernorm.weight": (H,), "self_attn.q_proj.weight": (H, H), "self_attn.q_proj.bias": (H,),
@@ -63,7 +65,8 @@ def write_checkpoint(path, family: str, *, config_update: dict | None = None, dr
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps({**config, **(config_update or {})}))
     make_tokenizer().save_pretrained(path)
-    (path / "modeling_official.py").write_text("raise RuntimeError('remote code must never run')\n")
+    for code in ("modeling_official.py", "configuration_llada.py", "configuration_dream.py"):  # as released
+        (path / code).write_text("raise RuntimeError('remote code must never run')\n")
     stored = {k: v for k, v in tensors.items() if k != drop}
     keys = sorted(stored)
     if shards == 1:
@@ -332,3 +335,22 @@ def test_dream_tokenizer_loads_without_remote_code(tmp_path):
     text = "<reasoning>1+2</reasoning>"
     assert tokenizer(text)["input_ids"] == reference(text)["input_ids"]
     assert tokenizer.decode(reference(text)["input_ids"]) == text
+
+
+def test_s_x0_of_a_padded_row_does_not_depend_on_its_batch(tiny_model_dir):
+    """Actor (teacher_logps, rows_per_forward chunks) and learner (its micro-batches) group rows differently: with
+    the padding mask a row's S(x0) must be the same in any company (DESIGN.md numerical trap: teacher gap)."""
+    from common.logprob import denoise_logprob
+    from common.masking import consistent_masks
+
+    den = load_denoiser(ModelConfig(), tiny_model_dir)
+    g = torch.Generator().manual_seed(5)
+    rows = [torch.randint(4, 90, (n,), generator=g).tolist() for n in (9, 4, 6, 9)]
+    prompt_ids, prompt_len = left_pad(rows, pad=0)
+    completion = torch.randint(4, 90, (4, 12), generator=g)
+    masks = consistent_masks(7, 4, 12)
+    with torch.no_grad():
+        together = denoise_logprob(den, prompt_ids, completion, masks, prompt_len=prompt_len)
+        alone = torch.cat([denoise_logprob(den, prompt_ids[i:i + 1], completion[i:i + 1], masks[i:i + 1],
+                                           prompt_len=prompt_len[i:i + 1]) for i in range(4)])
+    assert (together - alone).abs().max() <= 1e-4 * together.abs().max()
