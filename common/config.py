@@ -33,7 +33,8 @@ class TinyModelConfig(_Section):
 
 
 class ModelConfig(_Section):
-    path: str | None = Field(None, description="local HF directory (LLaDA, Dream, or an export); None = tiny built-in")
+    path: str | None = Field(None, description="local checkpoint directory in the LLaDA or Dream layout (or an "
+                             "export of one, docs/models.md); None = the tiny built-in model")
     tiny: TinyModelConfig = TinyModelConfig()
     family: Literal["llada", "dream"] | None = Field(
         None, description="checkpoint layout; None = config.json `model_type` (llada -> llada, Dream -> dream). "

@@ -354,3 +354,10 @@ def test_s_x0_of_a_padded_row_does_not_depend_on_its_batch(tiny_model_dir):
         alone = torch.cat([denoise_logprob(den, prompt_ids[i:i + 1], completion[i:i + 1], masks[i:i + 1],
                                            prompt_len=prompt_len[i:i + 1]) for i in range(4)])
     assert (together - alone).abs().max() <= 1e-4 * together.abs().max()
+
+
+def test_trust_remote_code_is_rejected_by_name():
+    from common.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="trust_remote_code"):
+        load_config(None, ["model.trust_remote_code=true"])
