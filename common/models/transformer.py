@@ -24,8 +24,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        # x / sqrt(mean(x^2) + eps) in float32 (F.rms_norm without weight: one fused pass on CPU and GPU)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * normed.to(x.dtype)  # official order: cast back, then scale
 
 
@@ -35,18 +35,20 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) float32 [B, 1, T, D] of rotate-half RoPE: inv_freq_i = theta^(-2i/D), angles repeated twice."""
+    """(cos, sin) float32 [B, 1, T, D/2] of rotate-half RoPE, angle_i = position * theta^(-2i/D); the official
+    tables repeat these twice along D (cat(freqs, freqs)), which apply_rope uses for both halves."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float()[..., None] * inv_freq  # [B, T, D/2]
-    angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, T, D]
+    angles = (positions.float()[..., None] * inv_freq)[:, None]  # [B, 1, T, D/2]
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin with rotate_half(x) = cat(-x2, x1), in float32, written per half."""
     x32 = x.float()  # [B, h, T, D]
-    first, second = x32.chunk(2, dim=-1)
-    rotated = torch.cat([-second, first], dim=-1)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+    x1, x2 = x32.chunk(2, dim=-1)
+    first = torch.addcmul(x1 * cos, x2, sin, value=-1.0)  # x1 cos - x2 sin
+    second = torch.addcmul(x2 * cos, x1, sin)  # x2 cos + x1 sin
+    return torch.cat([first, second], dim=-1).to(x.dtype)
 
 
 class Block(nn.Module):
