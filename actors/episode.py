@@ -66,7 +66,7 @@ def generate(policy: Denoiser, prompts: list[PromptItem], group_size: int, *, sa
     prompt_ids, prompt_len = encode_prompts(policy.tokenizer, [it.prompt for it in items], chat_template=chat_template,
                                             systems=[it.system for it in items], prefills=[it.prefill for it in items])
     start = time.perf_counter()
-    out = sample(policy, prompt_ids.to(policy.device), sampler, generator)
+    out = sample(policy, prompt_ids.to(policy.device), sampler, generator, prompt_len=prompt_len)
     seconds = time.perf_counter() - start
     completion = out.completion_ids.cpu()
     return Generation(items=items, prompt_ids=prompt_ids, prompt_len=prompt_len, completion_ids=completion,
@@ -100,10 +100,10 @@ def teacher_targets(cfg: RunConfig, policy: Denoiser, reference: Denoiser | None
     old_logp = ref_logp = nan
     if variant is not None and alg.teacher_source == "rollout":
         old_logp = teacher_logps(policy, prompt_ids, completion, seeds, variant=variant,
-                                 rows_per_forward=cfg.rollout.logprob_rows)
+                                 rows_per_forward=cfg.rollout.logprob_rows, prompt_len=gen.prompt_len)
     if variant is not None and reference is not None:
         ref_logp = teacher_logps(reference, prompt_ids, completion, seeds, variant=variant,
-                                 rows_per_forward=cfg.rollout.logprob_rows)
+                                 rows_per_forward=cfg.rollout.logprob_rows, prompt_len=gen.prompt_len)
     return TeacherTargets(mask_seeds=seeds, old_logp=old_logp, ref_logp=ref_logp,
                           seconds=time.perf_counter() - start)
 

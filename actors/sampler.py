@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from common.config import SamplerConfig
-from common.denoiser import Denoiser
+from common.denoiser import Denoiser, padding_mask
 
 
 @dataclass
@@ -80,14 +80,16 @@ def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
 
 @torch.no_grad()
 def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
-           generator: torch.Generator | None = None) -> SamplerOutput:
-    """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P]."""
+           generator: torch.Generator | None = None, *, prompt_len: torch.Tensor | None = None) -> SamplerOutput:
+    """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P] (`prompt_len` [B] real
+    tokens each: the pads are masked out of attention; None = no padding)."""
     if cfg.schedule == "dream":
         from actors.sampler_dream import sample_dream  # its own module; it imports this one's helpers
 
-        return sample_dream(denoiser, prompt_ids, cfg, generator)
+        return sample_dream(denoiser, prompt_ids, cfg, generator, prompt_len=prompt_len)
     B, P = prompt_ids.shape
     L, device = cfg.gen_length, prompt_ids.device
+    attention = padding_mask(None if prompt_len is None else prompt_len.to(device), P, L)  # [B, T] or None
     x = torch.cat([prompt_ids, torch.full((B, L), denoiser.mask_id, dtype=torch.long, device=device)], dim=1)
     masked = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), torch.ones(B, L, dtype=torch.bool,
                                                                                    device=device)], dim=1)  # [B, T]
@@ -112,7 +114,8 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
                 step += 1
                 continue
             x_active, select_active = (x, select) if rows.numel() == B else (x[rows], select[rows])
-            logits = denoiser.logits(x_active, positions=select_active)  # [N, V]
+            attention_active = attention if attention is None or rows.numel() == B else attention[rows]
+            logits = denoiser.logits(x_active, positions=select_active, attention_mask=attention_active)  # [N, V]
             logits[:, denoiser.mask_id] = float("-inf")
             if cfg.top_p is not None and cfg.top_p < 1:
                 logits = top_p_filter(logits, cfg.top_p)

@@ -15,7 +15,7 @@ import torch
 
 from actors.sampler import SamplerOutput, confidence
 from common.config import SamplerConfig
-from common.denoiser import Denoiser
+from common.denoiser import Denoiser, padding_mask
 
 EPS = 1e-3  # Dream's DreamGenerationConfig.eps default (the official GDSD calls never set it)
 
@@ -63,10 +63,13 @@ def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | 
 
 @torch.no_grad()
 def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
-                 generator: torch.Generator | None = None) -> SamplerOutput:
-    """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P] on Dream's schedule."""
+                 generator: torch.Generator | None = None, *, prompt_len: torch.Tensor | None = None) -> SamplerOutput:
+    """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P] on Dream's schedule
+    (`prompt_len` [B]: real tokens; pads are masked out of attention and positions start at the first real token,
+    as Dream's own generation does)."""
     B, P = prompt_ids.shape
     L, device = cfg.gen_length, prompt_ids.device
+    attention = padding_mask(None if prompt_len is None else prompt_len.to(device), P, L)  # [B, T] or None
     x = torch.cat([prompt_ids, torch.full((B, L), denoiser.mask_id, dtype=torch.long, device=device)], dim=1)
     masked = torch.zeros(B, P + L, dtype=torch.bool, device=device)  # [B, T]
     masked[:, P:] = True
@@ -75,7 +78,7 @@ def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfi
     for step, k in enumerate(reveal_counts(L, cfg.steps)):
         if k == 0:  # Dream still runs the forward here; nothing it computes is used, so skip it
             continue
-        logits = denoiser.logits(x, positions=masked)  # [N, V], N = B * masked-per-row
+        logits = denoiser.logits(x, positions=masked, attention_mask=attention)  # [N, V], N = B * masked-per-row
         logits[:, denoiser.mask_id] = float("-inf")
         tokens, conf = draw(logits, cfg, generator)
         full = torch.full((B, P + L), float("-inf"), device=device)  # [B, T]

@@ -19,8 +19,10 @@ def draw_mask_seeds(num_iters: int, num_mc: int, generator: torch.Generator) -> 
 
 @torch.no_grad()
 def teacher_logps(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor,
-                  seeds: torch.Tensor, *, variant: Variant, rows_per_forward: int) -> torch.Tensor:
-    """S(x0) float32 [B, J, M] under `denoiser` with the masks of `seeds` [J, M] built for the whole batch."""
+                  seeds: torch.Tensor, *, variant: Variant, rows_per_forward: int,
+                  prompt_len: torch.Tensor | None = None) -> torch.Tensor:
+    """S(x0) float32 [B, J, M] under `denoiser` with the masks of `seeds` [J, M] built for the whole batch
+    (`prompt_len` [B]: real tokens of the left-padded prompts, masked out of attention like on the learner)."""
     B, L = completion_ids.shape
     J, M = seeds.shape
     out = torch.empty(B, J, M, dtype=torch.float32)
@@ -30,5 +32,6 @@ def teacher_logps(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: 
             for lo in range(0, B, rows_per_forward):
                 hi = min(B, lo + rows_per_forward)
                 out[lo:hi, j, m] = denoise_logprob(denoiser, prompt_ids[lo:hi], completion_ids[lo:hi],
-                                                   masks[lo:hi], variant=variant).cpu()
+                                                   masks[lo:hi], variant=variant,
+                                                   prompt_len=None if prompt_len is None else prompt_len[lo:hi]).cpu()
     return out

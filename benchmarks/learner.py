@@ -2,7 +2,7 @@
 
   python -m benchmarks.learner [--quick]
 
-Setup: a local Ray instance; the tiny built-in Gemma denoiser (hidden 256, 4 layers, FFN 768, char vocab);
+Setup: a local Ray instance; the tiny built-in denoiser (native model, LLaDA layout; hidden 256, 4 layers, FFN 768, char vocab);
 one RolloutActor samples 4 sudoku prompts x group 6 = 24 rows once up front (gen 64, block 32, steps 16, mu=8 mask
 seeds, S_old and S_ref), the rows get random non-zero advantages (so the loss has gradients) and the same batch ref
 feeds every case. Each rank gets `learner.cpus_per_rank=1` and one torch thread; this box has 2 cores, so 2 ranks

@@ -19,25 +19,35 @@ class _Section(BaseModel):
 
 
 class TinyModelConfig(_Section):
-    """The built-in tiny dLLM: a transformers Gemma with bidirectional attention and a character tokenizer."""
+    """The built-in tiny dLLM: the native model (common/models/) saved in an official checkpoint layout, with a
+    character tokenizer (common/tiny.py)."""
+
+    family: Literal["llada", "dream"] = Field("llada", description="checkpoint layout and config.json of the tiny "
+                                               "model (llada: unshifted, untied; dream: shifted, q/k/v bias, GQA)")
 
     hidden_size: int = Field(256, gt=0)
     num_layers: int = Field(4, gt=0)
     num_heads: int = Field(4, gt=0)
+    num_kv_heads: int | None = Field(None, gt=0, description="None = num_heads; fewer = grouped-query attention")
     intermediate_size: int = Field(768, gt=0)
     max_positions: int = Field(512, gt=0)
     seed: int = Field(0, description="initialisation seed of the tiny model")
 
 
 class ModelConfig(_Section):
-    path: str | None = Field(None, description="local HF directory (LLaDA, Dream, or an export); None = tiny built-in")
+    path: str | None = Field(None, description="local checkpoint directory in the LLaDA or Dream layout (or an "
+                             "export of one, docs/models.md); None = the tiny built-in model")
     tiny: TinyModelConfig = TinyModelConfig()
-    trust_remote_code: bool = Field(False, description="allow the model directory's own modeling code (LLaDA, Dream)")
+    family: Literal["llada", "dream"] | None = Field(
+        None, description="checkpoint layout; None = config.json `model_type` (llada -> llada, Dream -> dream). "
+        "The model code is ours (common/models/): a directory's own modeling code is never run")
     logits_shift: bool | None = Field(
-        None, description="True for Dream-style models (position i predicted from i-1); None = read "
-        "`logits_shift` from the model config, else False (LLaDA-style)")
-    mask_token_id: int | None = Field(None, description="None = model config `mask_token_id`, else tokenizer mask")
-    eos_token_id: int | None = Field(None, description="None = tokenizer / model config EOS")
+        None, description="True for Dream-style models (position i predicted from i-1); None = from the family "
+        "(dream: True, llada: False)")
+    mask_token_id: int | None = Field(None, description="None = config.json `mask_token_id` (LLaDA 126336, Dream "
+                                      "151666), else the tokenizer's mask token")
+    eos_token_id: int | None = Field(None, description="None = config.json `eos_token_id` (LLaDA 126081, Dream "
+                                     "151643), else the tokenizer's EOS")
     chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template (LLaDA/Dream)")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="compute dtype of rollout and learner; both must agree (docs/design.md, Numerical traps)")
@@ -152,6 +162,9 @@ class LearnerConfig(_Section):
     max_restarts: int = Field(
         0, ge=0, description="times the driver rebuilds the learner group after a rank died and continues from the "
         "last checkpoint (or from the start without one); 0 = the job ends (then recover with --resume)")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each transformer block in backward instead of keeping its activations "
+        "(needed for 7-8B models at L=256 on one GPU; costs about one extra forward)")
 
 
 class SFTConfig(_Section):

@@ -1,21 +1,27 @@
-"""Denoiser adapter: one interface over LLaDA-style (unshifted), Dream-style (shifted) and the tiny built-in model.
+"""Denoiser adapter: the native model (common/models/) + tokenizer + mask/EOS ids + the logit shift.
 
-`logits(input_ids, positions)` returns logits only where asked: the LM head (often the largest GEMM of a small
-model) runs on the selected hidden states only. Mask/EOS ids and the shift come from config or the model config,
-never from the model's name.
+`logits(input_ids, positions, attention_mask=...)` returns logits only where asked: the LM head (often the largest
+GEMM of a small model) runs on the selected hidden states only; `logprob(...)` goes straight to float32 log p of given
+tokens, chunk by chunk. Padding: `attention_mask` bool [B, T], True = real token (left pads False; None = all real);
+positions are counted from each row's first real token, so a padded row equals the same row unpadded. Family,
+mask/EOS ids and the shift come from config.json or our config, never from the model's name. No remote code: the
+model is ours; transformers only provides the tokenizer and chat template.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Tokenizer
 
 from common.config import ModelConfig
+from common.models import DiffusionLM, build_model
 
 log = logging.getLogger(__name__)
 transformers.utils.logging.disable_progress_bar()
@@ -23,98 +29,102 @@ transformers.utils.logging.disable_progress_bar()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class SelectiveLogits(nn.Module):
-    """Wraps an HF model: body forward, then the LM head only at the selected positions.
-
-    Being one module whose forward does both, it can be the FSDP2 root: every parameter (embeddings, final norm,
-    head, tied or not) is gathered by the root's hooks, which calling `model.get_decoder()` directly would skip.
-    """
-
-    def __init__(self, model: nn.Module, *, shift: bool) -> None:
-        super().__init__()
-        self.model, self.shift = model, shift
-        self.split_head = (getattr(model, "get_decoder", lambda: None)() is not None
-                           and model.get_output_embeddings() is not None and self._split_matches_full())
-        if not self.split_head:
-            log.warning("model %s: cannot run the LM head on selected positions only; using full logits",
-                        type(model).__name__)
-
-    def _split_matches_full(self) -> bool:
-        """Body + head must reproduce the model's own logits (a model may scale or soft-cap after its head)."""
-        ids = torch.zeros((1, 4), dtype=torch.long, device=next(self.model.parameters()).device)
-        with torch.no_grad():
-            full = self.model(input_ids=ids).logits
-            split = self.model.get_output_embeddings()(self.model.get_decoder()(input_ids=ids).last_hidden_state)
-        return torch.allclose(full.float(), split.float(), rtol=1e-3, atol=1e-3)
-
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.split_head:
-            full = self.model(input_ids=input_ids).logits  # [B, T, V]
-            if self.shift:
-                full = torch.cat([full[:, :1], full[:, :-1]], dim=1)
-            return full if positions is None else full[positions]
-        # no attention mask ever: LLaDA turns any mask containing a 0 into a causal mask
-        h = self.model.get_decoder()(input_ids=input_ids).last_hidden_state  # [B, T, H]
-        if self.shift:
-            h = torch.cat([h[:, :1], h[:, :-1]], dim=1)  # position n is read from hidden n-1 (n=0 reads itself)
-        if positions is not None:
-            h = h[positions]  # [N, H]; a device->host sync (the count N is data dependent)
-        return self.model.get_output_embeddings()(h)
+def padding_mask(prompt_len: torch.Tensor | None, prompt_width: int, completion_len: int) -> torch.Tensor | None:
+    """bool [B, P+L]: False on the left padding of each prompt (`prompt_len` [B] real tokens), True elsewhere;
+    None when `prompt_len` is None (every token real)."""
+    if prompt_len is None:
+        return None
+    positions = torch.arange(prompt_width + completion_len, device=prompt_len.device)
+    return positions[None, :] >= (prompt_width - prompt_len)[:, None]
 
 
 @dataclass
 class Denoiser:
-    """A bidirectional denoiser p(x0^n | x_t). Legend: B rows, T = P + L sequence, H hidden, V vocab, N selected."""
+    """A bidirectional denoiser p(x0^n | x_t). Legend: B rows, T = P + L sequence, N selected, V vocab."""
 
-    net: SelectiveLogits  # the module to shard / train; net.model is the HF model
+    net: DiffusionLM  # the module to shard / train / sync
     tokenizer: PreTrainedTokenizerBase | None
     mask_id: int
     eos_id: int
+    shift: bool  # Dream-style: position n predicted from hidden n-1
 
     @classmethod
     def wrap(cls, model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, *, mask_id: int, eos_id: int,
              shift: bool) -> "Denoiser":
-        return cls(net=SelectiveLogits(model, shift=shift), tokenizer=tokenizer, mask_id=mask_id, eos_id=eos_id)
+        return cls(net=model, tokenizer=tokenizer, mask_id=mask_id, eos_id=eos_id, shift=shift)
 
     @property
-    def model(self) -> nn.Module:
-        return self.net.model
-
-    @property
-    def shift(self) -> bool:
-        return self.net.shift
+    def model(self) -> DiffusionLM:
+        return self.net
 
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, *,
+               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits predicting the token at each position: [B, T, V], or [N, V] for `positions` (bool [B, T]) in
         row-major order of the selected positions (the order of `positions.nonzero()`)."""
-        return self.net(input_ids, positions)
+        return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift)
+
+    def logprob(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor, *,
+                attention_mask: torch.Tensor | None = None, chunk: int = 2048) -> torch.Tensor:
+        """float32 [N]: log p(targets | input) at the N `positions` (bool [B, T], row-major), the head and
+        log_softmax run `chunk` positions at a time (no [N, V] float32 logits held for backward)."""
+        return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift, targets=targets,
+                        chunk=chunk)
 
 
 def _first_not_none(*values):
     return next((v for v in values if v is not None), None)
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    level = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.utils.logging.set_verbosity(level)
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The directory's tokenizer without remote code. Dream ships a custom `DreamTokenizer` class (remote code) that
+    is a Qwen2 byte-level BPE: when transformers cannot resolve the class, the files are read as that."""
+    try:
+        # AutoTokenizer also parses config.json through transformers' config classes, which know neither family:
+        # their warnings about it are noise here (the model is not built by transformers)
+        with warnings.catch_warnings(), _quiet_transformers():
+            warnings.simplefilter("ignore")
+            return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except (ValueError, OSError, AttributeError, KeyError, TypeError) as err:
+        log.info("model.path %s: AutoTokenizer failed (%s); reading the files as a fast / Qwen2 tokenizer", path, err)
+    if (path / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        return Qwen2Tokenizer.from_pretrained(path, local_files_only=True)
+    raise FileNotFoundError(f"model.path: {path} has no tokenizer this code can read without remote code "
+                            "(tokenizer.json, or vocab.json + merges.txt)")
+
+
 def load_denoiser(cfg: ModelConfig, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Denoiser:
-    """Load a denoiser from a local HF directory (`path` or cfg.path); never downloads from a hub."""
+    """Load a denoiser from a local checkpoint directory (`path` or cfg.path) in the official LLaDA or Dream layout;
+    never downloads, never runs the directory's code."""
     path = Path(path or cfg.path or "")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.path: {str(path)!r} is not a local HF model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=cfg.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=cfg.trust_remote_code,
-                                                 dtype=DTYPES[cfg.dtype]).to(device)
-    model.eval()
-    mconf = model.config
-    mask_id = _first_not_none(cfg.mask_token_id, getattr(mconf, "mask_token_id", None), tokenizer.mask_token_id)
-    eos_id = _first_not_none(cfg.eos_token_id, tokenizer.eos_token_id, getattr(mconf, "eos_token_id", None))
+        raise FileNotFoundError(f"model.path: {str(path)!r} is not a local model directory (no config.json)")
+    tokenizer = load_tokenizer(path)
+    model = build_model(path, family=cfg.family, device=device, dtype=DTYPES[cfg.dtype])
+    args = model.args
+    mask_id = _first_not_none(cfg.mask_token_id, args.mask_token_id, tokenizer.mask_token_id)
+    eos_id = _first_not_none(cfg.eos_token_id, args.eos_token_id, tokenizer.eos_token_id)
     if mask_id is None:
         raise ValueError(f"model.mask_token_id: {path} defines no mask token; set it in the config")
     if eos_id is None:
         raise ValueError(f"model.eos_token_id: {path} defines no EOS token; set it in the config")
-    if isinstance(eos_id, list):
-        eos_id = eos_id[0]
-    shift = bool(_first_not_none(cfg.logits_shift, getattr(mconf, "logits_shift", None), False))
-    return Denoiser.wrap(model, tokenizer, mask_id=int(mask_id), eos_id=int(eos_id), shift=shift)
+    for key, value in (("mask_token_id", mask_id), ("eos_token_id", eos_id)):
+        if not 0 <= int(value) < args.vocab_size:
+            raise ValueError(f"model.{key}: {value} is outside the vocabulary of {path} ({args.vocab_size})")
+    shift = bool(_first_not_none(cfg.logits_shift, args.shift))
+    return Denoiser(net=model, tokenizer=tokenizer, mask_id=int(mask_id), eos_id=int(eos_id), shift=shift)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from common.algorithms import SVariant as Variant
-from common.denoiser import Denoiser
+from common.denoiser import Denoiser, padding_mask
 from common.masking import mask_fraction
 
 
@@ -28,21 +28,24 @@ def pair_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: t
 
 
 def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
-                    variant: Variant = "gdsd") -> torch.Tensor:
-    """S(x0) float32 [B] for prompts [B, P], completions [B, L] and masks bool [B, L] (True = masked in x_t).
+                    variant: Variant = "gdsd", *, prompt_len: torch.Tensor | None = None) -> torch.Tensor:
+    """S(x0) float32 [B] for prompts [B, P] (left-padded, `prompt_len` [B] real tokens; None = no padding),
+    completions [B, L] and masks bool [B, L] (True = masked in x_t).
 
-    x_t and its complement run as one batch of 2B rows (the two forwards of the pair); logits are computed only at
-    the B*L positions whose token is read. Differentiable: the learner calls it with grad, the actor without.
+    x_t and its complement run as one batch of 2B rows (the two forwards of the pair); the head and log_softmax run
+    only at the B*L positions whose token is read, chunk by chunk in float32 (no [rows, T, V] float32 tensor).
+    Differentiable: the learner calls it with grad, the actor without.
     """
     if variant not in ("gdsd", "tlc"):
         raise ValueError(f"unknown log-prob variant {variant!r}; choose 'gdsd' or 'tlc'")
     B, L = completion_ids.shape
     inputs, read = pair_inputs(prompt_ids, completion_ids, masks, denoiser.mask_id)  # [2B, P+L] each
     both = read[:, prompt_ids.shape[1]:]  # [2B, L]
-    logits = denoiser.logits(inputs, positions=read)  # [B*L, V], row-major over (pair row, position)
-    targets = completion_ids.repeat(2, 1)[both]  # [B*L]
-    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)  # [B*L] f32
-    per_pos = torch.zeros(2 * B, L, dtype=torch.float32, device=logits.device).masked_scatter(both, token_logp)
+    attention = padding_mask(None if prompt_len is None else prompt_len.to(inputs.device).repeat(2),
+                             prompt_ids.shape[1], L)  # [2B, P+L] or None
+    targets = completion_ids.repeat(2, 1)[both]  # [B*L], row-major over (pair row, position)
+    token_logp = denoiser.logprob(inputs, read, targets, attention_mask=attention)  # [B*L] f32
+    per_pos = torch.zeros(2 * B, L, dtype=torch.float32, device=token_logp.device).masked_scatter(both, token_logp)
     sum_masked, sum_rest = per_pos[:B].sum(dim=1), per_pos[B:].sum(dim=1)  # [B], [B]
     if variant == "gdsd":
         return 0.5 * (sum_masked + sum_rest)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from common.denoiser import Denoiser
+from common.denoiser import Denoiser, padding_mask
 
 
 def real_prompt_mask(prompt_len: torch.Tensor, prompt_width: int) -> torch.Tensor:
@@ -33,15 +33,16 @@ def onestep_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, promp
 
 
 def onestep_token_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor,
-                          prompt_mask: torch.Tensor) -> torch.Tensor:
+                          prompt_mask: torch.Tensor, *, prompt_len: torch.Tensor | None = None) -> torch.Tensor:
     """float32 [B, L]: log p(x0^n | prompt with `prompt_mask` masked, completion all masked), one forward.
 
     The LM head runs only at the B*L completion positions (for a Dream-style shifted denoiser, position n is read
     from hidden n-1, which the Denoiser adapter handles). log_softmax is taken in float32. Differentiable: the
-    learner calls it with grad for the policy, under no_grad for the old and reference log-probs.
+    learner calls it with grad for the policy, under no_grad for the old and reference log-probs. `prompt_len` [B]:
+    real prompt tokens (the left pads are masked out of attention; None = no padding).
     """
     B, L = completion_ids.shape
     inputs, read = onestep_inputs(prompt_ids, completion_ids, prompt_mask, denoiser.mask_id)
-    logits = denoiser.logits(inputs, positions=read)  # [B*L, V], row-major over (row, position)
-    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(1, completion_ids.reshape(-1, 1))  # [B*L, 1]
+    attention = padding_mask(None if prompt_len is None else prompt_len.to(inputs.device), prompt_ids.shape[1], L)
+    token_logp = denoiser.logprob(inputs, read, completion_ids.reshape(-1), attention_mask=attention)  # [B*L]
     return token_logp.view(B, L)

@@ -1,18 +1,23 @@
-"""The built-in tiny dLLM: a standard transformers class (Gemma with bidirectional attention) and a character-level
-`tokenizers` tokenizer with MASK/EOS/PAD specials, saved with save_pretrained like any real model."""
+"""The built-in tiny dLLM: the native model class LLaDA-8B and Dream-7B run on (common/models/), at toy size, with a
+character-level `tokenizers` tokenizer with MASK/EOS/PAD specials, saved as an official-layout checkpoint
+(config.json + model.safetensors + tokenizer files) so every CPU test loads it the way an 8B checkpoint is loaded."""
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models
-from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from common.config import TinyModelConfig
+from common.models import DiffusionLM, args_from_hf, export_checkpoint, hf_config_from_args
+from common.models.args import ModelArgs
 
 SPECIALS = {"pad": "<|pad|>", "eos": "<|eos|>", "mask": "<|mask|>", "unk": "<|unk|>"}
 CHARS = string.printable[:95] + "\n"  # digits, letters, punctuation, space, newline
+INIT_STD = 0.02  # LLaDA `init_std`, Qwen2 `initializer_range`
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
@@ -26,28 +31,37 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
                                    mask_token=SPECIALS["mask"], unk_token=SPECIALS["unk"])
 
 
+def tiny_args(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> ModelArgs:
+    dream = cfg.family == "dream"
+    return ModelArgs(
+        family=cfg.family, vocab_size=len(tokenizer), dim=cfg.hidden_size, n_layers=cfg.num_layers,
+        n_heads=cfg.num_heads, n_kv_heads=cfg.num_kv_heads or cfg.num_heads, ffn_dim=cfg.intermediate_size,
+        rope_theta=1e6 if dream else 5e5, norm_eps=1e-6 if dream else 1e-5, qkv_bias=dream, tied=False, shift=dream,
+        mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
 def make_tiny_model(cfg: TinyModelConfig, path: str | Path) -> Path:
-    """Create, initialise (seeded) and save the tiny model + tokenizer to `path`; returns the path."""
+    """Create, initialise (seeded) and save the tiny model + tokenizer to `path` in the official layout of
+    `cfg.family`; returns the path."""
     tokenizer = make_tokenizer()
-    config = GemmaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
-        head_dim=cfg.hidden_size // cfg.num_heads, max_position_embeddings=cfg.max_positions,
-        # a denoiser sees the whole sequence: no causal mask anywhere (mask creation and the attention kernels)
-        use_bidirectional_attention=True, is_causal=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-        mask_token_id=tokenizer.mask_token_id, logits_shift=False,
-    )
+    args = tiny_args(cfg, tokenizer)
+    config = hf_config_from_args(args, max_sequence_length=cfg.max_positions, torch_dtype="float32")
+    if args_from_hf(config, cfg.family) != args:  # the saved config.json must read back as the same model
+        raise RuntimeError(f"tiny model: config.json {config} does not read back as {args}")
+    model = DiffusionLM(args)
     # seeded init from our own generator (never the global RNG), so the same seed gives the same model anywhere
-    model = GemmaForCausalLM(config)
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" in name:
-                param.zero_()  # Gemma RMSNorm scales by (1 + w)
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            elif name.endswith(".bias"):
+                param.zero_()
             else:
-                param.normal_(0.0, config.initializer_range, generator=generator)
+                param.normal_(0.0, INIT_STD, generator=generator)
     path = Path(path)
-    model.save_pretrained(path)
+    path.mkdir(parents=True, exist_ok=True)
+    export_checkpoint(model.state_dict(), args, path, source_dir=None)
+    (path / "config.json").write_text(json.dumps(config, indent=2))  # with the tiny's extra fields
     tokenizer.save_pretrained(path)
     return path

@@ -8,10 +8,10 @@ from transformers import PreTrainedTokenizerBase
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, chat_template: bool = False,
                    pad_id: int | None = None, systems: list[str] | None = None,
                    prefills: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids int64 [B, P] left-padded, lengths int64 [B]). No attention mask is returned on purpose: the denoiser is
-    run without one (LLaDA turns any mask with a 0 into a causal mask), so pads are visible tokens. `systems`: a
-    system message per prompt (chat template only; "" = none); `prefills`: text appended after the template (the
-    start of the reply, e.g. the official evaluation's "<reasoning>")."""
+    """(ids int64 [B, P] left-padded, lengths int64 [B]). The lengths are what the denoiser's padding mask is built
+    from (common.denoiser.padding_mask): pads are masked out of attention and positions start at the first real
+    token. `systems`: a system message per prompt (chat template only; "" = none); `prefills`: text appended after
+    the template (the start of the reply, e.g. the official evaluation's "<reasoning>")."""
     if chat_template:
         systems = systems or [""] * len(prompts)
         prompts = [tokenizer.apply_chat_template(([{"role": "system", "content": s}] if s else [])

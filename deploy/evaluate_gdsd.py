@@ -74,9 +74,9 @@ def evaluate_protocol(cfg: RunConfig, model_dir: str, task_name: str, *, limit: 
         start = time.perf_counter()
         for lo in range(0, len(items), batch_size):
             batch = items[lo:lo + batch_size]
-            ids, _ = encode_prompts(den.tokenizer, [it.prompt for it in batch], chat_template=template,
+            ids, lens = encode_prompts(den.tokenizer, [it.prompt for it in batch], chat_template=template,
                                     systems=[it.system for it in batch], prefills=[it.prefill for it in batch])
-            out = sample(den, ids.to(den.device), sampler)
+            out = sample(den, ids.to(den.device), sampler, prompt_len=lens)  # pads masked out of attention
             for it, row in zip(batch, out.completion_ids.cpu()):
                 text = den.tokenizer.decode(row.tolist(), skip_special_tokens=False)  # whole, as batch_decode
                 c, t = task.official.score(text, it)

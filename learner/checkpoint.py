@@ -1,5 +1,6 @@
 """Checkpoints: `torch.distributed.checkpoint` (DCP) of the sharded model + optimizer, plus a small per-rank file
-(scheduler, step, version, RNG); and an HF export (safetensors + config + tokenizer) that `transformers` loads."""
+(scheduler, step, version, RNG); and an export in the official layout of the model's family (safetensors under the
+official keys + the source directory's config, tokenizer and code files), a drop-in replacement of the original."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,8 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from transformers import AutoModelForCausalLM
+
+from common.models import export_checkpoint
 
 
 def save(path: str, *, net: nn.Module, optimizer, scheduler, rank: int, state: dict) -> str:
@@ -32,10 +34,9 @@ def load(path: str, *, net: nn.Module, optimizer, scheduler, rank: int) -> dict:
 
 
 def save_hf(state: dict[str, torch.Tensor], model: nn.Module, tokenizer, path: str) -> None:
-    """A plain HF directory: a fresh model of the same config loads the gathered weights and saves itself
-    (transformers handles tied weights and the safetensors layout)."""
-    fresh = AutoModelForCausalLM.from_config(model.config, trust_remote_code=True)
-    fresh.load_state_dict(state)
-    fresh.save_pretrained(path)
-    if tokenizer is not None:
+    """Export the gathered `state` (our parameter names) in the official layout of `model`'s family, with the
+    config.json, tokenizer and code files of the directory the model was loaded from; files 0644. `tokenizer` is
+    saved only when that directory is unknown."""
+    export_checkpoint(state, model.args, path, source_dir=model.source_dir)
+    if model.source_dir is None and tokenizer is not None:
         tokenizer.save_pretrained(path)

@@ -7,9 +7,8 @@ loss = sum over masked tokens of CE / t, divided by L: the 1/t-weighted ELBO. Th
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from common.denoiser import Denoiser
+from common.denoiser import Denoiser, padding_mask
 from common.tokenize import encode_prompts
 
 T_MIN = 1e-3  # LLaDA: p_mask = (1 - eps) t + eps
@@ -33,15 +32,15 @@ def sft_loss(denoiser: Denoiser, prompts: list[str], answers: list[str], *, gen_
     if not prompts:
         raise ValueError("sft batch: every learner rank needs at least one row (batch size < learner.num_ranks)")
     device = denoiser.device
-    prompt_ids, _ = encode_prompts(denoiser.tokenizer, prompts, chat_template=chat_template)  # [B, P]
+    prompt_ids, prompt_len = encode_prompts(denoiser.tokenizer, prompts, chat_template=chat_template)  # [B, P], [B]
     target = encode_answers(denoiser, answers, gen_length)  # [B, L]
     B, L = target.shape
     t = (1 - T_MIN) * torch.rand(B, generator=generator) + T_MIN  # [B]
     masked = torch.rand(B, L, generator=generator) < t[:, None]  # [B, L]
     inputs = torch.cat([prompt_ids, torch.where(masked, denoiser.mask_id, target)], dim=1).to(device)
     read = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), masked], dim=1).to(device)
-    logits = denoiser.logits(inputs, positions=read)  # [N, V]
-    ce = F.cross_entropy(logits.float(), target[masked].to(device), reduction="none")  # [N]
+    attention = padding_mask(prompt_len, prompt_ids.shape[1], L).to(device)  # [B, P+L]: left pads unseen
+    ce = -denoiser.logprob(inputs, read, target[masked].to(device), attention_mask=attention)  # [N] float32
     weight = (1.0 / t)[:, None].expand(B, L)[masked].to(device)  # [N]: 1/t of each token's row
     loss = (ce * weight).sum() / (L * num_rows)
     return loss, {"tokens": float(masked.sum())}

@@ -41,7 +41,7 @@ def token_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, p_mask_prompt: f
     device = denoiser.device
     prompt_mask = onestep_prompt_mask(batch, j, p_mask_prompt)
     return onestep_token_logprob(denoiser, batch.prompt_ids.to(device), batch.completion_ids.to(device),
-                                 prompt_mask.to(device))
+                                 prompt_mask.to(device), prompt_len=batch.prompt_len)
 
 
 class TokenPath:

@@ -99,7 +99,8 @@ def sequence_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, *, variant: V
     """S(x0) float32 [b, M] for inner iteration j (differentiable unless called under no_grad)."""
     device = denoiser.device
     prompt, completion = batch.prompt_ids.to(device), batch.completion_ids.to(device)
-    per_draw = [denoise_logprob(denoiser, prompt, completion, masks_for(batch, j, m), variant=variant)
+    per_draw = [denoise_logprob(denoiser, prompt, completion, masks_for(batch, j, m), variant=variant,
+                                prompt_len=batch.prompt_len)
                 for m in range(batch.mask_seeds.shape[2])]
     return torch.stack(per_draw, dim=1)
 

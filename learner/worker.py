@@ -78,7 +78,8 @@ class LearnerWorker:
         master_cfg = self.cfg.model.model_copy(update={"dtype": "float32"})
         self.denoiser = load_denoiser(master_cfg, self.model_path, device=device)
         self.denoiser.model.train()
-        shard_model(self.denoiser.net, self.denoiser.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
+        shard_model(self.denoiser.net, self.denoiser.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype],
+                    activation_checkpointing=self.cfg.learner.activation_checkpointing)
         self.params = [p for p in self.denoiser.net.parameters() if p.requires_grad]
         if self.path.use_ref:
             # per-token reference log-probs are not in the RolloutBatch: a frozen copy of the initial weights,

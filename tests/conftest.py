@@ -24,7 +24,7 @@ TINY_TEST_MODEL = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_s
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A freshly initialised tiny dLLM (transformers Gemma, bidirectional) + char tokenizer, saved to disk."""
+    """A freshly initialised tiny dLLM (the native model, LLaDA layout) + char tokenizer, saved to disk."""
     from common.config import TinyModelConfig
     from common.tiny import make_tiny_model
 

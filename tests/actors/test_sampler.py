@@ -22,7 +22,7 @@ def reference_one_row(den: Denoiser, prompt: torch.Tensor, cfg: SamplerConfig) -
         counts = [n // per_block + (1 if i < n % per_block else 0) for i in range(per_block)]
         for k in counts:
             with torch.no_grad():
-                logits = den.model(input_ids=x[None]).logits[0]  # [T, V] every position, full vocab
+                logits = den.net(x[None], shift=False)[0]  # [T, V] every position, full vocab
             if den.shift:
                 logits = torch.cat([logits[:1], logits[:-1]])
             logits[:, den.mask_id] = float("-inf")

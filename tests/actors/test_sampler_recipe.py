@@ -21,7 +21,7 @@ def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: 
     for i in range(steps):
         mask_index = x == den.mask_id
         with torch.no_grad():
-            logits = den.model(input_ids=x).logits  # [1, T, V]
+            logits = den.model(x, shift=False)  # [1, T, V], unshifted: the reference shifts itself below
         if den.shift:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         logits[..., den.mask_id] = float("-inf")  # the project's rule: a MASK is never drawn

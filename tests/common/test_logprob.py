@@ -20,7 +20,7 @@ def slow_logprob(denoiser: Denoiser, prompt: torch.Tensor, completion: torch.Ten
         hide = mask if in_m else ~mask  # x_t hides M; its complement hides the rest
         x = torch.cat([prompt, torch.where(hide, denoiser.mask_id, completion)])
         with torch.no_grad():
-            logits = denoiser.model(input_ids=x[None]).logits[0].double()  # [T, V] full, unshifted
+            logits = denoiser.net(x[None], shift=False)[0].double()  # [T, V] full, unshifted
         row = P + n - 1 if denoiser.shift and P + n > 0 else P + n  # Dream: position n is predicted at n-1
         lp = float(torch.log_softmax(logits[row], dim=-1)[completion[n]])
         if in_m:

@@ -12,7 +12,7 @@ def slow_onestep(denoiser: Denoiser, prompt: torch.Tensor, completion: torch.Ten
     P, L = prompt.shape[0], completion.shape[0]
     x = torch.cat([torch.where(prompt_mask, denoiser.mask_id, prompt), torch.full((L,), denoiser.mask_id)])
     with torch.no_grad():
-        logits = denoiser.model(input_ids=x[None]).logits[0].double()  # [T, V]
+        logits = denoiser.net(x[None], shift=False)[0].double()  # [T, V]
     out = torch.empty(L, dtype=torch.float64)
     for n in range(L):
         row = P + n - 1 if denoiser.shift and P + n > 0 else P + n  # Dream: position n is predicted at n-1

@@ -3,11 +3,11 @@ checkpoint/resume bit-for-bit, HF export reload."""
 import pytest
 import ray
 import torch
-from transformers import AutoModelForCausalLM
 
 from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
-from common.config import load_config
+from common.config import ModelConfig, load_config
+from common.denoiser import load_denoiser
 from common.tasks import make_prompts
 from deploy.fleet import RemoteRewardPool
 from learner.group import LearnerGroup
@@ -64,7 +64,7 @@ def test_two_ranks_match_one_rank(setup, tiny_model_dir):
         # float32 tolerance relative to the step: Adam divides by sqrt(v), which amplifies the reduction-order
         # rounding of near-zero gradients up to a small fraction of lr (seen here: 2e-6 at lr 1e-3)
         assert torch.allclose(value, states[2][name], rtol=0, atol=1e-2 * cfg.learner.lr), name
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    initial = load_denoiser(ModelConfig(), tiny_model_dir).net.state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in states[1].items())  # the step really moved the weights
 
 
@@ -96,7 +96,7 @@ def test_teacher_consistent_after_weight_push_and_checkpoint_resume(setup, tiny_
     assert all(torch.equal(again_state[k], v) for k, v in after_state.items())
 
     path = resumed.export_hf(str(tmp_path / "hf"))
-    reloaded = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    reloaded = load_denoiser(ModelConfig(), path).net.state_dict()
     assert all(torch.equal(reloaded[k], v) for k, v in again_state.items())
     resumed.shutdown()
 
