@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from common.config import ConfigError, RunConfig, SamplerConfig
 from common.messages import PromptItem
-from rewards.registry import RewardConfig as RewardServiceConfig
+from rewards.registry import RewardServiceConfig
 from rewards.worker import RewardWorker
 
 log = logging.getLogger(__name__)
