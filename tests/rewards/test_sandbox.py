@@ -1,6 +1,8 @@
 """The adversarial suite: every attack is contained, scores 0, leaves no process behind, and the sandbox still works.
 
 Each case is (program, tests); a case "scores 0" when no test passes. After every case a benign program must pass.
+Tests run in the checker, not in the program's process: what the program did is observed through its names
+(plain values, or functions called across the boundary). Attacks on the verdict itself: test_integrity.py.
 """
 from __future__ import annotations
 
@@ -139,25 +141,28 @@ def test_cannot_read_host_files(sandbox, path):
 
 @pytest.mark.parametrize("path", ["/pwned", "/usr/pwned", "/proc/pwned", "/dev/shm/pwned", str(REPO / "pwned")])
 def test_cannot_write_outside_tmp(sandbox, path):
-    program = f"import os\nos.makedirs(os.path.dirname({path!r}), exist_ok=True)\nopen({path!r}, 'w').write('x')\n"
+    program = (f"import os\nos.makedirs(os.path.dirname({path!r}), exist_ok=True)\nopen({path!r}, 'w').write('x')\n"
+               f"def written():\n    return open({path!r}).read()\n")
     if path.startswith("/tmp/"):
         # a checkout under /tmp (CI clones may live there) is hidden by the sandbox's private /tmp: the write lands
         # in that private tmpfs, so only the host side can tell whether it escaped
         sandbox.run(program, ["pass"])
     else:
-        assert_contained(sandbox, program, [f"assert open({path!r}).read() == 'x'"])
+        assert_contained(sandbox, program, ["assert written() == 'x'"])
     assert not Path(path).exists()
 
 
 def test_tmp_is_writable_and_private(sandbox):
-    result = sandbox.run("open('/tmp/note', 'w').write('x')\n", ["assert open('/tmp/note').read() == 'x'"])
+    result = sandbox.run("open('/tmp/note', 'w').write('x')\ndef note():\n    return open('/tmp/note').read()\n",
+                         ["assert note() == 'x'"])
     assert result.passed == [True]
     assert not Path("/tmp/note").exists()
 
 
 def test_runs_as_an_unprivileged_uid(sandbox):
-    result = sandbox.run("import os\n", [f"assert os.getuid() >= {sandbox.config.uid_base}", "assert os.getgroups() == []",
-                                         "assert os.getuid() != 0"])
+    program = "import os\ndef uid():\n    return os.getuid()\ndef groups():\n    return os.getgroups()\n"
+    result = sandbox.run(program, [f"assert uid() >= {sandbox.config.uid_base}", "assert groups() == []",
+                                   "assert uid() != 0"])
     assert result.passed == [True, True, True]
 
 

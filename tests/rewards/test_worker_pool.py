@@ -13,7 +13,7 @@ import ray
 
 from rewards.math_answer import MathChecker, math_correctness
 from rewards.pool import RewardPool, _Chunk
-from rewards.registry import RewardConfig
+from rewards.registry import RewardServiceConfig
 from rewards.worker import create_workers
 
 SUDOKU = {"puzzle": "1004300220034001", "solution": "1234341221434321"}
@@ -26,7 +26,7 @@ def mixed_batch() -> tuple[list, list[dict], list[str], list[float | None]]:
         ("<answer>1234341221434321</answer>", SUDOKU, "sudoku", 1.0),
         ("<answer>(3+5)*2</answer>", {"numbers": [3, 5, 2], "target": 16}, "countdown", 1.0),
         ("<answer>__import__('os')</answer>", {"numbers": [3, 5, 2], "target": 16}, "countdown", 0.1),
-        ("<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>\n", {"answer": "72"}, "gsm8k", 4.0),
+        ("<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>\n", {"answer": "72"}, "gsm8k", 3.987),
         ("<answer>\\boxed{\\frac{2}{4}}</answer>", {"answer": "0.5"}, "math", 3.0),
         (ADD, {"tests": ["assert add(1, 2) == 3", "assert add(1, 1) == 3"]}, "code", 1.5),
         ("x", {}, "poetry", None),  # unknown task
@@ -50,7 +50,7 @@ def check(results, expected) -> None:
 
 
 def test_worker_scores_a_mixed_batch_in_order(ray_local):
-    worker = create_workers(1, num_cpus=1, config=RewardConfig(threads=2))[0]
+    worker = create_workers(1, num_cpus=1, config=RewardServiceConfig(threads=2))[0]
     texts, metas, tasks, expected = mixed_batch()
     results = ray.get(worker.score.remote(texts, metas, tasks))  # the call rollout actors make
     check(results, expected)
@@ -88,7 +88,7 @@ def test_math_scores_on_a_ray_actor_thread(ray_local):
 
 
 def test_pool_keeps_order_and_reports_metrics(ray_local):
-    pool = RewardPool(2, config=RewardConfig(threads=1), chunk_size=3)
+    pool = RewardPool(2, config=RewardServiceConfig(threads=1), chunk_size=3)
     try:
         texts, metas, tasks, expected = mixed_batch()
         # many rows whose totals reveal their position: countdown targets 0..29, every other answer right
@@ -111,7 +111,7 @@ def test_pool_keeps_order_and_reports_metrics(ray_local):
 
 
 def test_pool_survives_a_worker_killed_mid_batch(ray_local):
-    pool = RewardPool(2, config=RewardConfig(threads=1), chunk_size=2)
+    pool = RewardPool(2, config=RewardServiceConfig(threads=1), chunk_size=2)
     try:
         n = 12
         # each program sleeps 0.4 s in the sandbox and returns its row number, so a row scored for another row's
