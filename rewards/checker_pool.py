@@ -82,10 +82,14 @@ class CheckerPool:
         self.restarts = 0
 
     def acquire(self) -> Checker:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
+        while True:
+            try:
+                checker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if checker.proc.poll() is None:
+                return checker
+            self.release(checker, healthy=False)  # died while idle
         with self._lock:
             slot = self._free_slots.pop() if self._free_slots else next(self._slots)
         command, fd = self._command(slot)

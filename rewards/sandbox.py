@@ -185,12 +185,12 @@ class Sandbox:
             return RunResult(passed=[False] * len(tests), mode=mode,
                              error=f"program longer than max_program_bytes={cfg.max_program_bytes}")
         wall_s = min(cfg.max_wall_s, cfg.startup_s + test_timeout_s * (len(tests) + 1))
-        start = time.monotonic()
         assert self._checkers is not None
         try:
             checker = self._checkers.acquire()
         except CheckerStartError as exc:
             raise SandboxUnavailable(f"the test checker cannot start: {exc}") from exc
+        start = time.monotonic()  # after the checker: its one-time startup is not the program's time
         uid = cfg.uid_base + secrets.randbelow(cfg.uid_span) if os.geteuid() == 0 else None
         reply_r, reply_w = os.pipe()
         info_r, info_w = os.pipe()  # bwrap writes {"child-pid": N} here: the sandbox's init as seen from outside
@@ -297,7 +297,7 @@ class Sandbox:
             return inner, -1
         fd = filter_fd(self._filter) if self._filter is not None else -1
         seccomp = ["--seccomp", str(fd)] if fd >= 0 else []
-        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--", *inner], fd
+        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20, die_with_parent=False), *seccomp, "--", *inner], fd
 
     def close(self) -> None:
         """Stop the checker processes and remove this sandbox's cgroup directory."""

@@ -220,3 +220,16 @@ def test_program_over_the_size_cap_is_refused(sandbox):
     result = capped.run("x = 1\n" * 50, ["assert x == 1"])
     assert result.passed == [False] and "max_program_bytes" in (result.error or "")
     assert capped.drain_records() == [(0.0, "refused")]
+
+
+def test_checker_outlives_the_thread_that_started_it(sandbox):
+    """Workers score each batch on fresh threads; a checker started from one (PR_SET_PDEATHSIG fires when the
+    spawning thread exits) must still serve the next batch."""
+    results = []
+    for _ in range(3):
+        thread = threading.Thread(target=lambda: results.append(sandbox.run("def f():\n    return 1\n",
+                                                                           ["assert f() == 1"]).passed))
+        thread.start()
+        thread.join()
+        time.sleep(0.2)
+    assert results == [[True]] * 3
