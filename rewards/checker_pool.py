@@ -7,6 +7,7 @@ death) is killed and its slot starts a fresh one on next use. Each checker has i
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import queue
@@ -21,6 +22,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 
 
+@functools.lru_cache(maxsize=None)
 def in_sandbox_source(name: str) -> str:
     """`_plain.py` followed by the named script: the in-sandbox interpreter cannot import the project."""
     return (_HERE / "_plain.py").read_text() + "\n" + (_HERE / name).read_text()
