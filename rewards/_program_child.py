@@ -1,12 +1,13 @@
-"""The program's process, INSIDE the sandbox (`python3 -I -S -B -c <_plain.py + this file> <reply fd>`).
+"""The program's process, INSIDE the sandbox (`python3 -I -S -B -c <_plain.py + this file> <request fd> <reply fd>`).
 
 It holds no test, no expected value and no verdict: it runs the program, then answers requests about the program's
 names with plain data. Everything it sends is treated as untrusted (the program shares this interpreter and may
 rewrite any of it, or write to the reply fd itself): the most it can achieve is to choose the values the checker
 receives, which it could do anyway by returning them.
 
-Protocol (JSON lines): stdin first {"program": source, "timeout": s}; then it writes {"id": 0, "ready": bool} (the
-program ran to its end without raising) and serves requests from stdin, one reply line each on the reply fd:
+Protocol (JSON lines): stdin holds {"program": source, "timeout": s} (read to EOF); then it writes
+{"id": 0, "ready": bool} (the program ran to its end without raising) on the reply fd and serves requests from the
+request fd (both pipes lead straight to the checker), one reply line each:
 - {"id": n, "op": "resolve", "names": [...]} -> {"id": n, "values": {name: {"callable": true} | {"value": plain}}}
   (names the program does not bind, or binds to a value that is not plain data, are left out);
 - {"id": n, "op": "call", "name": str, "args": plain list, "kwargs": plain dict}
@@ -34,8 +35,8 @@ def _exception_name(exc):
 
 def _main():
     # Bound before the program runs; a program that rebinds them only breaks its own replies.
-    write, reply_fd, loads = _os.write, int(_sys.argv[1]), _json.loads
-    readline = _sys.stdin.buffer.readline
+    write, request_fd, reply_fd, loads = _os.write, int(_sys.argv[1]), int(_sys.argv[2]), _json.loads
+    readline = _os.fdopen(request_fd, "rb").readline
     setitimer, real = _signal.setitimer, _signal.ITIMER_REAL
     streams = (_sys.stdout, _sys.stderr)
 
@@ -51,7 +52,7 @@ def _main():
         while data:
             data = data[write(reply_fd, data):]
 
-    request = loads(readline())
+    request = loads(_sys.stdin.buffer.read())
     program, timeout = request["program"], float(request["timeout"])
     del request
     _signal.signal(_signal.SIGALRM, _on_alarm)

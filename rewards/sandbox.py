@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rewards._communicate import relay
+from rewards._communicate import Outcome, kill_group, relay
 from rewards._processes import bwrap_args, bwrap_problem, filter_fd, kill_uid, wait_for_namespace
 from rewards.cgroup import CgroupParent, RunCgroup
 from rewards.checker_pool import CheckerPool, CheckerStartError, in_sandbox_source
@@ -192,31 +192,45 @@ class Sandbox:
             raise SandboxUnavailable(f"the test checker cannot start: {exc}") from exc
         start = time.monotonic()  # after the checker: its one-time startup is not the program's time
         uid = cfg.uid_base + secrets.randbelow(cfg.uid_span) if os.geteuid() == 0 else None
-        reply_r, reply_w = os.pipe()
+        request_r, request_w = os.pipe()  # checker -> program
+        reply_r, reply_w = os.pipe()  # program -> checker
         info_r, info_w = os.pipe()  # bwrap writes {"child-pid": N} here: the sandbox's init as seen from outside
         filter_r = filter_fd(self._filter) if mode == "bwrap" and self._filter is not None else -1
+        ours = [request_r, request_w, reply_r, reply_w, info_r, info_w, filter_r]
         workdir = tempfile.mkdtemp(prefix="gdsd-sandbox-") if mode == "rlimit" else None
         if workdir is not None:
             os.chmod(workdir, 0o1777)  # the program runs as another uid and writes its files here
         cgroup = self._run_cgroup()
         checker_ok = False
+
+        def close(*fds: int) -> None:
+            for fd in fds:
+                if fd >= 0 and fd in ours:
+                    os.close(fd)
+                    ours.remove(fd)
+
         try:
-            command = self._program_command(mode, wall_s, reply_w, info_w, filter_r, uid)
+            command = self._program_command(mode, wall_s, (request_r, reply_w), info_w, filter_r, uid)
             proc = subprocess.Popen((cgroup.prefix() if cgroup else []) + command, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=tuple(fd for fd in (reply_w, info_w, filter_r) if fd >= 0),
+                                    pass_fds=tuple(fd for fd in (request_r, reply_w, info_w, filter_r) if fd >= 0),
                                     start_new_session=True, cwd=workdir,
                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp"})
-            for fd in (reply_w, info_w, filter_r):
-                if fd >= 0:
-                    os.close(fd)
-            reply_w = info_w = filter_r = -1
-            first = plain_line({"program": program, "timeout": test_timeout_s})
-            run_message = b"N" + plain_line({"tests": list(tests), "timeout": test_timeout_s,
-                                             "ready_timeout": cfg.startup_s + test_timeout_s,
-                                             "force": [entry_point] if entry_point else []})
-            out = relay(proc, reply_r, checker.stdin_fd, checker.stdout_fd, first=first, run_message=run_message,
-                        deadline=start + wall_s, max_output=cfg.max_output_bytes, max_line=cfg.max_value_bytes)
+            close(request_r, reply_w, info_w, filter_r)
+            try:
+                checker.start_run(request_w, reply_r, plain_line({
+                    "tests": list(tests), "timeout": test_timeout_s, "ready_timeout": cfg.startup_s + test_timeout_s,
+                    "force": [entry_point] if entry_point else [], "max_line": cfg.max_value_bytes}))
+                started = True
+            except OSError:  # the checker died while idle: this run fails, the slot gets a fresh one
+                started = False
+            close(request_w, reply_r)  # the checker holds its own copies now
+            if started:
+                out = relay(proc, checker.sock, program=plain_line({"program": program, "timeout": test_timeout_s}),
+                            deadline=start + wall_s, max_output=cfg.max_output_bytes)
+            else:
+                kill_group(proc)
+                out = Outcome(returncode=proc.wait(), checker_failed=True)
             checker_ok = out.finished and not out.checker_failed
             if mode == "bwrap":
                 wait_for_namespace(info_r)
@@ -224,9 +238,7 @@ class Sandbox:
                 kill_uid(uid)
         finally:
             self._checkers.release(checker, healthy=checker_ok)
-            for fd in (reply_w, info_w, filter_r, reply_r, info_r):
-                if fd >= 0:
-                    os.close(fd)
+            close(*list(ours))
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
         result = RunResult(passed=[out.program_ok and out.passed.get(i, False) for i in range(len(tests))],
@@ -276,23 +288,23 @@ class Sandbox:
         return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
                 "--inh-caps=-all", "--bounding-set=-all", "--"]
 
-    def _program_command(self, mode: str, wall_s: float, reply_fd: int, info_fd: int, filter_fd_: int,
+    def _program_command(self, mode: str, wall_s: float, pipes: tuple[int, int], info_fd: int, filter_fd_: int,
                          uid: int | None) -> list[str]:
         cfg = self.config
         # prlimit runs first (as root it may set hard limits), then setpriv drops the uid, then the interpreter.
-        inner = [*self._limits(int(wall_s) + 1), *self._drop(uid),
-                 cfg.python, "-I", "-S", "-B", "-c", in_sandbox_source("_program_child.py"), str(reply_fd)]
+        inner = [*self._limits(int(wall_s) + 1), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
+                 in_sandbox_source("_program_child.py"), str(pipes[0]), str(pipes[1])]
         if mode != "bwrap":
             return inner
         seccomp = ["--seccomp", str(filter_fd_)] if filter_fd_ >= 0 else []
         return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--info-fd", str(info_fd), "--", *inner]
 
-    def _checker_command(self, index: int) -> tuple[list[str], int]:
+    def _checker_command(self, index: int, sock_fd: int) -> tuple[list[str], int]:
         """(command, seccomp fd or -1) of checker number `index` (no CPU rlimit: it lives across runs)."""
         cfg = self.config
         uid = cfg.uid_base + cfg.uid_span + index if os.geteuid() == 0 else None
         inner = [*self._limits(None), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
-                 in_sandbox_source("_checker.py")]
+                 in_sandbox_source("_checker.py"), str(sock_fd)]
         if self._ready is None or self._ready["mode"] != "bwrap":
             return inner, -1
         fd = filter_fd(self._filter) if self._filter is not None else -1

@@ -1,14 +1,27 @@
-"""Fixtures of the reward tests: a real bubblewrap sandbox (the suite fails, naming the fix, where it cannot run)."""
+"""Fixtures of the reward tests: a real bubblewrap sandbox (the suite fails, naming the fix, where it cannot run).
+
+The sandbox uids of this test session are a range of their own (from the pid), so the "no process outlived its run"
+checks never see the sandboxes of another process on the same machine (another checkout's tests, a training job).
+"""
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
 
+TEST_UIDS = {"uid_base": 10_000_000 + (os.getpid() % 10_000) * 200_000, "uid_span": 100_000}
+
+
+def session_config(**overrides) -> SandboxConfig:
+    """A SandboxConfig in this session's uid range."""
+    return SandboxConfig(**TEST_UIDS, **overrides)
+
 
 @pytest.fixture(scope="session")
 def sandbox() -> Sandbox:
-    box = Sandbox(SandboxConfig())
+    box = Sandbox(session_config())
     try:
         box.check_ready()
     except SandboxUnavailable as exc:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from rewards.sandbox import Sandbox, SandboxConfig
+from rewards.sandbox import Sandbox
+from tests.rewards.conftest import session_config
 from tests.rewards.test_sandbox import assert_contained
 
 WRONG_ADD = "def add(a, b):\n    return 0\n"
@@ -133,7 +134,7 @@ MEMORY_ATTACKS = {
                                       "held = libc.unshare(0x10000000) == 0\n"),
     "sysv_message_queue": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nheld = libc.msgget(0, 0o1600) >= 0\n",
 }
-SMALL = SandboxConfig(memory_mb=192, tmpfs_mb=16)
+SMALL = session_config(memory_mb=192, tmpfs_mb=16)
 
 
 @pytest.fixture(scope="module")

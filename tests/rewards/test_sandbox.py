@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from tests.rewards.conftest import session_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,7 +196,7 @@ def test_program_output_does_not_leak_into_the_report(sandbox):
 
 
 def test_refuses_without_bwrap_unless_rlimit_only_is_allowed(caplog):
-    missing = SandboxConfig(bwrap="/nonexistent/bwrap")
+    missing = session_config(bwrap="/nonexistent/bwrap")
     with pytest.raises(SandboxUnavailable, match="bubblewrap.*allow_rlimit_only"):
         Sandbox(missing).run("x = 1\n", ["assert x == 1"])
     weak = Sandbox(missing.model_copy(update={"allow_rlimit_only": True}))
