@@ -122,7 +122,8 @@ class CgroupParent:
                 directory.mkdir()
             if self.version == 2:
                 (dirs[0] / "memory.max").write_text(str(memory_bytes))
-                (dirs[0] / "memory.swap.max").write_text("0") if (dirs[0] / "memory.swap.max").exists() else None
+                if (dirs[0] / "memory.swap.max").exists():  # no swapping around the limit
+                    (dirs[0] / "memory.swap.max").write_text("0")
                 (dirs[0] / "pids.max").write_text(str(max_pids))
             else:
                 (dirs[0] / "memory.limit_in_bytes").write_text(str(memory_bytes))

@@ -200,7 +200,7 @@ class Sandbox:
         workdir = tempfile.mkdtemp(prefix="gdsd-sandbox-") if mode == "rlimit" else None
         if workdir is not None:
             os.chmod(workdir, 0o1777)  # the program runs as another uid and writes its files here
-        cgroup = self._run_cgroup()
+        cgroup: RunCgroup | None = None
         checker_ok = False
 
         def close(*fds: int) -> None:
@@ -210,6 +210,7 @@ class Sandbox:
                     ours.remove(fd)
 
         try:
+            cgroup = self._run_cgroup()
             command = self._program_command(mode, wall_s, (request_r, reply_w), info_w, filter_r, uid)
             proc = subprocess.Popen((cgroup.prefix() if cgroup else []) + command, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -241,14 +242,15 @@ class Sandbox:
             close(*list(ours))
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
+            oom_killed = cgroup is not None and cgroup.oom_killed()
+            if cgroup is not None:
+                cgroup.remove()
         result = RunResult(passed=[out.program_ok and out.passed.get(i, False) for i in range(len(tests))],
                            program_ok=out.program_ok, finished=out.finished, timed_out=out.timed_out,
                            output_capped=out.capped, returncode=out.returncode,
                            stdout=out.stdout.decode(errors="replace"), stderr=out.stderr.decode(errors="replace"),
                            seconds=time.monotonic() - start, mode=mode)
-        if cgroup is not None:
-            result.oom_killed = cgroup.oom_killed()
-            cgroup.remove()
+        result.oom_killed = oom_killed
         if out.timed_out:
             result.error = f"wall-clock timeout after {wall_s:.1f}s"
         elif out.capped:
