@@ -14,7 +14,7 @@ def bwrap_args(bwrap: str, tmpfs_bytes: int, *, die_with_parent: bool = True) ->
     """bubblewrap with new pid/ipc/uts/net/cgroup namespaces and a root holding only /usr (read-only), /proc, a
     minimal /dev and a size-capped private /tmp. `die_with_parent` uses PR_SET_PDEATHSIG, which fires when the
     spawning *thread* exits: right for a run (spawned and awaited by one thread), wrong for a long-lived checker
-    spawned from a short-lived thread (the checker ends on EOF of its stdin instead)."""
+    spawned from a short-lived thread (the checker ends on EOF of its control socket instead)."""
     args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try",
             *(["--die-with-parent"] if die_with_parent else []), "--new-session", "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr"]

@@ -10,7 +10,8 @@ Two processes per run, neither able to touch the other:
   "what is name X" and "call function X with these arguments" with plain data (`_plain.py`).
 - the checker (`_checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs the
   tests and decides every verdict from fresh builtin values. It never receives program code.
-The host relays lines between them (`_communicate.py`), kills the program's process group at the wall-clock deadline
+The checker receives the two pipes of the program's process for each run and talks to it directly; the host
+(`_communicate.py`) feeds the program, kills the program's process group at the wall-clock deadline
 (`startup_s + timeout x (tests + 1)`, capped at `max_wall_s`) or when its output passes `max_output_bytes`, and
 returns only after the program's pid namespace is gone. Nothing the program prints, writes or does after the fact can
 change a verdict: the verdict lines come from the checker's stdout, which the program cannot reach.
