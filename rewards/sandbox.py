@@ -14,7 +14,7 @@ The checker receives the two pipes of the program's process for each run and tal
 (`_communicate.py`) feeds the program, kills the program's process group at the wall-clock deadline
 (`startup_s + timeout x (tests + 1)`, capped at `max_wall_s`) or when its output passes `max_output_bytes`, and
 returns only after the program's pid namespace is gone. Nothing the program prints, writes or does after the fact can
-change a verdict: the verdict lines come from the checker's stdout, which the program cannot reach.
+change a verdict: the verdict lines come from the checker's control socket, which the program cannot reach.
 
 Where bwrap is missing or cannot start, `check_ready` / `run` raise `SandboxUnavailable` unless the config sets
 `allow_rlimit_only=True`: that weaker mode (prlimit + setpriv + a temp working dir: no namespaces, no seccomp filter)
