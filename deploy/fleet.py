@@ -16,14 +16,14 @@ from ray.exceptions import RayActorError
 from actors.rollout import RemoteRolloutActor
 from common.config import ConfigError, RunConfig, SamplerConfig, explain
 from common.messages import PromptItem
-from rewards.pool import RewardPool
-from rewards.registry import RewardConfig as RewardServiceConfig
+from rewards.pool import RemoteRewardPool
+from rewards.registry import SANDBOX_FUNCTIONS, RewardServiceConfig
 
 log = logging.getLogger(__name__)
 RESTART_TIMEOUT_S = 300
-# The reward service as one Ray actor: it creates its RewardWorkers itself, replaces dead ones, splits and retries
-# their chunks (rewards/pool.py). It only coordinates, so it reserves no CPU.
-RemoteRewardPool = ray.remote(num_cpus=0)(RewardPool)
+# The reward service is one Ray actor (rewards/pool.py): it creates its RewardWorkers itself, replaces dead ones,
+# splits and retries their chunks (bounded), and reserves no CPU (it only coordinates).
+POOL_TASK_RETRIES = 2  # a score call lost with a dead pool actor runs again on its restart, at most this often
 
 
 class Weights(Protocol):
@@ -77,8 +77,13 @@ class RolloutFleet:
     def __init__(self, cfg: RunConfig, model_path: str) -> None:
         self.cfg = cfg
         rcfg = cfg.reward
-        self.reward_pool = RemoteRewardPool.options(name="reward-pool", max_restarts=-1, max_task_retries=-1).remote(
-            rcfg.num_workers, num_cpus_per_worker=rcfg.cpus_per_worker, config=reward_service_config(cfg))
+        service = reward_service_config(cfg)
+        self.reward_pool = RemoteRewardPool.options(
+            name="reward-pool", max_restarts=-1, max_task_retries=POOL_TASK_RETRIES).remote(
+            rcfg.num_workers, num_cpus_per_worker=rcfg.cpus_per_worker, config=service)
+        if any(name in SANDBOX_FUNCTIONS for name in service.reward_functions.get(cfg.task.name, [])):
+            # fail now, naming the cause, rather than score every row of the run 0 (SandboxUnavailable)
+            ray.get(self.reward_pool.check_ready.remote())
         self.actors = [
             RemoteRolloutActor.options(name=f"rollout-{i}", num_cpus=cfg.rollout.cpus_per_actor,
                                        num_gpus=cfg.rollout.gpus_per_actor, resources=cfg.rollout.resources,

@@ -1,6 +1,6 @@
-"""Reward service: verifiers for the paper tasks, the sandbox for generated code, and RewardWorker Ray actors.
+"""Reward service: verifiers for the paper tasks, the sandbox for generated code, and the Ray scoring path.
 
-Entry points: `rewards.registry.score` / `Scorer` (one reply), `rewards.worker.RewardWorker` (a Ray actor scoring a
-batch), `rewards.pool.RewardPool` (a batch over several actors, with metrics). See rewards/README.md.
-This package imports only `common` and third-party packages; importing it does not import ray (worker/pool do).
+Entry points: `rewards.registry.Scorer` (one reply), `rewards.worker.RewardWorker` (a Ray actor scoring a batch),
+`rewards.pool.RewardPool` / `RemoteRewardPool` (a batch over several workers, with fault handling and metrics; the
+path training uses). See rewards/README.md. Importing this package creates nothing and does not import ray.
 """

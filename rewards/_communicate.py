@@ -1,28 +1,34 @@
-"""Feed a child its stdin and read its stdout, stderr and one report pipe, under a deadline and a byte cap.
+"""The host's side of one sandboxed run: feed the program, cap its output, enforce the deadline, and collect the
+checker's verdicts.
 
-`subprocess.communicate` reads without bound (a program printing 1 GB would fill our memory) and its timeout does not
-kill the child's process group, so the sandbox uses this loop instead.
+`subprocess.communicate` reads without bound and its timeout does not kill the child's process group, so this is a
+selector loop over non-blocking pipes. The program's process and the checker talk directly over two pipes the
+checker received for this run; the verdicts come only from the checker's control socket (`R` lines), which the
+program's process cannot reach.
 """
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import time
-from dataclasses import dataclass
-
-REPORT_CAP = 1 << 20  # the harness writes a few bytes per test; more than this is a program flooding the pipe
+from dataclasses import dataclass, field
 
 
 @dataclass
 class Outcome:
-    stdout: bytes
-    stderr: bytes
-    report: bytes
-    returncode: int | None
-    timed_out: bool
-    capped: bool
+    stdout: bytes = b""
+    stderr: bytes = b""
+    returncode: int | None = None
+    timed_out: bool = False
+    capped: bool = False
+    program_ok: bool = False
+    finished: bool = False  # the checker reported "done"
+    checker_failed: bool = False  # the checker died or wrote garbage (it is replaced)
+    passed: dict[int, bool] = field(default_factory=dict)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -33,62 +39,92 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def communicate(proc: subprocess.Popen, payload: bytes, report_fd: int, *, deadline: float,
-                max_output: int) -> Outcome:
-    """Write `payload` to stdin, collect output until every pipe closes; kill the group on deadline or cap."""
+def relay(proc: subprocess.Popen, checker: socket.socket, *, program: bytes, deadline: float,
+          max_output: int) -> Outcome:
+    """Run one program until the checker is done, the deadline passes, or the checker fails; the program's group
+    is killed at the end in every case (after "done" it only waits for requests that will not come)."""
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    stdout_fd, stderr_fd = proc.stdout.fileno(), proc.stderr.fileno()
-    chunks: dict[int, list[bytes]] = {stdout_fd: [], stderr_fd: [], report_fd: []}
-    sizes = {fd: 0 for fd in chunks}
-    stdin_fd = proc.stdin.fileno()
-    os.set_blocking(stdin_fd, False)
-    view, offset = memoryview(payload), 0
-    timed_out = capped = False
+    out = Outcome()
+    stdout_fd, stderr_fd, stdin_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
+    captured: dict[int, bytearray] = {stdout_fd: bytearray(), stderr_fd: bytearray()}
+    pending = memoryview(program)
+    verdicts = bytearray()
     with selectors.DefaultSelector() as sel:
-        for fd in chunks:
+        for fd in (stdout_fd, stderr_fd):
+            os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
+        sel.register(checker, selectors.EVENT_READ)
+        os.set_blocking(stdin_fd, False)
         sel.register(stdin_fd, selectors.EVENT_WRITE)
-        while sel.get_map():
+        while not out.finished and not out.checker_failed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                timed_out = True
+                out.timed_out = True
                 break
             for key, _ in sel.select(remaining):
-                fd = key.fd
-                if fd == stdin_fd:
+                if key.fd == stdin_fd:
                     try:
-                        offset += os.write(fd, view[offset:offset + 65536])
+                        pending = pending[os.write(stdin_fd, pending[:1 << 16]):]
                     except BlockingIOError:
                         continue
-                    except BrokenPipeError:
-                        offset = len(payload)  # the child is gone; its exit status tells the rest
-                    if offset >= len(payload):
-                        sel.unregister(fd)
+                    except OSError:  # the program's process is gone before reading its program
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(stdin_fd)
                         proc.stdin.close()
-                    continue
-                data = os.read(fd, 65536)
-                if not data:
-                    sel.unregister(fd)
-                    continue
-                chunks[fd].append(data)
-                sizes[fd] += len(data)
-            output = sizes[stdout_fd] + sizes[stderr_fd]
-            if output > max_output or sizes[report_fd] > REPORT_CAP:
-                capped = True
-                break
-    returncode = proc.poll()
-    if returncode is None and not (timed_out or capped):
-        try:  # every pipe is closed; give the process tree the rest of the deadline to exit
-            returncode = proc.wait(timeout=max(0.05, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-    if returncode is None:
-        kill_group(proc)
-        returncode = proc.wait()
+                elif key.fileobj is checker:
+                    try:
+                        data = checker.recv(1 << 16)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        out.checker_failed = True
+                        break
+                    verdicts += data
+                    while b"\n" in verdicts and not out.checker_failed:
+                        line, _, rest = bytes(verdicts).partition(b"\n")
+                        verdicts = bytearray(rest)
+                        _verdict(line, out)
+                    if len(verdicts) > 1 << 20:
+                        out.checker_failed = True
+                else:
+                    try:
+                        data = os.read(key.fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        sel.unregister(key.fd)
+                        continue
+                    captured[key.fd] += data
+                    if len(captured[stdout_fd]) + len(captured[stderr_fd]) > max_output and not out.capped:
+                        out.capped = True  # the checker sees the reply pipe close and fails what is left
+                        kill_group(proc)
+    for fd in (stdout_fd, stderr_fd):  # what the program printed before the end (best effort, informational)
+        try:
+            while len(captured[fd]) <= max_output and (data := os.read(fd, 1 << 16)):
+                captured[fd] += data
+        except OSError:
+            pass
+    kill_group(proc)
+    out.returncode = proc.wait()
     for pipe in (proc.stdin, proc.stdout, proc.stderr):
         if not pipe.closed:
             pipe.close()
-    stdout = b"".join(chunks[stdout_fd])[:max_output]
-    stderr = b"".join(chunks[stderr_fd])[:max_output]
-    return Outcome(stdout=stdout, stderr=stderr, report=b"".join(chunks[report_fd]), returncode=returncode,
-                   timed_out=timed_out, capped=capped)
+    out.stdout = bytes(captured[stdout_fd][:max_output])
+    out.stderr = bytes(captured[stderr_fd][:max_output])
+    return out
+
+
+def _verdict(line: bytes, out: Outcome) -> None:
+    if line[:1] != b"R":
+        out.checker_failed = True
+        return
+    try:
+        message = json.loads(line[1:])
+    except ValueError:
+        out.checker_failed = True
+        return
+    if "test" in message:
+        out.passed[int(message["test"])] = message["passed"] is True
+    elif message.get("done"):
+        out.finished, out.program_ok = True, message.get("program_ok") is True

@@ -29,8 +29,11 @@ def main() -> None:
     for line in sys.stdin:
         try:
             request = json.loads(line)
-            gold = parse(_as_latex(request["gold"]), parsing_timeout=request.get("timeout", 5))
-            pred = parse(_as_latex(request["pred"]), parsing_timeout=request.get("timeout", 5))
+            # first_match: the whole box or nothing (any_match would fall back to an inner sub-expression)
+            gold = parse(_as_latex(request["gold"]), parsing_timeout=request.get("timeout", 5),
+                         extraction_mode="first_match")
+            pred = parse(_as_latex(request["pred"]), parsing_timeout=request.get("timeout", 5),
+                         extraction_mode="first_match")
             reply = {"equivalent": bool(gold and pred and verify(gold, pred, timeout_seconds=request.get("timeout", 5)))}
         except BaseException as exc:  # noqa: B036  (a MemoryError or the alarm must not end the loop)
             reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}

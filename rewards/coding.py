@@ -17,7 +17,6 @@ the program runs first, then the tests in order in the program's namespace.
 from __future__ import annotations
 
 import ast
-import threading
 
 from common.messages import RewardResult
 from rewards.common_text import MetaError, require, single
@@ -71,7 +70,7 @@ def _tests(meta: dict) -> tuple[list[str], float]:
     return tests, float(timeout)
 
 
-def code_tests(meta: dict, text: str, sandbox: Sandbox | None = None) -> RewardResult:
+def code_tests(meta: dict, text: str, *, sandbox: Sandbox) -> RewardResult:
     """Fraction of meta["tests"] passed in the sandbox (0 unless the format score is 1.0). Part name: 'code_tests'.
     How the program ended (timeout, output cap, crash) is the program's doing, not an error of ours: it is in the
     sandbox's records (metrics), and `error` stays None."""
@@ -79,19 +78,7 @@ def code_tests(meta: dict, text: str, sandbox: Sandbox | None = None) -> RewardR
     program, format_score = extract_program(text)
     if program is None or format_score < 1.0:
         return single("code_tests", 0.0)
-    program = bind_entry_point(program, meta.get("entry_point"))
-    result = (sandbox or default_sandbox()).run(program, tests, test_timeout_s=timeout)
+    entry_point = meta.get("entry_point")
+    program = bind_entry_point(program, entry_point)
+    result = sandbox.run(program, tests, test_timeout_s=timeout, entry_point=entry_point)
     return single("code_tests", result.fraction_passed)
-
-
-_default_lock = threading.Lock()
-_default_sandbox: Sandbox | None = None
-
-
-def default_sandbox() -> Sandbox:
-    """A process-wide sandbox with the default config (refuses to run without bwrap)."""
-    global _default_sandbox
-    with _default_lock:
-        if _default_sandbox is None:
-            _default_sandbox = Sandbox()
-        return _default_sandbox

@@ -1,22 +1,38 @@
-"""Text helpers shared by the verifiers: the `<answer>` tag as the official reward code reads it."""
-from __future__ import annotations
+"""Text helpers shared by the verifiers: the `<answer>` tag as the official reward code reads it, in linear time.
 
-import re
+The official code uses `re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)[-1]`; on a reply with many `<answer>`
+tags and no closing tag that regex backtracks quadratically (seconds at 128 KB, minutes at 1 MB). `answer_span` finds
+the same match with `str.find` from left to right, each character looked at a bounded number of times.
+"""
+from __future__ import annotations
 
 from common.messages import RewardResult
 
-# d1 `extract_solution` / `extract_answer_sudoku`: the LAST non-greedy <answer>…</answer> match, across lines.
-ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+OPEN, CLOSE = "<answer>", "</answer>"
 
 
 class MetaError(ValueError):
     """The prompt meta given to a verifier lacks a field or has a malformed one (a data bug, not a model error)."""
 
 
+def answer_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the content of the last `<answer>…</answer>` match as the official non-greedy, non-overlapping
+    regex finds it: each match runs from an opening tag to the first closing tag after it; None without a match."""
+    last, position = None, 0
+    while True:
+        start = text.find(OPEN, position)
+        if start < 0:
+            return last
+        end = text.find(CLOSE, start + len(OPEN))
+        if end < 0:
+            return last
+        last, position = (start + len(OPEN), end), end + len(CLOSE)
+
+
 def last_answer(text: str) -> str | None:
     """Content of the last complete `<answer>…</answer>` (stripped), or None when there is none."""
-    matches = ANSWER_RE.findall(text)
-    return matches[-1].strip() if matches else None
+    span = answer_span(text)
+    return None if span is None else text[span[0]:span[1]].strip()
 
 
 def single(name: str, value: float, error: str | None = None) -> RewardResult:

@@ -1,13 +1,16 @@
 """Countdown reward (3 numbers): 1.0 if the `<answer>` expression uses exactly the given numbers and evaluates within
 1e-5 of the target, 0.1 if an `<answer>` exists but fails any check, 0 without one.
 
-Official definition: d1 `diffu-grpo/reward_func.py`, `compute_score(..., format_score=0.1, score=1.0)` (from TinyZero).
-Where the official code calls `eval` behind a character regex, this module never evaluates anything: the expression is
-parsed with `ast` and computed by `evaluate`, a walker that accepts only integer literals, + - * /, parentheses and
-unary minus, on exact rationals (`Fraction`), so `2**99999`, names, calls, attributes and `__import__('os')` are
-rejected before any arithmetic happens. Differences from the official checks, all deliberate: the numbers used are
-the integer literals of the parsed tree (the official regex `\\d+` would also accept `3.0` as the numbers 3 and 0),
-and unary plus, floats and booleans are rejected.
+Official definition: GDSD `gdsd/rewards.py` `compute_score(..., format_score=0.1, score=1.0)` (from d1 / TinyZero).
+Where the official code calls `eval` behind the character regex `^[\\d+\\-*/().\\s]+$` (so `**` and `//` are
+accepted: `<answer>3**2*1</answer>` with numbers [3, 2, 1] and target 9 scores 1.0), this module never evaluates
+anything: the expression is parsed with `ast` and computed by `evaluate`, a walker that accepts only integer literals,
+`+ - * / // **`, parentheses and unary minus, on exact rationals (`Fraction`). `**` needs an integer exponent of at
+most MAX_EXPONENT in size, and every intermediate value is bounded to MAX_RESULT_BITS (numerator and denominator), so
+`9**9**9` is rejected before any big arithmetic happens; names, calls, attributes and `__import__('os')` are rejected
+by the parser check. Differences from the official checks, all deliberate: the numbers used are the integer literals
+of the parsed tree (the official regex `\\d+` would also accept `3.0` as the numbers 3 and 0); unary plus, floats,
+booleans and non-integer exponents (official: a float, or a complex for a negative base) are rejected (0.1).
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from rewards.common_text import MetaError, last_answer, require, single
 
 MAX_EXPRESSION_CHARS = 256  # a 3-number expression is ~20 chars; longer input only costs parse time
 MAX_LITERAL_DIGITS = 12  # the task's numbers are <= 100; bigger literals cannot be among them
+MAX_EXPONENT = 64  # |exponent| of **; more is no countdown solution, only work
+MAX_RESULT_BITS = 4096  # numerator and denominator of every intermediate value
 TOLERANCE = Fraction(1, 100_000)
 _BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.Div: lambda a, b: a / b}
+           ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: Fraction(a // b), ast.Pow: lambda a, b: a ** b}
 
 
 class ExpressionError(ValueError):
@@ -67,10 +72,34 @@ def evaluate(tree: ast.expr) -> Fraction:
         return -evaluate(tree.operand)
     if isinstance(tree, ast.BinOp):
         left, right = evaluate(tree.left), evaluate(tree.right)
-        if isinstance(tree.op, ast.Div) and right == 0:
+        if isinstance(tree.op, (ast.Div, ast.FloorDiv)) and right == 0:
             raise ExpressionError("division by zero")
-        return _BINARY[type(tree.op)](left, right)
+        if isinstance(tree.op, ast.Pow):
+            _check_power(left, right)
+        return _bounded(_BINARY[type(tree.op)](left, right))
     raise ExpressionError(f"{type(tree).__name__} is not allowed")  # unreachable after parse_expression
+
+
+def _bits(value: Fraction) -> int:
+    return max(value.numerator.bit_length(), value.denominator.bit_length())
+
+
+def _bounded(value: Fraction) -> Fraction:
+    if _bits(value) > MAX_RESULT_BITS:
+        raise ExpressionError(f"intermediate value over {MAX_RESULT_BITS} bits")
+    return value
+
+
+def _check_power(base: Fraction, exponent: Fraction) -> None:
+    """Bounds of `base ** exponent`, checked before computing it."""
+    if exponent.denominator != 1:
+        raise ExpressionError("non-integer exponent")
+    if abs(exponent) > MAX_EXPONENT:
+        raise ExpressionError(f"exponent over {MAX_EXPONENT}")
+    if base == 0 and exponent < 0:
+        raise ExpressionError("division by zero")
+    if _bits(base) * abs(int(exponent)) > MAX_RESULT_BITS:
+        raise ExpressionError(f"power over {MAX_RESULT_BITS} bits")
 
 
 def countdown_reward(meta: dict, text: str) -> RewardResult:

@@ -31,7 +31,8 @@ def load_problems() -> list[dict]:
 
 def as_row(problem: dict, body: str) -> tuple[dict, str]:
     """(meta, reply) of a code-task row whose program is the problem's prompt followed by `body`."""
-    meta = {"tests": [f"{problem['test']}\ncheck({problem['entry_point']})\n"], "timeout_s": TEST_TIMEOUT_S}
+    meta = {"tests": [f"{problem['test']}\ncheck({problem['entry_point']})\n"], "timeout_s": TEST_TIMEOUT_S,
+            "entry_point": problem["entry_point"]}
     return meta, f"```python\n{problem['prompt']}{body}\n```\n"
 
 

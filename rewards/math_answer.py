@@ -1,11 +1,16 @@
-"""MATH rewards: correctness (2.0 if the last `\\boxed{}` in `<answer>` is equivalent to the reference) and format
+"""MATH rewards: correctness (2.0 if the answer inside `<answer>` is equivalent to the reference) and format
 (0.5 x (has `<answer>` + (`\\boxed` in it ? 1 : 0.5))).
 
-Official definitions: d1 `diffu-grpo/reward_func.py` `correctness_reward_func_math` and
-`boxed_and_answer_tags_format_reward` (`math500_utils.boxed_in_answer`), as summarised in DESIGN.md. Two deliberate
-differences: equivalence is decided by `math-verify` instead of d1's string normalisation `is_equiv`, and the boxed
-test looks for a real backslash (d1 writes `"\\boxed"` without escaping, i.e. a backspace character, so its format
-reward never sees a box). Per the issue, the box is taken from inside `<answer>` (d1 looked at the whole reply).
+Official definitions: GDSD `gdsd/rewards.py` (`math_xml`): `correctness_reward_func_math_xml` and
+`boxed_and_answer_tags_format_reward_math` (`math500_utils.boxed_in_answer`). The compared answer is the text between
+the first `<answer>` and the next `</answer>` (the whole reply without an `<answer>`); of that, the content of the
+last `\\boxed{}` (or `\\fbox{}`), or the raw text itself (stripped) when it holds no box: `<answer>\n5\n</answer>`
+against 5 scores 2.0, as officially. A box with unbalanced braces scores 0 (official: None, never equal).
+One deliberate difference: equivalence is decided by `math-verify` (documented choice) instead of the official string
+normalisation `is_equiv`, with `extraction_mode="first_match"`: math-verify's default `any_match` falls back to an
+inner sub-expression when the whole answer fails to parse, so `\\frac{1}{`x201 `2` `}`x201 `+100` would match 1/2.
+Both sides are wrapped in `\\boxed{}` so math-verify reads the whole answer as one expression (a long unboxed
+reasoning text parses to nothing instead of to a number found somewhere in it).
 meta: {"answer": "<reference LaTeX, e.g. \\frac{1}{2}>"}.
 
 math-verify never runs in the calling process: its timeouts use `signal.alarm`, which raises off the main thread (a
@@ -13,8 +18,6 @@ Ray actor's thread) and other frameworks then silently score 0. It runs in `Math
 each request in the child's main thread, under an outer timeout that kills the child.
 """
 from __future__ import annotations
-
-import threading
 
 from common.messages import RewardResult
 from rewards.childpool import ChildFailed, ChildPool, ChildTimeout
@@ -26,10 +29,14 @@ class MathCheckError(RuntimeError):
 
 
 def answer_region(text: str) -> str | None:
-    """d1 `boxed_in_answer`: the text between the first `<answer>` and the following `</answer>` (or the end)."""
-    if "<answer>" not in text:
+    """Official `boxed_in_answer`: the text between the first `<answer>` and the following `</answer>` (or the end);
+    None without an `<answer>`."""
+    start = text.find("<answer>")
+    if start < 0:
         return None
-    return text.split("<answer>")[1].split("</answer>")[0]
+    start += len("<answer>")
+    end = text.find("</answer>", start)
+    return text[start:] if end < 0 else text[start:end]
 
 
 def last_boxed(text: str) -> str | None:
@@ -78,28 +85,23 @@ class MathChecker:
         self.pool.close()
 
 
-_default_lock = threading.Lock()
-_default_checker: MathChecker | None = None
-
-
-def default_checker() -> MathChecker:
-    """One process-wide checker (one child) for the module-level `math_correctness`."""
-    global _default_checker
-    with _default_lock:
-        if _default_checker is None:
-            _default_checker = MathChecker()
-        return _default_checker
-
-
-def math_correctness(meta: dict, text: str, checker: MathChecker | None = None) -> RewardResult:
-    """2.0 if the last box inside `<answer>` is equivalent to meta["answer"]. Part name: 'math_correctness'."""
-    reference = str(require(meta, "answer", "math"))
+def compared_answer(text: str) -> str | None:
+    """The answer the official `correctness_reward_func_math_xml` compares: the last box of the `<answer>` region
+    (the whole reply without one), or the stripped region itself when it has no box; None for an unbalanced box."""
     region = answer_region(text)
-    boxed = last_boxed(region) if region is not None else None
-    if not boxed:
+    region = text if region is None else region
+    if "\\boxed" in region or "\\fbox" in region:
+        return last_boxed(region)
+    return region.strip()
+
+
+def math_correctness(meta: dict, text: str, *, checker: MathChecker) -> RewardResult:
+    """2.0 if the compared answer is equivalent to meta["answer"]. Part name: 'math_correctness'."""
+    reference = str(require(meta, "answer", "math"))
+    answer = compared_answer(text)
+    if not answer:
         return single("math_correctness", 0.0)
-    checker = checker or default_checker()
-    return single("math_correctness", 2.0 if checker.equivalent(reference, boxed) else 0.0)
+    return single("math_correctness", 2.0 if checker.equivalent(reference, answer) else 0.0)
 
 
 def math_format(meta: dict, text: str) -> RewardResult:

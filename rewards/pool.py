@@ -5,8 +5,13 @@ fresh actor. Every row lands in exactly one place in the output and is counted f
 (`pool/rows_scored` == rows), so no row is lost or scored twice. A dead chunk of several rows is split in halves
 before it is retried, so a row that kills its worker every time ends up alone and, after `max_attempts`, is given
 reward 0 with a `worker_died` error instead of taking its neighbours (or the batch) down with it.
-Rollout actors that score through handles should take `pool.handles` again after a restart (a replaced actor's old
-handle raises RayActorError).
+
+As a Ray actor (training): `pool = RemoteRewardPool.remote(num_workers, config=...)`, `pool.check_ready.remote()`
+before training (raises SandboxUnavailable where a configured task needs the sandbox and it cannot run), then from
+any rollout actor `results, metrics = ray.get(pool.score.remote(texts, metas, tasks))`, and `pool.shutdown.remote()`
+at the end (the workers are also owned by the pool actor, so Ray ends them when it goes). The actor handles one
+`score` call at a time (max_concurrency 1: the worker list is its state); calls from several rollout actors queue.
+Create it with max_restarts=0 / max_task_retries=0 (the defaults of RemoteRewardPool): its own retries are bounded.
 """
 from __future__ import annotations
 
@@ -15,13 +20,12 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-import common.cluster  # noqa: F401  (sets the local-Ray environment before ray is imported)
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from common.messages import RewardResult
 from rewards.metrics import summarize
-from rewards.registry import RewardConfig, error_result
+from rewards.registry import RewardServiceConfig, error_result
 from rewards.worker import check_batch, create_workers
 
 log = logging.getLogger(__name__)
@@ -37,13 +41,26 @@ class _Chunk:
 class RewardPool:
     """`num_workers` CPU-only RewardWorker actors; `score(texts, metas, tasks) -> (results, metrics)`."""
 
-    def __init__(self, num_workers: int = 2, *, num_cpus_per_worker: float = 1.0, config: RewardConfig | None = None,
-                 chunk_size: int | None = None, max_attempts: int = 3) -> None:
-        self.config = config or RewardConfig()
+    def __init__(self, num_workers: int = 2, *, num_cpus_per_worker: float = 1.0,
+                 config: RewardServiceConfig | dict | None = None, chunk_size: int | None = None,
+                 max_attempts: int = 3) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"RewardPool max_attempts must be >= 1, got {max_attempts}")
+        self.config = (config if isinstance(config, RewardServiceConfig)
+                       else RewardServiceConfig.model_validate(config or {}))
         self.num_cpus = num_cpus_per_worker
         self.chunk_size, self.max_attempts = chunk_size, max_attempts
         self.handles = create_workers(num_workers, num_cpus=num_cpus_per_worker, config=self.config)
         self.worker_restarts = 0
+
+    def check_ready(self) -> list[dict[str, str]]:
+        """Every worker's sandbox probe; raises SandboxUnavailable (from the first worker that cannot run a task
+        that needs it), so a job fails at start instead of scoring every code row 0."""
+        return ray.get([handle.check_ready.remote() for handle in self.handles])
+
+    def worker_handles(self) -> list:
+        """The current worker handles (for tests and for diagnostics; replaced workers get new handles)."""
+        return list(self.handles)
 
     def _replace(self, index: int) -> None:
         try:
@@ -108,9 +125,16 @@ class RewardPool:
                                                                f"row ({type(exc).__name__})")
 
     def shutdown(self) -> None:
+        """Kill every worker (idempotent)."""
         for handle in self.handles:
-            ray.kill(handle, no_restart=True)
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # noqa: BLE001  (already dead is fine)
+                pass
         self.handles = []
+
+
+RemoteRewardPool = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(RewardPool)
 
 
 def _merge(results: list[RewardResult], batch_metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """Which verifiers score which task, and `Scorer`, which sums them for one reply and never raises for a bad row.
 
 Every verifier is a function `(meta, text) -> RewardResult` with named parts; a task's reward is the sum over the
-functions listed for it in `reward_functions` (module default, overridable per `RewardConfig`). A row whose scoring
-fails (bad meta, unknown task, math-verify timeout, sandbox refusing to run, any exception) gets total 0, no parts,
-and `error = "<kind>: <detail>"`, kind one of ERROR_KINDS.
+functions listed for it in `RewardServiceConfig.reward_functions` (default DEFAULT_REWARD_FUNCTIONS). A row whose
+scoring fails (bad meta, unknown task, a reply over `max_reply_chars`, math-verify timeout, sandbox refusing to run,
+any exception) gets total 0, no parts, and `error = "<kind>: <detail>"`, kind one of ERROR_KINDS.
+Nothing here is created at import: each `Scorer` owns its sandbox and its math-verify children.
 """
 from __future__ import annotations
 
@@ -31,14 +32,13 @@ DEFAULT_REWARD_FUNCTIONS: dict[str, list[str]] = {
     "math": ["math_correctness", "math_format"],
     "code": ["code_format", "code_tests"],
 }
-# The module-level default used by `score`; assign a new dict (or edit it) to change what `score` sums.
-reward_functions: dict[str, list[str]] = copy.deepcopy(DEFAULT_REWARD_FUNCTIONS)
-ERROR_KINDS = ("bad_input", "undecodable", "unknown_task", "bad_meta", "math_check", "sandbox_unavailable",
-               "exception", "timeout", "worker_died")
+ERROR_KINDS = ("bad_input", "undecodable", "too_long", "unknown_task", "bad_meta", "math_check",
+               "sandbox_unavailable", "exception", "timeout", "worker_died")
+SANDBOX_FUNCTIONS = ("code_tests",)  # functions that run generated code: their tasks need a working sandbox
 
 
-class RewardConfig(BaseModel):
-    """Everything the reward service needs; deploy maps its YAML onto this."""
+class RewardServiceConfig(BaseModel):
+    """Everything the reward service needs; deploy maps the run config's `reward.service` onto this."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
@@ -49,6 +49,8 @@ class RewardConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="rows scored concurrently per worker (sandbox runs "
                                 "are processes); None: the CPUs the worker reserved")
     row_timeout_s: float = Field(default=120.0, description="safety net per row on top of the inner timeouts")
+    max_reply_chars: int = Field(default=1 << 16, ge=1, description="longer replies score 0 with a 'too_long' error "
+                                 "before any verifier sees them (counted in errors/too_long)")
 
 
 def _pure_functions() -> dict[str, Verifier]:
@@ -56,6 +58,7 @@ def _pure_functions() -> dict[str, Verifier]:
         "sudoku": sudoku.sudoku_reward,
         "countdown": countdown.countdown_reward,
         "xmlcount": gsm8k.xmlcount_reward,
+        "xmlcount_d1": gsm8k.xmlcount_d1_reward,
         "soft_format": gsm8k.soft_format_reward,
         "strict_format": gsm8k.strict_format_reward,
         "int_answer": gsm8k.int_reward,
@@ -96,8 +99,8 @@ def as_text(text: object) -> str | RewardResult:
 class Scorer:
     """Scores replies of any task by the configured functions; owns the sandbox and the math-verify children."""
 
-    def __init__(self, config: RewardConfig | None = None) -> None:
-        self.config = config or RewardConfig()
+    def __init__(self, config: RewardServiceConfig | None = None) -> None:
+        self.config = config or RewardServiceConfig()
         self.sandbox = Sandbox(self.config.sandbox)
         self._checker: MathChecker | None = None
         self._checker_lock = threading.Lock()
@@ -118,11 +121,30 @@ class Scorer:
                 self._checker = MathChecker(self.config.math_processes, self.config.math_timeout_s)
         return math_answer.math_correctness(meta, text, checker=self._checker)
 
+    def needs_sandbox(self) -> list[str]:
+        """Tasks whose configured functions run generated code."""
+        return sorted(task for task, names in self.config.reward_functions.items()
+                      if any(name in SANDBOX_FUNCTIONS for name in names))
+
+    def check_ready(self) -> dict[str, str]:
+        """Fail now, not row by row: raises SandboxUnavailable if a configured task needs the sandbox and it cannot
+        run here. Returns the sandbox's probe ({"mode", "seccomp", "cgroup"}) or {} when no task needs it."""
+        tasks = self.needs_sandbox()
+        if not tasks:
+            return {}
+        try:
+            return self.sandbox.check_ready()
+        except SandboxUnavailable as exc:
+            raise SandboxUnavailable(f"reward tasks {tasks} run generated code, but {exc}") from exc
+
     def score(self, task: str, meta: dict, text: object) -> RewardResult:
         """Sum of the task's functions on one reply; any failure gives total 0 and a "kind: detail" error."""
         text = as_text(text)
         if isinstance(text, RewardResult):
             return text
+        if len(text) > self.config.max_reply_chars:
+            return error_result("too_long", f"reply of {len(text)} characters is over max_reply_chars="
+                                            f"{self.config.max_reply_chars}")
         names = self.config.reward_functions.get(task)
         if names is None:
             return error_result("unknown_task", f"no reward functions for task {task!r}; "
@@ -145,21 +167,4 @@ class Scorer:
     def close(self) -> None:
         if self._checker is not None:
             self._checker.close()
-
-
-_default_lock = threading.Lock()
-_default_scorer: Scorer | None = None
-_default_functions: dict[str, list[str]] | None = None
-
-
-def score(task: str, meta: dict, text: object) -> RewardResult:
-    """Score one reply with the module-level `reward_functions` and default sandbox/math settings."""
-    global _default_scorer, _default_functions
-    with _default_lock:
-        if _default_scorer is None or _default_functions != reward_functions:
-            _default_functions = copy.deepcopy(reward_functions)
-            if _default_scorer is not None:
-                _default_scorer.close()
-            _default_scorer = Scorer(RewardConfig(reward_functions=_default_functions))
-        scorer = _default_scorer
-    return scorer.score(task, meta, text)
+        self.sandbox.close()

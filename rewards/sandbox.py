@@ -1,24 +1,24 @@
-"""A sandbox for untrusted generated code: bubblewrap + prlimit + an unprivileged uid + wall-clock kill.
+"""A sandbox for untrusted generated code whose verdicts are decided outside the program's process.
 
-Each program runs in a fresh process tree (`_harness.py` under `/usr/bin/python3`):
-- bubblewrap (`bwrap`): a new root holding only /usr read-only (plus /proc, a minimal /dev and a private size-capped
-  tmpfs /tmp), the root remounted read-only, new pid/ipc/uts/net/cgroup namespaces (the new net namespace has only a
-  down loopback, so no connection leaves it), a cleared environment, `--die-with-parent`, `--new-session`.
-- `prlimit`: address space, CPU seconds, file size, open files, processes (counted per uid), no core files.
-- `setpriv`: drop to a fresh unprivileged uid/gid per run, no supplementary groups, no capabilities, no_new_privs.
-  Root ignores RLIMIT_NPROC, so without this a fork bomb would not be contained; a fresh uid per run means concurrent
-  runs do not share a process budget.
-- the host kills the whole process group on the wall-clock deadline or when output passes `max_output_bytes`; the
-  sandbox's pid namespace dies with it, so no process survives a run.
-- a test counts as passed only from a report line that carries a per-run random token (see `_harness.py`).
+Two processes per run, neither able to touch the other:
+- the program's process (`_program_child.py`): a fresh process tree per run. bubblewrap (new pid/ipc/uts/net/cgroup
+  namespaces, a root holding only /usr read-only plus /proc, a minimal /dev and a size-capped private /tmp, cleared
+  environment, `--die-with-parent`, `--new-session`, the seccomp filter of `rewards/seccomp.py`) -> `prlimit`
+  (address space, CPU seconds, file size, open files, processes, no core) -> `setpriv` (a fresh unprivileged uid per
+  run, no groups, no capabilities, no_new_privs) -> `/usr/bin/python3 -I -S -B`, inside a per-run cgroup
+  (`rewards/cgroup.py`: memory.max, pids.max) where the host allows one. It runs the program and then only answers
+  "what is name X" and "call function X with these arguments" with plain data (`_plain.py`).
+- the checker (`_checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs the
+  tests and decides every verdict from fresh builtin values. It never receives program code.
+The checker receives the two pipes of the program's process for each run and talks to it directly; the host
+(`_communicate.py`) feeds the program, kills the program's process group at the wall-clock deadline
+(`startup_s + timeout x (tests + 1)`, capped at `max_wall_s`) or when its output passes `max_output_bytes`, and
+returns only after the program's pid namespace is gone. Nothing the program prints, writes or does after the fact can
+change a verdict: the verdict lines come from the checker's control socket, which the program cannot reach.
 
-Threat model: the program cannot reach the host's files, network, or other processes, and cannot exhaust the
-machine. It runs in the same interpreter as the harness, so a program that digs the token out of the interpreter's
-memory (frame or gc introspection) could forge a pass; no exit-code trick, exception, or printed marker can.
-
-Where bwrap is missing or cannot start, `Sandbox.run` raises `SandboxUnavailable` unless the config sets
-`allow_rlimit_only=True`; that weaker mode (prlimit + setpriv + a temp working dir, no namespaces: the program can read
-world-readable files and use the network) is logged as a warning on first use.
+Where bwrap is missing or cannot start, `check_ready` / `run` raise `SandboxUnavailable` unless the config sets
+`allow_rlimit_only=True`: that weaker mode (prlimit + setpriv + a temp working dir: no namespaces, no seccomp filter)
+is logged as a warning on first use.
 """
 from __future__ import annotations
 
@@ -32,16 +32,17 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rewards._communicate import communicate
+from rewards._communicate import Outcome, kill_group, relay
+from rewards._processes import bwrap_args, bwrap_problem, filter_fd, kill_uid, wait_for_namespace
+from rewards.cgroup import CgroupParent, RunCgroup
+from rewards.checker_pool import CheckerPool, CheckerStartError, in_sandbox_source
+from rewards.seccomp import SeccompUnsupported, seccomp_program
 
 log = logging.getLogger(__name__)
-HARNESS_SOURCE = (Path(__file__).with_name("_harness.py")).read_text()
-
-
 OUTCOMES = ("finished", "timeout", "output_cap", "crashed", "refused")
 
 
@@ -57,17 +58,25 @@ class SandboxConfig(BaseModel):
     bwrap: str = Field(default="bwrap", description="the bubblewrap executable (name on PATH or absolute path)")
     python: str = Field(default="/usr/bin/python3", description="interpreter inside the sandbox (must be under /usr)")
     allow_rlimit_only: bool = Field(default=False, description="run without bwrap (weaker: no namespaces) if missing")
-    memory_mb: int = Field(default=512, description="RLIMIT_AS of the program")
+    memory_mb: int = Field(default=512, description="RLIMIT_AS of the program (and of the checker)")
     max_processes: int = Field(default=16, description="RLIMIT_NPROC for the run's uid (threads count too)")
     max_open_files: int = 64
     max_file_mb: int = Field(default=16, description="RLIMIT_FSIZE: largest file the program may write")
     tmpfs_mb: int = Field(default=64, description="size of the private /tmp")
     max_output_bytes: int = Field(default=1 << 16, description="stdout+stderr kept; past this the run is killed")
+    max_value_bytes: int = Field(default=1 << 20, description="largest reply line (one value) from the program")
     startup_s: float = Field(default=3.0, description="wall-clock allowance for interpreter startup")
     max_wall_s: float = Field(default=60.0, description="wall-clock cap of one run, whatever the number of tests")
     max_program_bytes: int = Field(default=1 << 18, description="longer programs are refused (scored 0)")
-    uid_base: int = Field(default=200_000, description="per-run uids are drawn from [uid_base, uid_base+uid_span)")
+    uid_base: int = Field(default=200_000, description="per-run uids are drawn from [uid_base, uid_base+uid_span); "
+                          "checkers use uid_base+uid_span+k")
     uid_span: int = 100_000
+    seccomp: bool = Field(default=True, description="load rewards/seccomp.py's filter (no memfd, SysV shm, new "
+                          "namespaces); off only for debugging")
+    cgroup: Literal["auto", "required", "off"] = Field(
+        default="auto", description="per-run cgroup memory.max + pids.max: auto = where the host allows (logged at "
+        "start otherwise), required = SandboxUnavailable without, off = never")
+    cgroup_memory_mb: int | None = Field(default=None, description="memory.max of a run; None: memory_mb + tmpfs_mb")
 
 
 @dataclass
@@ -76,9 +85,10 @@ class RunResult:
 
     passed: list[bool]
     program_ok: bool = False
-    finished: bool = False  # the harness reached its end (reported "done")
+    finished: bool = False  # the checker reported every test
     timed_out: bool = False
     output_capped: bool = False
+    oom_killed: bool = False
     returncode: int | None = None
     stdout: str = ""
     stderr: str = ""
@@ -100,217 +110,218 @@ class RunResult:
         return sum(self.passed) / len(self.passed) if self.passed else 0.0
 
 
-_probe_lock = threading.Lock()
-_probe_result: dict[str, str | None] = {}
-
-
-def bwrap_problem(bwrap: str = "bwrap") -> str | None:
-    """None if bubblewrap is installed and can start a sandbox here, else why not (probed once per process)."""
-    with _probe_lock:
-        if bwrap not in _probe_result:
-            if shutil.which(bwrap) is None:
-                _probe_result[bwrap] = f"{bwrap!r} not found (Debian package 'bubblewrap')"
-            else:
-                probe = subprocess.run([*_bwrap_args(bwrap, 64 << 20), "--", "/usr/bin/true"], capture_output=True,
-                                       timeout=30, stdin=subprocess.DEVNULL)
-                _probe_result[bwrap] = (None if probe.returncode == 0 else
-                                        f"bwrap cannot start a sandbox here: {probe.stderr.decode(errors='replace')}")
-        return _probe_result[bwrap]
-
-
-def _bwrap_args(bwrap: str, tmpfs_bytes: int) -> list[str]:
-    args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
-    # Merged-/usr systems have /bin -> usr/bin etc.; elsewhere bind the real directories read-only.
-    for top in ("bin", "sbin", "lib", "lib32", "lib64"):
-        path = Path("/") / top
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), f"/{top}"]
-        elif path.is_dir():
-            args += ["--ro-bind", str(path), f"/{top}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
-             "--chdir", "/tmp", "--remount-ro", "/", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
-             "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8"]
-    if os.geteuid() != 0:  # unprivileged bwrap needs a user namespace; we are already a non-root uid
-        args.insert(1, "--unshare-user")
-    return args
-
-
 class Sandbox:
-    """Runs `program` then each of `tests` (Python source) in a fresh sandbox and reports which tests passed."""
+    """Runs `program`, then `tests` (Python source) against it, and reports which tests passed."""
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
-        self._warned_weak = False
-        self._records_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._ready: dict | None = None
+        self._problem: str | None = None
+        self._cgroups: CgroupParent | None = None
+        self._filter: bytes | None = None
         self._records: list[tuple[float, str]] = []
+        self._checkers: CheckerPool | None = None
 
-    def mode(self) -> str:
-        """'bwrap', or 'rlimit' where bwrap is unusable and the config allows it; raises SandboxUnavailable else."""
-        problem = bwrap_problem(self.config.bwrap)
-        if problem is None:
-            return "bwrap"
-        if not self.config.allow_rlimit_only:
-            raise SandboxUnavailable(f"refusing to run generated code: {problem}; install bubblewrap (make setup) "
-                                     "or set sandbox.allow_rlimit_only=true to accept a weaker rlimit-only sandbox")
-        if not self._warned_weak:
-            log.warning("sandbox: %s; running generated code in the WEAKER rlimit-only mode (no namespaces: the "
-                        "program can read world-readable files and use the network)", problem)
-            self._warned_weak = True
-        return "rlimit"
+    def check_ready(self) -> dict[str, str]:
+        """Probe once what this machine allows and return it ({"mode", "seccomp", "cgroup"}); raises
+        SandboxUnavailable when the configured isolation cannot run. Call it before training starts."""
+        with self._lock:
+            if self._ready is None:
+                self._ready = self._probe()
+            return self._ready
+
+    def _probe(self) -> dict[str, str]:
+        cfg = self.config
+        ready = {"mode": "bwrap", "seccomp": "off", "cgroup": "off"}
+        if cfg.seccomp:
+            try:
+                self._filter = seccomp_program()
+                ready["seccomp"] = "on"
+            except SeccompUnsupported as exc:
+                raise SandboxUnavailable(f"{exc}; set sandbox.seccomp=false to run without the filter") from exc
+        problem = bwrap_problem(cfg.bwrap, self._filter)
+        if problem is not None:
+            if not cfg.allow_rlimit_only:
+                raise SandboxUnavailable(f"refusing to run generated code: {problem}; install bubblewrap (make "
+                                         "setup) or set sandbox.allow_rlimit_only=true to accept a weaker rlimit-only "
+                                         "sandbox")
+            log.warning("sandbox: %s; running generated code in the WEAKER rlimit-only mode (no namespaces, no "
+                        "seccomp filter: the program can read world-readable files and use the network)", problem)
+            ready.update(mode="rlimit", seccomp="off")
+            self._filter = None
+        if cfg.cgroup != "off":
+            self._cgroups, where = CgroupParent.probe()
+            if self._cgroups is None:
+                if cfg.cgroup == "required":
+                    raise SandboxUnavailable(f"sandbox.cgroup=required but no per-run cgroup is possible: {where}")
+                log.warning("sandbox: no per-run cgroup (%s): memory outside RLIMIT_AS (the /tmp tmpfs of each run, "
+                            "page cache, kernel memory) is bounded only per run by tmpfs_mb, and processes only by "
+                            "RLIMIT_NPROC; see rewards/README.md", where)
+                ready["cgroup"] = f"unavailable: {where}"
+            else:
+                ready["cgroup"] = where
+        self._checkers = CheckerPool(self._checker_command, startup_s=max(cfg.startup_s, 10.0))
+        return ready
 
     def drain_records(self) -> list[tuple[float, str]]:
         """(seconds, outcome) of every run since the last call, outcome in OUTCOMES (for the metrics)."""
-        with self._records_lock:
+        with self._lock:
             out, self._records = self._records, []
         return out
 
-    def run(self, program: str, tests: list[str], test_timeout_s: float = 1.0) -> RunResult:
-        """Run `program`, then each test in the same namespace with `test_timeout_s` each; never raises for
-        anything the program does. Raises SandboxUnavailable when it refuses to run code at all."""
+    def _record(self, seconds: float, outcome: str) -> None:
+        with self._lock:
+            self._records.append((seconds, outcome))
+
+    def run(self, program: str, tests: list[str], test_timeout_s: float = 1.0, *,
+            entry_point: str | None = None) -> RunResult:
+        """Run `program`, then each test against it with `test_timeout_s` each; never raises for anything the
+        program does. `entry_point`: a program name the tests may use even if it shadows a builtin.
+        Raises SandboxUnavailable when it refuses to run code at all."""
         cfg = self.config
-        mode = self.mode()
+        mode = self.check_ready()["mode"]
         if len(program.encode("utf-8", "surrogatepass")) > cfg.max_program_bytes:
-            with self._records_lock:
-                self._records.append((0.0, "refused"))
+            self._record(0.0, "refused")
             return RunResult(passed=[False] * len(tests), mode=mode,
                              error=f"program longer than max_program_bytes={cfg.max_program_bytes}")
-        token = secrets.token_hex(16)
-        payload = json_payload(token, program, tests, test_timeout_s)
         wall_s = min(cfg.max_wall_s, cfg.startup_s + test_timeout_s * (len(tests) + 1))
+        assert self._checkers is not None
+        try:
+            checker = self._checkers.acquire()
+        except CheckerStartError as exc:
+            raise SandboxUnavailable(f"the test checker cannot start: {exc}") from exc
+        start = time.monotonic()  # after the checker: its one-time startup is not the program's time
         uid = cfg.uid_base + secrets.randbelow(cfg.uid_span) if os.geteuid() == 0 else None
-        report_r, report_w = os.pipe()
+        request_r, request_w = os.pipe()  # checker -> program
+        reply_r, reply_w = os.pipe()  # program -> checker
         info_r, info_w = os.pipe()  # bwrap writes {"child-pid": N} here: the sandbox's init as seen from outside
+        filter_r = filter_fd(self._filter) if mode == "bwrap" and self._filter is not None else -1
+        ours = [request_r, request_w, reply_r, reply_w, info_r, info_w, filter_r]
         workdir = tempfile.mkdtemp(prefix="gdsd-sandbox-") if mode == "rlimit" else None
         if workdir is not None:
             os.chmod(workdir, 0o1777)  # the program runs as another uid and writes its files here
-        start = time.monotonic()
+        cgroup: RunCgroup | None = None
+        checker_ok = False
+
+        def close(*fds: int) -> None:
+            for fd in fds:
+                if fd >= 0 and fd in ours:
+                    os.close(fd)
+                    ours.remove(fd)
+
         try:
-            proc = subprocess.Popen(self._command(mode, wall_s, report_w, info_w, uid), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(report_w, info_w),
+            cgroup = self._run_cgroup()
+            command = self._program_command(mode, wall_s, (request_r, reply_w), info_w, filter_r, uid)
+            proc = subprocess.Popen((cgroup.prefix() if cgroup else []) + command, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=tuple(fd for fd in (request_r, reply_w, info_w, filter_r) if fd >= 0),
                                     start_new_session=True, cwd=workdir,
                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp"})
-            os.close(report_w)
-            os.close(info_w)
-            report_w = info_w = -1
-            out = communicate(proc, payload, report_r, deadline=start + wall_s, max_output=cfg.max_output_bytes)
-            self._reap(mode, info_r, uid)
+            close(request_r, reply_w, info_w, filter_r)
+            try:
+                checker.start_run(request_w, reply_r, plain_line({
+                    "tests": list(tests), "timeout": test_timeout_s, "ready_timeout": cfg.startup_s + test_timeout_s,
+                    "force": [entry_point] if entry_point else [], "max_line": cfg.max_value_bytes}))
+                started = True
+            except OSError:  # the checker died while idle: this run fails, the slot gets a fresh one
+                started = False
+            close(request_w, reply_r)  # the checker holds its own copies now
+            if started:
+                out = relay(proc, checker.sock, program=plain_line({"program": program, "timeout": test_timeout_s}),
+                            deadline=start + wall_s, max_output=cfg.max_output_bytes)
+            else:
+                kill_group(proc)
+                out = Outcome(returncode=proc.wait(), checker_failed=True)
+            checker_ok = out.finished and not out.checker_failed
+            if mode == "bwrap":
+                wait_for_namespace(info_r)
+            elif uid is not None:
+                kill_uid(uid)
         finally:
-            for fd in (report_w, info_w, report_r, info_r):
-                if fd >= 0:
-                    os.close(fd)
+            self._checkers.release(checker, healthy=checker_ok)
+            close(*list(ours))
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
-        seconds = time.monotonic() - start
-        result = parse_report(out.report, token, len(tests))
-        result.timed_out, result.output_capped, result.returncode = out.timed_out, out.capped, out.returncode
-        result.stdout, result.stderr = out.stdout.decode(errors="replace"), out.stderr.decode(errors="replace")
-        result.seconds, result.mode = seconds, mode
+            oom_killed = cgroup is not None and cgroup.oom_killed()
+            if cgroup is not None:
+                cgroup.remove()
+        result = RunResult(passed=[out.program_ok and out.passed.get(i, False) for i in range(len(tests))],
+                           program_ok=out.program_ok, finished=out.finished, timed_out=out.timed_out,
+                           output_capped=out.capped, returncode=out.returncode,
+                           stdout=out.stdout.decode(errors="replace"), stderr=out.stderr.decode(errors="replace"),
+                           seconds=time.monotonic() - start, mode=mode)
+        result.oom_killed = oom_killed
         if out.timed_out:
             result.error = f"wall-clock timeout after {wall_s:.1f}s"
         elif out.capped:
             result.error = f"output over {cfg.max_output_bytes} bytes"
-        elif not result.finished:
-            result.error = f"harness did not finish (exit code {out.returncode})"
-        with self._records_lock:
-            self._records.append((seconds, result.outcome))
+        elif out.checker_failed:
+            result.error = "the checker failed (replaced); unreported tests count as failed"
+        elif not out.program_ok:
+            result.error = f"program did not run to its end (exit code {out.returncode})"
+        self._record(result.seconds, result.outcome)
         return result
 
-    def _command(self, mode: str, wall_s: float, report_fd: int, info_fd: int, uid: int | None) -> list[str]:
+    def _run_cgroup(self) -> RunCgroup | None:
+        if self._cgroups is None:
+            return None
         cfg = self.config
-        limits = ["prlimit", f"--as={cfg.memory_mb << 20}", f"--cpu={int(wall_s) + 1}",
-                  f"--fsize={cfg.max_file_mb << 20}", f"--nofile={cfg.max_open_files}",
-                  f"--nproc={cfg.max_processes}", "--core=0", "--"]
-        drop: list[str] = []
-        if uid is not None:
-            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
-                    "--inh-caps=-all", "--bounding-set=-all", "--"]
-        python = [cfg.python, "-I", "-S", "-B", "-c", HARNESS_SOURCE, str(report_fd)]
-        # prlimit runs first (as root it may set hard limits), then setpriv drops the uid, then the interpreter.
-        inner = limits + drop + python
-        if mode == "bwrap":
-            return [*_bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), "--info-fd", str(info_fd), "--", *inner]
-        return inner
+        memory_mb = cfg.cgroup_memory_mb or cfg.memory_mb + cfg.tmpfs_mb
+        try:
+            return self._cgroups.create(memory_mb << 20, cfg.max_processes + 4)  # + bwrap, its init, sh, slack
+        except OSError as exc:
+            if cfg.cgroup == "required":
+                raise SandboxUnavailable(f"cannot create a per-run cgroup: {exc}") from exc
+            log.warning("sandbox: per-run cgroup failed (%s); this run has only its rlimits", exc)
+            return None
+
+    def _limits(self, cpu_s: int | None) -> list[str]:
+        cfg = self.config
+        limits = ["prlimit", f"--as={cfg.memory_mb << 20}", f"--fsize={cfg.max_file_mb << 20}",
+                  f"--nofile={cfg.max_open_files}", f"--nproc={cfg.max_processes}", "--core=0", "--msgqueue=0"]
+        if cpu_s is not None:
+            limits.append(f"--cpu={cpu_s}")
+        return [*limits, "--"]
 
     @staticmethod
-    def _reap(mode: str, info_r: int, uid: int | None) -> None:
-        """Return only once no process of the run is left.
+    def _drop(uid: int | None) -> list[str]:
+        if uid is None:
+            return []
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+                "--inh-caps=-all", "--bounding-set=-all", "--"]
 
-        bwrap: the outer bwrap has exited (or was killed with its group); the sandbox's init then gets SIGKILL via
-        --die-with-parent, and the kernel kills the whole pid namespace before init finishes exiting, so waiting for
-        init to go is waiting for the namespace. rlimit-only: a program may have left our process group (setsid), so
-        kill everything its per-run uid owns (from here: a helper running as that uid could not even start while a
-        fork bomb holds the uid at its process limit)."""
-        if mode == "bwrap":
-            os.set_blocking(info_r, False)
-            try:
-                info = json.loads(os.read(info_r, 4096) or b"{}")
-            except (BlockingIOError, ValueError):
-                info = {}
-            pid = info.get("child-pid")
-            deadline = time.monotonic() + 5.0
-            while isinstance(pid, int) and time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.005)
-        elif uid is not None:
-            _kill_uid(uid)
+    def _program_command(self, mode: str, wall_s: float, pipes: tuple[int, int], info_fd: int, filter_fd_: int,
+                         uid: int | None) -> list[str]:
+        cfg = self.config
+        # prlimit runs first (as root it may set hard limits), then setpriv drops the uid, then the interpreter.
+        inner = [*self._limits(int(wall_s) + 1), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
+                 in_sandbox_source("_program_child.py"), str(pipes[0]), str(pipes[1])]
+        if mode != "bwrap":
+            return inner
+        seccomp = ["--seccomp", str(filter_fd_)] if filter_fd_ >= 0 else []
+        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--info-fd", str(info_fd), "--", *inner]
 
+    def _checker_command(self, index: int, sock_fd: int) -> tuple[list[str], int]:
+        """(command, seccomp fd or -1) of checker number `index` (no CPU rlimit: it lives across runs)."""
+        cfg = self.config
+        uid = cfg.uid_base + cfg.uid_span + index if os.geteuid() == 0 else None
+        inner = [*self._limits(None), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
+                 in_sandbox_source("_checker.py"), str(sock_fd)]
+        if self._ready is None or self._ready["mode"] != "bwrap":
+            return inner, -1
+        fd = filter_fd(self._filter) if self._filter is not None else -1
+        seccomp = ["--seccomp", str(fd)] if fd >= 0 else []
+        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20, die_with_parent=False), *seccomp, "--", *inner], fd
 
-def _uid_pids(uid: int) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/status", "rb") as f:
-                    real_uid = next(line for line in f if line.startswith(b"Uid:")).split()[1]
-            except (OSError, StopIteration):
-                continue
-            if int(real_uid) == uid:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _kill_uid(uid: int, timeout_s: float = 5.0) -> None:
-    """SIGKILL every process of `uid` until none is left (rounds: survivors of one round may have forked)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pids = [pid for pid in _uid_pids(uid) if _alive(pid)]
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.005)
+    def close(self) -> None:
+        """Stop the checker processes and remove this sandbox's cgroup directory."""
+        if self._checkers is not None:
+            self._checkers.close()
+        if self._cgroups is not None:
+            self._cgroups.remove()
 
 
-def _alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-def json_payload(token: str, program: str, tests: list[str], timeout: float) -> bytes:
+def plain_line(message: dict) -> bytes:
     # ensure_ascii (the default) escapes every non-ASCII character, lone surrogates included, so this cannot fail.
-    return json.dumps({"token": token, "program": program, "tests": list(tests), "timeout": timeout}).encode("ascii")
-
-
-def parse_report(report: bytes, token: str, num_tests: int) -> RunResult:
-    """Read the harness's report lines; only lines that start with this run's token count."""
-    passed = [False] * num_tests
-    result = RunResult(passed=passed)
-    prefix = token.encode() + b" "
-    for line in report.split(b"\n"):
-        if not line.startswith(prefix):
-            continue
-        fields = line[len(prefix):].decode("ascii", errors="replace").split()
-        if fields == ["done"]:
-            result.finished = True
-        elif len(fields) == 2 and fields[0] == "program":
-            result.program_ok = fields[1] == "1"
-        elif len(fields) == 3 and fields[0] == "test" and fields[1].isdigit() and int(fields[1]) < num_tests:
-            passed[int(fields[1])] = fields[2] == "1"
-    return result
+    return json.dumps(message).encode("ascii") + b"\n"

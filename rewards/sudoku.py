@@ -8,15 +8,17 @@ only the answer tag is read ('official' puts 16 digits on their own line, 'compa
 from __future__ import annotations
 
 from common.messages import RewardResult
-from rewards.common_text import ANSWER_RE, MetaError, require, single
+from rewards.common_text import MetaError, last_answer, require, single
 
 
 def extract_sudoku_answer(text: str) -> str | None:
     """The digits of the last `<answer>` block (official `extract_answer_sudoku`), or None without a block."""
-    matches = ANSWER_RE.findall(text)
-    if not matches:
+    answer = last_answer(text)
+    if answer is None:
         return None
-    return "".join(ch for ch in matches[-1].strip() if ch.isdigit())
+    # str.isdigit, as the official code: a non-ASCII digit (Arabic-Indic, fullwidth, superscript) fills a cell but
+    # never equals the ASCII solution digit, so it scores as a wrong cell (rewards/README.md, "Non-ASCII digits").
+    return "".join(ch for ch in answer if ch.isdigit())
 
 
 def sudoku_reward(meta: dict, text: str) -> RewardResult:

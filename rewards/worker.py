@@ -1,8 +1,9 @@
 """`RewardWorker`: a CPU-only Ray actor that scores a batch of replies, one result per row, in input order.
 
-Rollout actors hold a list of handles and call `handle.score.remote(texts, metas, tasks)` themselves; the driver goes
-through `RewardPool`, which also collects metrics via `score_with_metrics`. A row that fails in any way (exception,
-undecodable text, a verifier exceeding `row_timeout_s`) gets reward 0 and an error string; a batch never fails.
+Training scores through `RewardPool` (rewards/pool.py), which splits a batch over these workers, replaces a dead one
+and collects metrics via `score_with_metrics`. A row that fails in any way (exception, undecodable text, a reply over
+`max_reply_chars`, a verifier exceeding `row_timeout_s`) gets reward 0 and an error string; a batch never fails.
+Workers are created with Ray restarts and task retries off: the pool owns recovery, with a bounded number of attempts.
 """
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import math
 import os
 import time
 
-import common.cluster  # noqa: F401  (sets the local-Ray environment before ray is imported)
 import ray
 
 from common.messages import RewardResult
 from rewards.metrics import summarize
-from rewards.registry import RewardConfig, Scorer, error_result
+from rewards.registry import RewardServiceConfig, Scorer, error_result
 
 
 def check_batch(texts: list, metas: list, tasks: list) -> None:
@@ -27,9 +27,14 @@ def check_batch(texts: list, metas: list, tasks: list) -> None:
 class RewardWorkerImpl:
     """The actor's body (a plain class, so tests and single-process tools can use it without Ray)."""
 
-    def __init__(self, config: RewardConfig | dict | None = None) -> None:
-        self.config = config if isinstance(config, RewardConfig) else RewardConfig.model_validate(config or {})
+    def __init__(self, config: RewardServiceConfig | dict | None = None) -> None:
+        self.config = (config if isinstance(config, RewardServiceConfig)
+                       else RewardServiceConfig.model_validate(config or {}))
         self.scorer = Scorer(self.config)
+
+    def check_ready(self) -> dict[str, str]:
+        """Raises SandboxUnavailable if a configured task needs the sandbox and it cannot run on this node."""
+        return self.scorer.check_ready()
 
     def score(self, texts: list[str], metas: list[dict], tasks: list[str]) -> list[RewardResult]:
         """One RewardResult per row, in input order."""
@@ -75,11 +80,12 @@ def _assigned_cpus() -> int:
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
-RewardWorker = ray.remote(num_cpus=1)(RewardWorkerImpl)
+RewardWorker = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(RewardWorkerImpl)
 
 
-def create_workers(num_workers: int, *, num_cpus: float = 1.0, config: RewardConfig | None = None) -> list:
-    """`num_workers` RewardWorker actor handles, each reserving `num_cpus` CPUs and no GPU."""
+def create_workers(num_workers: int, *, num_cpus: float = 1.0, config: RewardServiceConfig | None = None) -> list:
+    """`num_workers` RewardWorker actor handles, each reserving `num_cpus` CPUs and no GPU; no Ray restarts or
+    retries (a row that kills its worker must not be retried forever: RewardPool bounds the attempts)."""
     if num_workers < 1:
         raise ValueError(f"rewards.num_workers must be >= 1, got {num_workers}")
     return [RewardWorker.options(num_cpus=num_cpus, num_gpus=0).remote(config) for _ in range(num_workers)]

@@ -1,15 +1,30 @@
-"""Fixtures of the reward tests: a real bubblewrap sandbox (the suite fails, naming the fix, where bwrap is missing)."""
+"""Fixtures of the reward tests: a real bubblewrap sandbox (the suite fails, naming the fix, where it cannot run).
+
+The sandbox uids of this test session are a range of their own (from the pid), so the "no process outlived its run"
+checks never see the sandboxes of another process on the same machine (another checkout's tests, a training job).
+"""
 from __future__ import annotations
+
+import os
 
 import pytest
 
-from rewards.sandbox import Sandbox, SandboxConfig, bwrap_problem
+from rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+
+TEST_UIDS = {"uid_base": 10_000_000 + (os.getpid() % 10_000) * 200_000, "uid_span": 100_000}
+
+
+def session_config(**overrides) -> SandboxConfig:
+    """A SandboxConfig in this session's uid range."""
+    return SandboxConfig(**TEST_UIDS, **overrides)
 
 
 @pytest.fixture(scope="session")
 def sandbox() -> Sandbox:
-    problem = bwrap_problem()
-    if problem is not None:
-        pytest.fail(f"the code sandbox needs bubblewrap: {problem}. Run `make setup` (apt-get install bubblewrap).")
-    return Sandbox(SandboxConfig())
-
+    box = Sandbox(session_config())
+    try:
+        box.check_ready()
+    except SandboxUnavailable as exc:
+        pytest.fail(f"the code sandbox cannot run here: {exc}. Run `make setup` (apt-get install bubblewrap).")
+    yield box
+    box.close()

@@ -68,6 +68,6 @@ def test_scorer_sums_format_and_tests():
 
 @pytest.mark.parametrize("meta, message", [({}, "tests"), ({"tests": []}, "non-empty"),
                                            ({"tests": ["assert 1"], "timeout_s": 0}, "timeout_s")])
-def test_bad_meta_is_named(meta, message):
+def test_bad_meta_is_named(sandbox, meta, message):
     with pytest.raises(MetaError, match=message):
-        code_tests(meta, reply(ADD))
+        code_tests(meta, reply(ADD), sandbox=sandbox)

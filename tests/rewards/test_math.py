@@ -54,7 +54,9 @@ def test_equivalent_forms_score_full(checker):
 
 def test_wrong_or_misplaced_answers(checker):
     assert score(checker, "72", "<answer>\\boxed{73}</answer>") == 1.0  # format only
-    assert score(checker, "3", "\\boxed{3} <answer>3</answer>") == 0.75  # the box is outside <answer>
+    # the box is outside <answer>: the raw answer text "3" is compared (official), 2.0 + 0.75
+    assert score(checker, "3", "\\boxed{3} <answer>3</answer>") == 2.75
+    assert score(checker, "4", "\\boxed{4} <answer>3</answer>") == 0.75
     assert score(checker, "3", "<answer>\\boxed{3} then \\boxed{4}</answer>") == 1.0  # the last box counts
     assert score(checker, "4", "<answer>\\boxed{3} then \\boxed{4}</answer>") == 3.0
 
@@ -91,12 +93,39 @@ def test_outer_timeout_kills_the_child_and_the_next_call_works():
 
 
 def test_registry_reports_math_timeout_as_error_row():
-    from rewards.registry import RewardConfig
+    from rewards.registry import RewardServiceConfig
 
-    scorer = Scorer(RewardConfig(math_timeout_s=0.3))
+    scorer = Scorer(RewardServiceConfig(math_timeout_s=0.3))
     try:
         assert scorer.score("math", {"answer": "1"}, "<answer>\\boxed{1}</answer>").total == 3.0
         result = scorer.score("math", {"answer": SLOW_GOLD}, f"<answer>\\boxed{{{SLOW_PRED}}}</answer>")
         assert result.total == 0.0 and result.error is not None and result.error.startswith("math_check:")
     finally:
         scorer.close()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("<answer>\n5\n</answer>", 2.0),  # official: no box -> the raw <answer> text, stripped, is compared
+    ("<answer>\n6\n</answer>", 0.0),
+    ("5", 2.0),  # official: no <answer> -> the whole reply is the answer text
+    ("<answer>\\boxed{5</answer>", 0.0),  # official: unbalanced box -> None, never equal
+    ("<reasoning>the answer is 5</reasoning><answer>I think it is five, 5</answer>", 0.0),  # prose is no number
+])
+def test_correctness_on_the_raw_answer_text_as_officially(checker, text, expected):
+    """Issue 13 point 6, GDSD `correctness_reward_func_math_xml`: `<answer>\\n5\\n</answer>` against 5 scores 2.0."""
+    assert math_correctness({"answer": "5"}, text, checker=checker).total == expected
+
+
+def test_first_match_rejects_a_partly_parsable_box(checker):
+    """Issue 14 class 4: with any_match, math-verify falls back to an inner sub-expression of a box that fails to
+    parse as a whole: nested \\frac{1}{...} around 2, then +100 (= 100.5) matched the reference 1/2."""
+    attack = "\\frac{1}{" * 201 + "2" + "}" * 201 + "+100"
+    assert math_correctness({"answer": "\\frac{1}{2}"}, f"<answer>\\boxed{{{attack}}}</answer>",
+                            checker=checker).total == 0.0
+    assert math_correctness({"answer": "\\frac{1}{2}"}, "<answer>\\boxed{\\frac{2}{4}}</answer>",
+                            checker=checker).total == 2.0
+
+
+def test_non_ascii_digits(checker):
+    """Decision (rewards/README.md): no normalisation of our own; math-verify decides. Arabic-Indic 5 is not 5."""
+    assert math_correctness({"answer": "5"}, "<answer>\\boxed{\u0665}</answer>", checker=checker).total == 0.0

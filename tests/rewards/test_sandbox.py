@@ -1,6 +1,8 @@
 """The adversarial suite: every attack is contained, scores 0, leaves no process behind, and the sandbox still works.
 
 Each case is (program, tests); a case "scores 0" when no test passes. After every case a benign program must pass.
+Tests run in the checker, not in the program's process: what the program did is observed through its names
+(plain values, or functions called across the boundary). Attacks on the verdict itself: test_integrity.py.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from tests.rewards.conftest import session_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,25 +142,28 @@ def test_cannot_read_host_files(sandbox, path):
 
 @pytest.mark.parametrize("path", ["/pwned", "/usr/pwned", "/proc/pwned", "/dev/shm/pwned", str(REPO / "pwned")])
 def test_cannot_write_outside_tmp(sandbox, path):
-    program = f"import os\nos.makedirs(os.path.dirname({path!r}), exist_ok=True)\nopen({path!r}, 'w').write('x')\n"
+    program = (f"import os\nos.makedirs(os.path.dirname({path!r}), exist_ok=True)\nopen({path!r}, 'w').write('x')\n"
+               f"def written():\n    return open({path!r}).read()\n")
     if path.startswith("/tmp/"):
         # a checkout under /tmp (CI clones may live there) is hidden by the sandbox's private /tmp: the write lands
         # in that private tmpfs, so only the host side can tell whether it escaped
         sandbox.run(program, ["pass"])
     else:
-        assert_contained(sandbox, program, [f"assert open({path!r}).read() == 'x'"])
+        assert_contained(sandbox, program, ["assert written() == 'x'"])
     assert not Path(path).exists()
 
 
 def test_tmp_is_writable_and_private(sandbox):
-    result = sandbox.run("open('/tmp/note', 'w').write('x')\n", ["assert open('/tmp/note').read() == 'x'"])
+    result = sandbox.run("open('/tmp/note', 'w').write('x')\ndef note():\n    return open('/tmp/note').read()\n",
+                         ["assert note() == 'x'"])
     assert result.passed == [True]
     assert not Path("/tmp/note").exists()
 
 
 def test_runs_as_an_unprivileged_uid(sandbox):
-    result = sandbox.run("import os\n", [f"assert os.getuid() >= {sandbox.config.uid_base}", "assert os.getgroups() == []",
-                                         "assert os.getuid() != 0"])
+    program = "import os\ndef uid():\n    return os.getuid()\ndef groups():\n    return os.getgroups()\n"
+    result = sandbox.run(program, [f"assert uid() >= {sandbox.config.uid_base}", "assert groups() == []",
+                                   "assert uid() != 0"])
     assert result.passed == [True, True, True]
 
 
@@ -190,7 +196,7 @@ def test_program_output_does_not_leak_into_the_report(sandbox):
 
 
 def test_refuses_without_bwrap_unless_rlimit_only_is_allowed(caplog):
-    missing = SandboxConfig(bwrap="/nonexistent/bwrap")
+    missing = session_config(bwrap="/nonexistent/bwrap")
     with pytest.raises(SandboxUnavailable, match="bubblewrap.*allow_rlimit_only"):
         Sandbox(missing).run("x = 1\n", ["assert x == 1"])
     weak = Sandbox(missing.model_copy(update={"allow_rlimit_only": True}))
@@ -215,3 +221,16 @@ def test_program_over_the_size_cap_is_refused(sandbox):
     result = capped.run("x = 1\n" * 50, ["assert x == 1"])
     assert result.passed == [False] and "max_program_bytes" in (result.error or "")
     assert capped.drain_records() == [(0.0, "refused")]
+
+
+def test_checker_outlives_the_thread_that_started_it(sandbox):
+    """Workers score each batch on fresh threads; a checker started from one (PR_SET_PDEATHSIG fires when the
+    spawning thread exits) must still serve the next batch."""
+    results = []
+    for _ in range(3):
+        thread = threading.Thread(target=lambda: results.append(sandbox.run("def f():\n    return 1\n",
+                                                                           ["assert f() == 1"]).passed))
+        thread.start()
+        thread.join()
+        time.sleep(0.2)
+    assert results == [[True]] * 3

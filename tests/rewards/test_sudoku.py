@@ -83,3 +83,29 @@ def test_bad_meta_is_named():
         sudoku_reward({"solution": SOLUTION}, "<answer>1</answer>")
     with pytest.raises(MetaError, match="16 characters"):
         sudoku_reward({"puzzle": "123", "solution": SOLUTION}, "<answer>1</answer>")
+
+
+def test_non_ascii_digits_fill_cells_but_never_match():
+    """Decision (rewards/README.md): str.isdigit as officially; a fullwidth or Arabic-Indic digit takes its cell but
+    is not the ASCII solution digit, so the solution written in them scores 0."""
+    fullwidth = "".join(chr(ord("０") + int(c)) for c in SOLUTION)
+    assert extract_sudoku_answer(f"<answer>{fullwidth}</answer>") == fullwidth
+    assert total(f"<answer>{fullwidth}</answer>") == 0.0
+    mixed = SOLUTION[:2] + "\u0663" + SOLUTION[3:]  # cell 2 (empty in the puzzle) in Arabic-Indic
+    assert total(f"<answer>{mixed}</answer>") == 7 / 8
+
+
+def test_answer_span_matches_the_official_regex():
+    """Independent reference: re.findall(r"<answer>(.*?)</answer>", DOTALL)[-1] on random tag soup."""
+    import random
+    import re
+
+    from rewards.common_text import last_answer
+
+    pattern = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+    pieces = ["<answer>", "</answer>", "<answer", "answer>", "1", "\n", " "]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
+        matches = pattern.findall(text)
+        assert last_answer(text) == (matches[-1].strip() if matches else None), repr(text)

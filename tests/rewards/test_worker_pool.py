@@ -1,5 +1,6 @@
-"""RewardWorker and RewardPool on a local Ray: order, per-row errors, metrics, math off the main thread, and a
-worker killed mid-batch."""
+"""RewardWorker and RewardPool on a local Ray: order, per-row errors, metrics, math off the main thread, a worker
+killed mid-batch (also with the pool itself a Ray actor, as training uses it), no leaked workers, and the start-up
+check that fails a job whose code task cannot run its sandbox."""
 from __future__ import annotations
 
 import threading
@@ -8,12 +9,12 @@ from collections import deque
 
 import pytest
 
-import common.cluster  # noqa: F401  (before ray)
 import ray
 
 from rewards.math_answer import MathChecker, math_correctness
-from rewards.pool import RewardPool, _Chunk
-from rewards.registry import RewardConfig
+from rewards.pool import RemoteRewardPool, RewardPool, _Chunk
+from rewards.sandbox import SandboxConfig, SandboxUnavailable
+from rewards.registry import RewardServiceConfig
 from rewards.worker import create_workers
 
 SUDOKU = {"puzzle": "1004300220034001", "solution": "1234341221434321"}
@@ -26,7 +27,7 @@ def mixed_batch() -> tuple[list, list[dict], list[str], list[float | None]]:
         ("<answer>1234341221434321</answer>", SUDOKU, "sudoku", 1.0),
         ("<answer>(3+5)*2</answer>", {"numbers": [3, 5, 2], "target": 16}, "countdown", 1.0),
         ("<answer>__import__('os')</answer>", {"numbers": [3, 5, 2], "target": 16}, "countdown", 0.1),
-        ("<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>\n", {"answer": "72"}, "gsm8k", 4.0),
+        ("<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>\n", {"answer": "72"}, "gsm8k", 3.987),
         ("<answer>\\boxed{\\frac{2}{4}}</answer>", {"answer": "0.5"}, "math", 3.0),
         (ADD, {"tests": ["assert add(1, 2) == 3", "assert add(1, 1) == 3"]}, "code", 1.5),
         ("x", {}, "poetry", None),  # unknown task
@@ -50,7 +51,7 @@ def check(results, expected) -> None:
 
 
 def test_worker_scores_a_mixed_batch_in_order(ray_local):
-    worker = create_workers(1, num_cpus=1, config=RewardConfig(threads=2))[0]
+    worker = create_workers(1, num_cpus=1, config=RewardServiceConfig(threads=2))[0]
     texts, metas, tasks, expected = mixed_batch()
     results = ray.get(worker.score.remote(texts, metas, tasks))  # the call rollout actors make
     check(results, expected)
@@ -88,7 +89,7 @@ def test_math_scores_on_a_ray_actor_thread(ray_local):
 
 
 def test_pool_keeps_order_and_reports_metrics(ray_local):
-    pool = RewardPool(2, config=RewardConfig(threads=1), chunk_size=3)
+    pool = RewardPool(2, config=RewardServiceConfig(threads=1), chunk_size=3)
     try:
         texts, metas, tasks, expected = mixed_batch()
         # many rows whose totals reveal their position: countdown targets 0..29, every other answer right
@@ -111,7 +112,7 @@ def test_pool_keeps_order_and_reports_metrics(ray_local):
 
 
 def test_pool_survives_a_worker_killed_mid_batch(ray_local):
-    pool = RewardPool(2, config=RewardConfig(threads=1), chunk_size=2)
+    pool = RewardPool(2, config=RewardServiceConfig(threads=1), chunk_size=2)
     try:
         n = 12
         # each program sleeps 0.4 s in the sandbox and returns its row number, so a row scored for another row's
@@ -152,3 +153,68 @@ def test_a_row_that_keeps_killing_workers_is_isolated():
     pending.clear()
     pool._requeue(_Chunk(1, 2, attempts=1), pending, results, RuntimeError("died"))
     assert not pending and results[1].error.startswith("worker_died:") and results[1].total == 0.0
+
+
+def _slow_code_rows(n: int) -> tuple[list[str], list[dict]]:
+    """Each program sleeps 0.4 s in the sandbox and returns its row number, so a row scored for another row's meta
+    (or twice into the wrong slot) fails its test."""
+    texts = [f"```python\nimport time\ntime.sleep(0.4)\ndef row():\n    return {i}\n```\n" for i in range(n)]
+    return texts, [{"tests": [f"assert row() == {i}"]} for i in range(n)]
+
+
+def _alive(handle) -> bool:
+    try:
+        ray.get(handle.pid.remote(), timeout=30)
+        return True
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
+
+
+def test_pool_as_an_actor_survives_a_killed_worker_and_leaks_none(ray_local):
+    pool = RemoteRewardPool.remote(2, config={"threads": 1}, chunk_size=2)
+    victim = ray.get(pool.worker_handles.remote())[0]
+    assert _alive(victim)
+    n = 12
+    texts, metas = _slow_code_rows(n)
+    pending = pool.score.remote(texts, metas, ["code"] * n)  # the call rollout actors make
+    time.sleep(1.5)  # the batch needs >= 6 chunks x 0.4 s / 2 workers; it is in flight now
+    ray.kill(victim)
+    results, metrics = ray.get(pending, timeout=180)
+    assert [r.total for r in results] == [2.0] * n, results  # no row lost, none scored for another
+    assert metrics["pool/worker_restarts"] == 1 and metrics["pool/rows_scored"] == n
+    workers = ray.get(pool.worker_handles.remote())
+    assert victim not in workers and all(_alive(w) for w in workers)
+    ray.get(pool.shutdown.remote())
+    assert not any(_alive(w) for w in workers), "shutdown left a reward worker alive"
+    # workers are owned by the pool actor: if the pool goes without shutdown, Ray ends them with it
+    pool2 = RemoteRewardPool.remote(1)
+    orphans = ray.get(pool2.worker_handles.remote())
+    ray.kill(pool2)
+    deadline = time.monotonic() + 60
+    while any(_alive(w) for w in orphans) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(w) for w in orphans), "a killed pool leaked its workers"
+
+
+def test_check_ready_fails_the_job_when_a_code_task_cannot_run_its_sandbox(ray_local):
+    broken = RewardServiceConfig(sandbox=SandboxConfig(bwrap="/nonexistent/bwrap"))
+    pool = RemoteRewardPool.remote(1, config=broken)
+    try:
+        with pytest.raises(SandboxUnavailable, match=r"tasks \['code'\] run generated code.*bubblewrap"):
+            ray.get(pool.check_ready.remote())
+    finally:
+        ray.get(pool.shutdown.remote())
+        ray.kill(pool)
+    # without a code task nothing needs the sandbox: the same machine is ready
+    no_code = broken.model_copy(update={"reward_functions": {"sudoku": ["sudoku"]}})
+    ok = RewardPool(1, config=no_code)
+    try:
+        assert ok.check_ready() == [{}]
+    finally:
+        ok.shutdown()
+    good = RewardPool(1)
+    try:
+        (ready,) = good.check_ready()
+        assert ready["mode"] == "bwrap" and ready["seccomp"] == "on"
+    finally:
+        good.shutdown()

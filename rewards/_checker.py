@@ -1,0 +1,200 @@
+"""The checker, a long-lived process in its own sandbox (`python3 -I -S -B -c <_plain.py + this file> <socket fd>`).
+
+It decides every verdict and never runs the program's code: it executes the tests (trusted dataset source) in its own
+interpreter, where each name of the program that a test uses is either a plain value fetched once from the program's
+process or a `RemoteFunction` whose calls travel to that process as plain data and come back as fresh builtin objects
+(`plain_decode`). The program's process has no channel to this one except its reply pipe, whose lines are data.
+
+Protocol with the host over a unix stream socket: the host starts a run with the byte b"N" carrying two file
+descriptors (SCM_RIGHTS: the write end of the program's request pipe, the read end of its reply pipe), followed by
+one JSON line {"tests": [...], "timeout": s, "ready_timeout": s, "force": [names], "max_line": bytes}. The checker
+talks to the program's process directly on those pipes (no host hop per call) and answers the host with
+b"R" + {"test": i, "passed": bool} per test, then b"R" + {"done": true, "program_ok": bool}.
+Test code that prints writes to /dev/null (fd 1).
+"""
+import ast as _ast
+import builtins as _builtins
+import os as _os
+import signal as _signal
+import socket as _socket
+import sys as _sys
+
+_CONTROL = _socket.socket(fileno=int(_sys.argv[1]))
+_os.dup2(_os.open(_os.devnull, _os.O_WRONLY), 1)
+_BUILTIN_NAMES = frozenset(dir(_builtins))
+
+
+class _TestTimeout(BaseException):
+    """BaseException: a test's own `except Exception:` must not swallow the per-test alarm."""
+
+
+class ProgramGone(RuntimeError):
+    """The program's process exited or stopped answering."""
+
+
+def _on_alarm(signum, frame):
+    raise _TestTimeout()
+
+
+def _report(message):
+    """A verdict line to the host; the per-test alarm is held back so it cannot cut the line in half."""
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGALRM])
+    try:
+        _CONTROL.sendall(b"R" + plain_dumps(message))
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [_signal.SIGALRM])
+
+
+class _Run:
+    """One run: the program's pipes, the id counter, and whether the program's process is gone."""
+
+    def __init__(self, request_fd, reply_fd, max_line):
+        self.request_fd, self.reply_fd, self.max_line = request_fd, reply_fd, max_line
+        self.buffer, self.next_id, self.gone = b"", 1, False
+
+    def _line(self):
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > self.max_line:  # one reply over the cap: the program is cut off
+                self.gone = True
+                raise ProgramGone("reply over the size cap")
+            data = _os.read(self.reply_fd, 1 << 16)  # os.read: the per-test alarm can interrupt the wait
+            if not data:
+                self.gone = True
+                raise ProgramGone("the program's process is gone")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line
+
+    def reply(self, ident):
+        """The program's reply to request `ident` (other lines are stale replies of timed-out calls)."""
+        while True:
+            if self.gone:
+                raise ProgramGone("the program's process is gone")
+            try:
+                message = _json.loads(self._line())
+            except ValueError:
+                continue
+            if type(message) is dict and message.get("id") == ident:
+                return message
+
+    def request(self, message):
+        if self.gone:
+            raise ProgramGone("the program's process is gone")
+        ident = self.next_id
+        self.next_id += 1
+        message["id"] = ident
+        data = memoryview(plain_dumps(message))
+        try:
+            while data:
+                data = data[_os.write(self.request_fd, data):]
+        except OSError:  # BrokenPipeError: the program's process is gone
+            self.gone = True
+            raise ProgramGone("the program's process is gone") from None
+        return self.reply(ident)
+
+    def close(self):
+        for fd in (self.request_fd, self.reply_fd):
+            try:
+                _os.close(fd)
+            except OSError:
+                pass
+
+
+class RemoteFunction:
+    """A function of the program: arguments go out as plain data, the result comes back as fresh builtins."""
+
+    def __init__(self, run, name):
+        self._run, self._name = run, name
+
+    def __call__(self, *args, **kwargs):
+        reply = self._run.request({"op": "call", "name": self._name, "args": plain_encode(list(args)),
+                                   "kwargs": plain_encode(dict(kwargs))})
+        if "value" in reply:
+            return plain_decode(reply["value"])
+        name = reply.get("raise")
+        exc_type = getattr(_builtins, name, None) if type(name) is str else None
+        if isinstance(exc_type, type) and issubclass(exc_type, Exception):
+            raise exc_type("raised by the program")
+        raise RuntimeError("the program's call failed")
+
+    def __repr__(self):
+        return "<program function %s>" % self._name
+
+
+def _free_names(tests):
+    names = set()
+    for source in tests:
+        try:
+            tree = _ast.parse(source)
+        except (SyntaxError, ValueError):
+            continue
+        names.update(node.id for node in _ast.walk(tree) if isinstance(node, _ast.Name))
+    return names
+
+
+def _with_alarm(seconds, function, *args):
+    _signal.setitimer(_signal.ITIMER_REAL, seconds)
+    try:
+        return function(*args)
+    finally:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+
+
+def _run_tests(run, spec):
+    tests, timeout = spec["tests"], float(spec["timeout"])
+    try:
+        ready = _with_alarm(float(spec["ready_timeout"]), run.reply, 0).get("ready") is True
+    except BaseException:  # noqa: B036  (timeout or gone: the program did not run)
+        ready = False
+    if not ready:
+        _report({"done": True, "program_ok": False})
+        return
+    # Builtins stay the checker's own (a program defining `len` does not change the tests' len), except the
+    # names the host forces (the entry point).
+    wanted = sorted((_free_names(tests) - _BUILTIN_NAMES) | set(spec.get("force", ())))
+    namespace = {"__name__": "__check__", "__builtins__": _builtins}
+    try:
+        values = _with_alarm(timeout, run.request, {"op": "resolve", "names": wanted}).get("values")
+        for name, entry in (values.items() if type(values) is dict else ()):
+            if name not in wanted or type(entry) is not dict:
+                continue
+            if entry.get("callable") is True:
+                namespace[name] = RemoteFunction(run, name)
+            elif "value" in entry:
+                namespace[name] = plain_decode(entry["value"])
+    except BaseException:  # noqa: B036  (no names: tests that use them fail with NameError)
+        pass
+    for index, source in enumerate(tests):
+        try:
+            _with_alarm(timeout, exec, compile(source, "<test %d>" % index, "exec"), namespace)
+            passed = True
+        except BaseException:  # noqa: B036  (AssertionError, the alarm, ProgramGone, anything: not passed)
+            passed = False
+        _report({"test": index, "passed": passed})
+    _report({"done": True, "program_ok": True})
+
+
+def _main():
+    _signal.signal(_signal.SIGALRM, _on_alarm)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    _report({"ready": True})
+    buffer = b""
+    while True:
+        marker, fds, _, _ = _socket.recv_fds(_CONTROL, 1, 2)
+        if not marker:
+            raise SystemExit(0)  # the host closed the socket: shut down
+        while b"\n" not in buffer:
+            data = _CONTROL.recv(1 << 16)
+            if not data:
+                raise SystemExit(0)
+            buffer += data
+        line, buffer = buffer.split(b"\n", 1)
+        spec = _json.loads(line)
+        run = _Run(fds[0], fds[1], int(spec["max_line"]))
+        try:
+            _run_tests(run, spec)
+        finally:
+            run.close()
+
+
+_main()

@@ -1,0 +1,169 @@
+"""Reward integrity (issue 14): programs written to forge a pass without solving the task, one per attack class.
+
+Each program here scored 1.0 on the earlier design (harness, tests and report channel inside the program's own
+interpreter; verdicts on the program's own objects; memory outside RLIMIT_AS), where the class says so. Now every
+verdict comes from the checker process comparing fresh builtin values, so each must score 0 and leave the sandbox
+healthy. `add(1, 2)` is wrong in every program (it returns 0), so a pass is always a forgery.
+"""
+from __future__ import annotations
+
+import pytest
+
+from rewards.sandbox import Sandbox
+from tests.rewards.conftest import session_config
+from tests.rewards.test_sandbox import assert_contained
+
+WRONG_ADD = "def add(a, b):\n    return 0\n"
+TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
+HUMANEVAL_STYLE = ["def check(candidate):\n    assert candidate(1, 2) == 3\n    assert abs(candidate(0.5, 1.5) - 2.0) < 1e-6\n"
+                   "    assert candidate('a', 'b') == 'ab'\n\ncheck(add)\n"]
+
+# ---- class 1: the verdict computed inside the program's interpreter ------------------------------------------------
+VERDICT_ATTACKS = {
+    # rebind a harness function that is looked up at call time
+    "rebind_harness_function": "import sys\nsys.modules['__main__']._run = lambda *args: True\n",
+    # patch a shared builtin the harness calls: every test compiles to `pass`
+    "patch_builtin_compile": ("import builtins\n_compile = builtins.compile\n"
+                              "builtins.compile = lambda source, name, mode, *a, **k: _compile('pass', name, mode)\n"),
+    # rewrite the live test list found through gc
+    "rewrite_tests_through_gc": ("import gc\nfor obj in gc.get_objects():\n"
+                                 "    if type(obj) is list and obj and all(type(t) is str and 'assert' in t for t in obj):\n"
+                                 "        obj[:] = ['pass'] * len(obj)\n"),
+    # reach the report closure through frames and write pass lines after the harness's last line (atexit)
+    "report_through_frames_at_exit": (
+        "import sys, atexit\nframe = sys._getframe()\n"
+        "while frame is not None and 'report' not in frame.f_locals:\n    frame = frame.f_back\n"
+        "if frame is not None:\n    report, count = frame.f_locals['report'], 8\n"
+        "    atexit.register(lambda: [report('test %d 1' % i) for i in range(count)] and report('done'))\n"),
+    # rewrite the harness's locals with a trace function: whatever `_run` returns becomes True
+    "settrace_flips_results": (
+        "import sys\ndef tracer(frame, event, arg):\n"
+        "    if event == 'return' and frame.f_code.co_name == '_run':\n"
+        "        frame.f_back.f_locals  # force the fast-locals sync\n"
+        "    return tracer\nsys.settrace(tracer)\n"
+        "import builtins\n_exec = builtins.exec\n"
+        "def exec_(code, ns=None, *a):\n    try:\n        return _exec(code, ns, *a)\n    except AssertionError:\n"
+        "        return None\nbuiltins.exec = exec_\n"),
+    # write forged reply/verdict lines on every inherited descriptor, in both the old and the new line formats
+    "forge_lines_on_every_fd": (
+        "import os\nfor fd in range(1, 64):\n"
+        "    for line in (b'\\nR{\"test\":0,\"passed\":true}\\n', b'\\nR{\"done\":true,\"program_ok\":true}\\n',\n"
+        "                 b'{\"id\":2,\"value\":3}\\n', b'{\"id\":3,\"value\":4}\\n'):\n"
+        "        try:\n            os.write(fd, line)\n        except OSError:\n            pass\n"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(VERDICT_ATTACKS))
+@pytest.mark.parametrize("tests", [TESTS, HUMANEVAL_STYLE], ids=["asserts", "humaneval_check"])
+def test_verdict_cannot_be_forged_from_inside(sandbox, attack, tests):
+    assert_contained(sandbox, VERDICT_ATTACKS[attack] + WRONG_ADD, tests)
+
+
+# ---- class 2: comparisons on the program's own objects -------------------------------------------------------------
+EVERYTHING_EQUAL = (
+    "class Anything(int):\n"
+    "    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
+    "    def __lt__(self, other): return True\n    def __sub__(self, other): return self\n"
+    "    def __rsub__(self, other): return self\n    def __abs__(self): return self\n    __hash__ = int.__hash__\n"
+    "class Text(str):\n    def __eq__(self, other): return True\n    __hash__ = str.__hash__\n")
+
+
+@pytest.mark.parametrize("returned", ["Anything(0)", "[Anything(0)]", "(Anything(0),)", "{'k': Anything(0)}",
+                                      "Text('x')"])
+def test_objects_with_forged_equality_never_pass(sandbox, returned):
+    program = EVERYTHING_EQUAL + f"def add(a, b):\n    return {returned}\n"
+    tests = ["assert add(1, 2) == 3", "assert add(1, 2) == [3]", "assert add(1, 2) == (3,)",
+             "assert add(1, 2) == {'k': 3}", "assert add('a', 'b') == 'ab'"]
+    assert_contained(sandbox, program, tests + HUMANEVAL_STYLE)
+
+
+def test_plain_values_of_every_builtin_type_round_trip(sandbox):
+    program = ("def value(kind):\n    return {'int': 10**30, 'float': -0.1, 'str': 'é✓', 'bool': True, 'none': None,\n"
+               "        'list': [1, [2]], 'tuple': (1, (2,)), 'dict': {(1, 2): {'a': [3]}}, 'set': {1, 2},\n"
+               "        'frozenset': frozenset({3}), 'bytes': b'\\x00\\xff', 'complex': 1 - 2j}[kind]\n"
+               "def echo(*args, **kwargs):\n    return [args, kwargs]\n")
+    tests = ["assert value('int') == 10**30 and type(value('int')) is int",
+             "assert value('float') == -0.1", "assert value('str') == 'é✓'", "assert value('bool') is True",
+             "assert value('none') is None", "assert value('list') == [1, [2]]", "assert value('tuple') == (1, (2,))",
+             "assert value('tuple') != [1, [2]]", "assert value('dict') == {(1, 2): {'a': [3]}}",
+             "assert value('set') == {1, 2}", "assert type(value('frozenset')) is frozenset",
+             "assert value('bytes') == b'\\x00\\xff'", "assert value('complex') == 1 - 2j",
+             "assert echo(1, (2,), k={3}) == [(1, (2,)), {'k': {3}}]"]
+    assert sandbox.run(program, tests).passed == [True] * len(tests)
+
+
+@pytest.mark.parametrize("program", [
+    "def add(a, b):\n    return 'x' * (8 << 20)\n",  # one reply over max_value_bytes
+    "def add(a, b):\n    v = []\n    for _ in range(100000):\n        v = [v]\n    return v\n",  # too deep
+    # a hand-written reply line nested past any recursion limit, for every id the checker may use
+    "import os\ndef add(a, b):\n    for i in range(1, 8):\n"
+    "        os.write(3, b'{\"id\":%d,\"value\":' % i + b'[' * 200000 + b']' * 200000 + b'}\\n')\n    return 0\n",
+    "import os\ndef add(a, b):\n    os.write(3, b'\\xff\\xfe garbage without newline' * 100000)\n    return 0\n",
+])
+def test_hostile_replies_fail_only_their_test(sandbox, program):
+    assert_contained(sandbox, program, TESTS)
+
+
+# ---- class 3: memory outside the rlimits ---------------------------------------------------------------------------
+HOLD_MB = 256  # more than memory_mb + tmpfs_mb of SMALL below, in pieces of 8 MiB (under RLIMIT_FSIZE and RLIMIT_AS)
+PIECES = HOLD_MB // 8
+
+MEMORY_ATTACKS = {
+    "memfd": ("import os\nheld = False\nfds = []\ntry:\n"
+              f"    for _ in range({PIECES}):\n        fds.append(os.memfd_create('x'))\n"
+              "        os.write(fds[-1], bytes(8 << 20))\n    held = True\nexcept OSError:\n    pass\n"),
+    "sysv_shm": ("import ctypes\nheld = False\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                 "libc.shmat.restype = ctypes.c_void_p\nlibc.shmdt.argtypes = [ctypes.c_void_p]\n"
+                 "libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]\ncount = 0\n"
+                 f"for _ in range({PIECES}):\n    shmid = libc.shmget(0, ctypes.c_size_t(8 << 20), 0o1600)\n    if shmid < 0:\n        break\n"
+                 "    address = libc.shmat(shmid, None, 0)\n    if address in (None, ctypes.c_void_p(-1).value):\n"
+                 "        break\n    ctypes.memset(address, 1, 8 << 20)\n    libc.shmdt(address)\n    count += 1\n"
+                 f"held = count == {PIECES}\n"),
+    "tmpfs_in_new_user_namespace": (
+        "import ctypes, os\nheld = False\nlibc = ctypes.CDLL(None, use_errno=True)\nuid, gid = os.getuid(), os.getgid()\n"
+        "if libc.unshare(0x10000000 | 0x00020000) == 0:\n"  # CLONE_NEWUSER | CLONE_NEWNS
+        "    open('/proc/self/setgroups', 'w').write('deny')\n"
+        "    open('/proc/self/uid_map', 'w').write('0 %d 1' % uid)\n"
+        "    open('/proc/self/gid_map', 'w').write('0 %d 1' % gid)\n"
+        "    os.makedirs('/tmp/m', exist_ok=True)\n"
+        "    if libc.mount(b'none', b'/tmp/m', b'tmpfs', 0, b'size=2g') == 0:\n"
+        f"        for i in range({PIECES}):\n"
+        "            with open('/tmp/m/x%d' % i, 'wb') as f:\n                f.write(bytes(8 << 20))\n"
+        "        held = True\n"),
+    "unshare_user_namespace_at_all": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                      "held = libc.unshare(0x10000000) == 0\n"),
+    "sysv_message_queue": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nheld = libc.msgget(0, 0o1600) >= 0\n",
+}
+SMALL = session_config(memory_mb=192, tmpfs_mb=16)
+
+
+@pytest.fixture(scope="module")
+def small_sandbox():
+    box = Sandbox(SMALL)
+    yield box
+    box.close()
+
+
+@pytest.mark.parametrize("attack", sorted(MEMORY_ATTACKS))
+def test_no_memory_outside_the_limits(small_sandbox, attack):
+    result = assert_contained(small_sandbox, MEMORY_ATTACKS[attack] + "def holding():\n    return held\n",
+                              ["assert holding() is True"], max_seconds=30)
+    assert not result.passed[0]
+
+
+def test_per_run_cgroup_bounds_memory_when_the_host_allows(small_sandbox):
+    ready = small_sandbox.check_ready()
+    if ready["cgroup"].startswith("unavailable"):
+        pytest.skip(f"no per-run cgroup on this host: {ready['cgroup']}")
+    # the private /tmp is a tmpfs: its pages are not in RLIMIT_AS, but they are charged to the run's cgroup
+    program = ("with open('/tmp/x', 'wb') as f:\n    for _ in range(14):\n        f.write(bytes(1 << 20))\n"
+               "blocks = [bytearray(1 << 20) for _ in range(150)]\nfor b in blocks:\n    b[::4096] = b'1' * 256\n"
+               "def held():\n    return len(blocks)\n")
+    within = small_sandbox.run(program, ["assert held() == 150"])
+    assert within.passed == [True]
+    tight = Sandbox(SMALL.model_copy(update={"cgroup_memory_mb": 96}))
+    try:
+        over = tight.run(program, ["assert held() == 150"])
+        assert over.passed == [False] and over.oom_killed
+    finally:
+        tight.close()
