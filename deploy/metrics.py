@@ -49,6 +49,8 @@ def gauge_spec(key: str) -> tuple[str, dict[str, str]]:
         tags["iteration"], parts = "first", parts[:2]
     elif parts[0] == "learner" and len(parts) == 2 and parts[1] in PER_ITERATION:
         tags["iteration"] = "last"
+    if parts[0] == "reward_service":  # the reward service's own counters (rewards/metrics.py): variable parts as tags
+        parts, tags = _reward_service(parts[1:], tags)
     name = "_".join(parts)
     if parts[0] == "time":  # the step's phases, wall clock
         name += "_seconds"
@@ -57,6 +59,21 @@ def gauge_spec(key: str) -> tuple[str, dict[str, str]]:
     name = re.sub(r"_tokens_per_s$", "_tokens_per_second", name)
     name = re.sub(r"^learner_seconds$", "learner_update_seconds", name)
     return "gdsd_" + re.sub(r"[^a-zA-Z0-9_]", "_", name), tags
+
+
+def _reward_service(parts: list[str], tags: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """reward/<f>_mean -> reward_mean{function}, errors/<kind> -> errors{kind}, sandbox/seconds_<stat> ->
+    sandbox_seconds{stat}, sandbox/<outcome> -> sandbox_outcomes{outcome}; rows, pool/*, sandbox/programs as named."""
+    head = ["reward_service"]
+    if len(parts) == 2 and parts[0] == "reward" and parts[1].endswith("_mean"):
+        return head + ["reward", "mean"], {**tags, "function": parts[1].removesuffix("_mean")}
+    if len(parts) == 2 and parts[0] == "errors":
+        return head + ["errors"], {**tags, "kind": parts[1]}
+    if len(parts) == 2 and parts[0] == "sandbox" and parts[1].startswith("seconds_"):
+        return head + ["sandbox", "seconds"], {**tags, "stat": parts[1].removeprefix("seconds_")}
+    if len(parts) == 2 and parts[0] == "sandbox" and parts[1] != "programs":
+        return head + ["sandbox", "outcomes"], {**tags, "outcome": parts[1]}
+    return head + parts, tags
 
 
 class Metrics:

@@ -28,8 +28,8 @@ def test_the_tiny_model_is_made_once_per_setting(tmp_path):
     assert base_model(cfg, tmp_path) == path  # reused, not rebuilt
     assert (tmp_path / path).stat().st_mtime_ns == stamp[0]
     other = base_model(load_config(None, [*TINY, "model.tiny.seed=1"]), tmp_path)
-    assert other != path and not torch.equal(weights(other)["model.embed_tokens.weight"],
-                                             stamp[1]["model.embed_tokens.weight"])
+    assert other != path and not torch.equal(weights(other)["model.transformer.wte.weight"],
+                                             stamp[1]["model.transformer.wte.weight"])
 
 
 @pytest.mark.slow
