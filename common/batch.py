@@ -107,8 +107,8 @@ class RolloutBatch:
     def concat(batches: list["RolloutBatch"]) -> "RolloutBatch":
         """Rows of several batches with the same P, L, J, M; meta of each kept under 'sources'.
 
-        Prompts are never re-padded: no attention mask is used, so extra padding would change what the denoiser
-        sees and S_theta would no longer match the actor's S_old. Batches of other widths stay separate."""
+        Prompts are not re-padded here: batches of other widths stay separate (the padding mask would make a re-padded
+        row compute the same S, but S_old was computed at the actor's width and bit-equality is what is tested)."""
         first = batches[0]
         shapes = {(b.prompt_ids.shape[1], *b.old_logp.shape[1:], b.completion_ids.shape[1]) for b in batches}
         if len(shapes) > 1:

@@ -230,7 +230,8 @@ class LearnerWorker:
         return self.version, self.bus.send(self._sent, self.version)
 
     def export_hf(self, path: str) -> str | None:
-        """Write safetensors + config + tokenizer that `transformers` loads back (rank 0 writes)."""
+        """Export under the family's official checkpoint keys with the source directory's config, tokenizer and code
+        files (common/models/weights.py), a drop-in replacement of the original (rank 0 writes)."""
         state = self.full_state_dict()
         if self.rank == 0:
             checkpoint.save_hf(state, self.denoiser.model, self.denoiser.tokenizer, path)
