@@ -15,15 +15,18 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Tokenizer
 
-from common.config import ModelConfig
 from common.models import DiffusionLM, build_model
 from common.models.lora import LoRASpec, adapters_disabled, apply_lora
+
+if TYPE_CHECKING:  # a type only: benchmarks/gpu_check.py imports this module where pydantic is absent
+    from common.config import ModelConfig
 
 log = logging.getLogger(__name__)
 transformers.utils.logging.disable_progress_bar()
