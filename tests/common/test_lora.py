@@ -65,6 +65,25 @@ def test_adapters_disabled_is_base_and_merged_equals_unmerged(tiny_model_dir, tm
         assert torch.allclose(merged.logits(x), on, atol=1e-5, rtol=0)
 
 
+def test_dream_layout_merged_equals_unmerged(tmp_path):
+    """Dream: q/k/v bias, grouped-query attention, shifted logits; the peft names are Qwen2's."""
+    from common.config import TinyModelConfig
+    from common.tiny import make_tiny_model
+
+    source = make_tiny_model(TinyModelConfig(family="dream", hidden_size=64, num_layers=2, num_heads=4,
+                                             num_kv_heads=2, intermediate_size=128), tmp_path / "dream")
+    den = lora_denoiser(source)
+    x = torch.randint(0, 30, (2, 16))
+    save_hf(merged_state(den.net.state_dict(), den.net.lora_spec), den.net, den.tokenizer, str(tmp_path / "merged"))
+    merged = load_denoiser(ModelConfig(), tmp_path / "merged")
+    with torch.no_grad():
+        assert torch.allclose(merged.logits(x), den.logits(x), atol=1e-5, rtol=0)
+    save_adapter(den.net.state_dict(), den.net, den.net.lora_spec, str(tmp_path / "adapter"))
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["target_modules"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"])
+
+
 def test_peft_adapter_directory(tiny_model_dir, tmp_path):
     den = lora_denoiser(tiny_model_dir)
     out = save_adapter(den.net.state_dict(), den.net, den.net.lora_spec, str(tmp_path / "adapter"))
