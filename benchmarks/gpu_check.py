@@ -1,6 +1,7 @@
 """A prepared GPU check at LLaDA-8B shapes (random init, bf16): one command, no Ray, no pydantic.
 
-  python -m benchmarks.gpu_check                # one H200: <= 8 min
+  python -m benchmarks.gpu_check                # one H200: <= 8 min (rollout ~45 PFLOP, ~1.5-2.5 min at 300-500
+                                                # TFLOP/s; naive ~1.5 PFLOP at low utilisation; learner step ~1 PFLOP)
   python -m benchmarks.gpu_check --cpu-small    # the same code on CPU at a toy shape (tests/benchmarks run it)
 
 (a) rollout: our batched sampler (actors/sampler.py: logits only at the current block's masked positions) at batch
@@ -285,11 +286,14 @@ def learner_part(actor: Denoiser, learner: Denoiser, params: list, prompts: torc
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-small", action="store_true", help="CPU, toy shape (the test of this script)")
-    parser.add_argument("--naive-rows", type=int, default=None)
+    parser.add_argument("--naive-rows", type=int, default=None, help="rows of the naive reference (default 2)")
+    parser.add_argument("--batch", type=int, default=None, help="sampler rows (default 64; lower if time is short)")
     args = parser.parse_args(argv)
     s = CPU_SMALL if args.cpu_small else LLADA_8B
-    if args.naive_rows:
-        s = Shape(**{**asdict(s), "naive_rows": args.naive_rows})
+    overrides = {k: v for k, v in (("naive_rows", args.naive_rows), ("batch", args.batch)) if v}
+    s = Shape(**{**asdict(s), **overrides})
+    if s.learner_rows > s.batch:
+        raise SystemExit(f"gpu_check: --batch {s.batch} is below the learner's {s.learner_rows} rows")
     if not args.cpu_small and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device (use --cpu-small on CPU)")
     device = torch.device("cpu") if args.cpu_small else torch.device("cuda", 0)
