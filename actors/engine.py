@@ -18,6 +18,7 @@ import torch.distributed as dist
 from common.algorithms import get_algorithm
 from common.config import RunConfig
 from common.denoiser import DTYPES, Denoiser, load_denoiser
+from common.models.lora import adapter_names, is_adapter
 from common.weight_bus import WeightBus, signature, wire_format
 
 
@@ -28,7 +29,11 @@ class PolicyEngine:
         # per-token algorithms get their reference log-probs on the learner; sequence-level ones here, if beta > 0
         spec = get_algorithm(cfg.algorithm.name)
         needs_ref = spec.sequence_level and spec.needs_ref and cfg.algorithm.beta > 0
-        self.reference: Denoiser | None = load_denoiser(cfg.model, model_path) if needs_ref else None
+        # with LoRA the reference is the same weights with the adapters off (official S_ref): no second copy
+        self.reference: Denoiser | None = None
+        if needs_ref:
+            self.reference = (self.policy.without_adapters() if cfg.model.lora.enabled
+                              else load_denoiser(cfg.model, model_path))
         self.version = 0
         # weight bus state (pipeline.weight_sync: broadcast): the group, and the last received, not yet loaded weights
         self.bus: WeightBus | None = None
@@ -38,15 +43,27 @@ class PolicyEngine:
         self._staged_cv = threading.Condition()
 
     def load(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
-        """Load a full state dict as policy version `version` (object-store path)."""
-        self.policy.model.load_state_dict(state_dict)
+        """Load the pushed state dict as policy version `version`: every tensor, or with LoRA exactly the adapter
+        tensors (the base never changes)."""
+        if self.cfg.model.lora.enabled:
+            expected = set(adapter_names(self.policy.model))
+            if set(state_dict) != expected:
+                raise ValueError(f"{self.name}: a LoRA push must carry exactly the {len(expected)} adapter tensors; "
+                                 f"missing {sorted(expected - set(state_dict))[:4]}, unexpected "
+                                 f"{sorted(set(state_dict) - expected)[:4]}")
+            self.policy.model.load_state_dict(state_dict, strict=False)
+        else:
+            self.policy.model.load_state_dict(state_dict)
         self.version = version
         return version
 
     # ---- weight bus ---------------------------------------------------------------------------------------------
     def wire_like(self) -> dict[str, torch.Tensor]:
         """Names, shapes and dtypes of what the learner sends (meta tensors: no memory)."""
-        meta = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in self.policy.model.state_dict().items()}
+        state = self.policy.model.state_dict()
+        if self.cfg.model.lora.enabled:
+            state = {k: v for k, v in state.items() if is_adapter(k)}  # LoRA: only the adapters travel
+        meta = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in state.items()}
         return wire_format(meta, DTYPES[self.cfg.model.dtype])
 
     def join_bus(self, address: tuple[str, int], rank: int, world_size: int, generation: int,

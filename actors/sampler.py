@@ -14,11 +14,14 @@ Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from common.config import SamplerConfig
 from common.denoiser import Denoiser, padding_mask
+
+if TYPE_CHECKING:  # a type only: benchmarks/gpu_check.py imports the sampler where pydantic is absent
+    from common.config import SamplerConfig
 
 
 @dataclass

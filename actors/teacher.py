@@ -10,6 +10,7 @@ import torch
 from common.denoiser import Denoiser
 from common.logprob import Variant, denoise_logprob
 from common.masking import consistent_masks
+from common.models.lora import row_seeds
 
 
 def draw_mask_seeds(num_iters: int, num_mc: int, generator: torch.Generator) -> torch.Tensor:
@@ -22,16 +23,19 @@ def teacher_logps(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: 
                   seeds: torch.Tensor, *, variant: Variant, rows_per_forward: int,
                   prompt_len: torch.Tensor | None = None) -> torch.Tensor:
     """S(x0) float32 [B, J, M] under `denoiser` with the masks of `seeds` [J, M] built for the whole batch
-    (`prompt_len` [B]: real tokens of the left-padded prompts, masked out of attention like on the learner)."""
+    (`prompt_len` [B]: real tokens of the left-padded prompts, masked out of attention like on the learner). LoRA
+    dropout (policy only) is seeded per (row, seed) as on the learner."""
     B, L = completion_ids.shape
     J, M = seeds.shape
     out = torch.empty(B, J, M, dtype=torch.float32)
     for j in range(J):
         for m in range(M):
             masks = consistent_masks(int(seeds[j, m]), B, L, device=completion_ids.device)  # [B, L]
+            drop = row_seeds(int(seeds[j, m]), torch.arange(B)) if denoiser.adapters else None  # [B]
             for lo in range(0, B, rows_per_forward):
                 hi = min(B, lo + rows_per_forward)
                 out[lo:hi, j, m] = denoise_logprob(denoiser, prompt_ids[lo:hi], completion_ids[lo:hi],
                                                    masks[lo:hi], variant=variant,
-                                                   prompt_len=None if prompt_len is None else prompt_len[lo:hi]).cpu()
+                                                   prompt_len=None if prompt_len is None else prompt_len[lo:hi],
+                                                   dropout_seeds=None if drop is None else drop[lo:hi]).cpu()
     return out

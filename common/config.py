@@ -34,6 +34,37 @@ class TinyModelConfig(_Section):
     seed: int = Field(0, description="initialisation seed of the tiny model")
 
 
+_LORA_NAMES = {"q_proj": "wq", "k_proj": "wk", "v_proj": "wv", "o_proj": "wo", "gate_proj": "w_gate",
+               "up_proj": "w_up", "down_proj": "w_down"}  # official peft target -> our projection (docs/lora.md)
+
+
+class LoRAConfig(_Section):
+    enabled: bool = Field(False, description="train LoRA adapters instead of all weights (official recipe: on); the "
+                          "reference policy is the same model with adapters off (docs/lora.md)")
+    r: int = Field(128, gt=0, description="adapter rank (official lora_r 128)")
+    alpha: float = Field(64.0, gt=0, description="scale alpha / r (official lora_alpha 64)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input, seeded from the mask seed "
+                           "(official lora_dropout 0.05)")
+    target_modules: list[str] = Field(
+        ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"],
+        description="our block projections; the official names q_proj k_proj v_proj o_proj gate_proj up_proj "
+        "down_proj are accepted and mapped (official lora_target_modules: all seven)")
+    init_seed: int = Field(0, description="seed of the adapters' A init (a torch.Generator): actors and learner "
+                           "build the same adapters, so version 0 agrees bit for bit")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _ours(cls, value):
+        names = [_LORA_NAMES.get(v, v) for v in (value or [])]
+        unknown = sorted(set(names) - set(_LORA_NAMES.values()))
+        if unknown:
+            raise ValueError(f"unknown LoRA target modules {unknown}; choose from {sorted(_LORA_NAMES.values())} "
+                             f"(or the official {sorted(_LORA_NAMES)})")
+        if not names:
+            raise ValueError("target_modules must name at least one projection")
+        return list(dict.fromkeys(names))
+
+
 class ModelConfig(_Section):
     path: str | None = Field(None, description="local checkpoint directory in the LLaDA or Dream layout (or an "
                              "export of one, docs/models.md); None = the tiny built-in model")
@@ -51,6 +82,7 @@ class ModelConfig(_Section):
     chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template (LLaDA/Dream)")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="compute dtype of rollout and learner; both must agree (docs/design.md, Numerical traps)")
+    lora: LoRAConfig = LoRAConfig()
 
 
 class SamplerConfig(_Section):

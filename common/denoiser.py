@@ -10,18 +10,23 @@ model is ours; transformers only provides the tokenizer and chat template.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Tokenizer
 
-from common.config import ModelConfig
 from common.models import DiffusionLM, build_model
+from common.models.lora import LoRASpec, adapters_disabled, apply_lora
+
+if TYPE_CHECKING:  # a type only: benchmarks/gpu_check.py imports this module where pydantic is absent
+    from common.config import ModelConfig
 
 log = logging.getLogger(__name__)
 transformers.utils.logging.disable_progress_bar()
@@ -47,11 +52,19 @@ class Denoiser:
     mask_id: int
     eos_id: int
     shift: bool  # Dream-style: position n predicted from hidden n-1
+    adapters: bool = True  # False: the same net with its LoRA adapters off (the reference policy S_ref)
 
     @classmethod
     def wrap(cls, model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, *, mask_id: int, eos_id: int,
              shift: bool) -> "Denoiser":
         return cls(net=model, tokenizer=tokenizer, mask_id=mask_id, eos_id=eos_id, shift=shift)
+
+    def without_adapters(self) -> "Denoiser":
+        """The reference policy of a LoRA model: the same weights (no copy) with the adapters switched off."""
+        return dataclasses.replace(self, adapters=False)
+
+    def _scope(self):
+        return contextlib.nullcontext() if self.adapters else adapters_disabled(self.net)
 
     @property
     def model(self) -> DiffusionLM:
@@ -65,14 +78,16 @@ class Denoiser:
                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits predicting the token at each position: [B, T, V], or [N, V] for `positions` (bool [B, T]) in
         row-major order of the selected positions (the order of `positions.nonzero()`)."""
-        return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift)
+        with self._scope():
+            return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift)
 
     def logprob(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor, *,
                 attention_mask: torch.Tensor | None = None, chunk: int = 2048) -> torch.Tensor:
         """float32 [N]: log p(targets | input) at the N `positions` (bool [B, T], row-major), the head and
         log_softmax run `chunk` positions at a time (no [N, V] float32 logits held for backward)."""
-        return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift, targets=targets,
-                        chunk=chunk)
+        with self._scope():
+            return self.net(input_ids, positions, attention_mask=attention_mask, shift=self.shift, targets=targets,
+                            chunk=chunk)
 
 
 def _first_not_none(*values):
@@ -127,4 +142,9 @@ def load_denoiser(cfg: ModelConfig, path: str | Path | None = None, *, device: s
         if not 0 <= int(value) < args.vocab_size:
             raise ValueError(f"model.{key}: {value} is outside the vocabulary of {path} ({args.vocab_size})")
     shift = bool(_first_not_none(cfg.logits_shift, args.shift))
+    if cfg.lora.enabled:
+        lcfg = cfg.lora
+        apply_lora(model, LoRASpec(r=lcfg.r, alpha=lcfg.alpha, dropout=lcfg.dropout,
+                                   targets=tuple(lcfg.target_modules)),
+                   generator=torch.Generator().manual_seed(lcfg.init_seed))
     return Denoiser(net=model, tokenizer=tokenizer, mask_id=int(mask_id), eos_id=int(eos_id), shift=shift)

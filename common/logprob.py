@@ -13,6 +13,7 @@ import torch
 from common.algorithms import SVariant as Variant
 from common.denoiser import Denoiser, padding_mask
 from common.masking import mask_fraction
+from common.models.lora import lora_dropout
 
 
 def pair_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
@@ -28,13 +29,15 @@ def pair_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: t
 
 
 def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
-                    variant: Variant = "gdsd", *, prompt_len: torch.Tensor | None = None) -> torch.Tensor:
+                    variant: Variant = "gdsd", *, prompt_len: torch.Tensor | None = None,
+                    dropout_seeds: torch.Tensor | None = None) -> torch.Tensor:
     """S(x0) float32 [B] for prompts [B, P] (left-padded, `prompt_len` [B] real tokens; None = no padding),
     completions [B, L] and masks bool [B, L] (True = masked in x_t).
 
     x_t and its complement run as one batch of 2B rows (the two forwards of the pair); the head and log_softmax run
     only at the B*L positions whose token is read, chunk by chunk in float32 (no [rows, T, V] float32 tensor).
-    Differentiable: the learner calls it with grad, the actor without.
+    Differentiable: the learner calls it with grad, the actor without. `dropout_seeds` int64 [B]: LoRA dropout seeds
+    of the rows (common.models.lora.row_seeds; the complement row gets its own); None = no dropout.
     """
     if variant not in ("gdsd", "tlc"):
         raise ValueError(f"unknown log-prob variant {variant!r}; choose 'gdsd' or 'tlc'")
@@ -44,7 +47,9 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
     attention = padding_mask(None if prompt_len is None else prompt_len.to(inputs.device).repeat(2),
                              prompt_ids.shape[1], L)  # [2B, P+L] or None
     targets = completion_ids.repeat(2, 1)[both]  # [B*L], row-major over (pair row, position)
-    token_logp = denoiser.logprob(inputs, read, targets, attention_mask=attention)  # [B*L] f32
+    seeds = None if dropout_seeds is None else torch.cat([dropout_seeds, dropout_seeds ^ 0x5DEECE66D])  # [2B]
+    with lora_dropout(denoiser.net, seeds):
+        token_logp = denoiser.logprob(inputs, read, targets, attention_mask=attention)  # [B*L] f32
     per_pos = torch.zeros(2 * B, L, dtype=torch.float32, device=token_logp.device).masked_scatter(both, token_logp)
     sum_masked, sum_rest = per_pos[:B].sum(dim=1), per_pos[B:].sum(dim=1)  # [B], [B]
     if variant == "gdsd":

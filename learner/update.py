@@ -18,6 +18,7 @@ from common.config import RunConfig
 from common.denoiser import Denoiser
 from common.logprob import Variant, denoise_logprob
 from common.masking import consistent_masks
+from common.models.lora import row_seeds
 from learner.losses import LossSpec
 
 # fn(micro-batch index, inner iteration j) -> (loss metrics, teacher gap max |S_theta - S_old| at j = 0, else None)
@@ -100,7 +101,8 @@ def sequence_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, *, variant: V
     device = denoiser.device
     prompt, completion = batch.prompt_ids.to(device), batch.completion_ids.to(device)
     per_draw = [denoise_logprob(denoiser, prompt, completion, masks_for(batch, j, m), variant=variant,
-                                prompt_len=batch.prompt_len)
+                                prompt_len=batch.prompt_len,
+                                dropout_seeds=row_seeds(int(batch.mask_seeds[0, j, m]), batch.mask_row))
                 for m in range(batch.mask_seeds.shape[2])]
     return torch.stack(per_draw, dim=1)
 

@@ -18,10 +18,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
 
 from common.batch import RolloutBatch
 from common.config import ConfigError, RunConfig
 from common.denoiser import DTYPES, load_denoiser
+from common.models.lora import is_adapter, merged_state
 from common.weight_bus import WeightBus, signature, wire_format
 from learner import checkpoint
 from learner.fsdp import shard_model
@@ -84,9 +86,13 @@ class LearnerWorker:
         if self.path.use_ref:
             # per-token reference log-probs are not in the RolloutBatch: a frozen copy of the initial weights,
             # sharded like the policy; held in the compute dtype (what FSDP would cast the master weights to)
-            self.reference = load_denoiser(self.cfg.model, self.model_path, device=device)
-            self.reference.model.eval().requires_grad_(False)
-            shard_model(self.reference.net, self.reference.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype])
+            if self.cfg.model.lora.enabled:  # the same sharded weights with the adapters off: no second copy
+                self.reference = self.denoiser.without_adapters()
+            else:
+                self.reference = load_denoiser(self.cfg.model, self.model_path, device=device)
+                self.reference.model.eval().requires_grad_(False)
+                shard_model(self.reference.net, self.reference.model, mesh,
+                            compute_dtype=DTYPES[self.cfg.model.dtype])
         self.optimizer, self.scheduler = build_optimizer(self.params, self.cfg.learner)
         return sum(p.numel() for p in self.params)
 
@@ -195,9 +201,23 @@ class LearnerWorker:
         state = get_model_state_dict(self.denoiser.net, options=options)
         return {k.removeprefix("model."): v for k, v in state.items()}
 
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The LoRA adapter tensors only, gathered onto every rank's CPU (collective; the frozen base is never
+        gathered: a push is the adapters, docs/lora.md)."""
+        out = {}
+        for name, p in self.denoiser.net.named_parameters():
+            if is_adapter(name):
+                full = p.full_tensor() if isinstance(p, DTensor) else p
+                out[name] = full.detach().cpu()
+        return out
+
+    def push_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a weight push carries: the adapters with LoRA, else the full state (collective)."""
+        return self.adapter_state_dict() if self.cfg.model.lora.enabled else self.full_state_dict()
+
     def export_weights(self) -> tuple[dict[str, torch.Tensor] | None, int]:
         """(state dict on rank 0 / None elsewhere, version). The caller forwards rank 0's ObjectRef to the actors."""
-        state = self.full_state_dict()
+        state = self.push_state_dict()
         return (wire_format(state, DTYPES[self.cfg.model.dtype]) if self.rank == 0 else None), self.version
 
     # ---- weights out over the weight bus (pipeline.weight_sync: broadcast) ---------------------------------------
@@ -234,6 +254,10 @@ class LearnerWorker:
         files (common/models/weights.py), a drop-in replacement of the original (rank 0 writes)."""
         state = self.full_state_dict()
         if self.rank == 0:
+            if self.cfg.model.lora.enabled:  # merged weights in the official layout + a peft adapter directory
+                spec = self.denoiser.model.lora_spec
+                checkpoint.save_adapter(state, self.denoiser.model, spec, f"{path}/adapter")
+                state = merged_state(state, spec)
             checkpoint.save_hf(state, self.denoiser.model, self.denoiser.tokenizer, path)
             return path
         return None

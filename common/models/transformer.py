@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from common.models.args import ModelArgs
+from common.models.lora import bind_row_seeds
 
 
 class RMSNorm(nn.Module):
@@ -67,7 +68,16 @@ class Block(nn.Module):
         self.w_down = nn.Linear(args.ffn_dim, args.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                key_mask: torch.Tensor | None) -> torch.Tensor:
+                key_mask: torch.Tensor | None, lora_seeds: torch.Tensor | None = None) -> torch.Tensor:
+        # LoRA dropout seeds arrive as an argument so a checkpointed block recomputes the same draws (lora.py)
+        bind_row_seeds(self, lora_seeds)
+        try:
+            return self._forward(x, cos, sin, key_mask)
+        finally:
+            bind_row_seeds(self, None)
+
+    def _forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 key_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, _ = x.shape
         h = self.attn_norm(x)
         q = self.wq(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, Hq, T, D]
@@ -91,6 +101,7 @@ class Body(nn.Module):
         self.blocks = nn.ModuleList(Block(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.activation_checkpointing = False  # recompute each block in backward (learner.activation_checkpointing)
+        self.lora_row_seeds: torch.Tensor | None = None  # set by common.models.lora.lora_dropout
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T = input_ids.shape
@@ -106,9 +117,9 @@ class Body(nn.Module):
         x = self.embed(input_ids)  # [B, T, H]
         for block in self.blocks:
             if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, cos, sin, key_mask, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, key_mask, self.lora_row_seeds, use_reentrant=False)
             else:
-                x = block(x, cos, sin, key_mask)
+                x = block(x, cos, sin, key_mask, self.lora_row_seeds)
         return self.norm(x)
 
 

@@ -42,5 +42,7 @@ def test_paper_config_loads_with_the_official_recipe(path):
         assert (alg.beta, alg.eps, alg.mu, alg.num_mc, alg.psi) == (float(beta), 4e-4, 8, num_mc, psi)
     if cfg.task.test_path:
         assert (PAPER.parents[1] / cfg.task.test_path).is_file()
-    text = path.read_text()
-    assert "LoRA is not built yet (issue 12)" in text and "lora" not in text.split("configs/paper/README.md.")[1].lower()
+    lora = cfg.model.lora  # official: peft r 128, alpha 64, dropout 0.05; LLaDA's names match q, k, v, up only
+    assert lora.enabled and (lora.r, lora.alpha, lora.dropout) == (128, 64.0, 0.05)
+    assert lora.target_modules == (["wq", "wk", "wv", "w_up"] if model == "llada"
+                                   else ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"])
