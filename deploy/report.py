@@ -2,9 +2,10 @@
 
   python -m deploy.report RUN_DIR     # the same report for a finished run directory
 
-The standard error printed for an evaluation is sqrt(p (1 - p) / n) for its headline metric p over n items: exact for
-a 0/1 metric (Countdown accuracy) and an upper bound for any metric in [0, 1] averaged over items (Sudoku cell
-accuracy), since a [0, 1] variable with mean p has variance at most p (1 - p).
+The standard error of an evaluation's headline metric is `<metric>_se`, the standard deviation of the per-item values
+over sqrt(n), which the trainer stores with every evaluation (`metric_se`); for an evaluation without it (an older
+run) the report falls back to sqrt(p (1 - p) / n): exact for a 0/1 metric (Countdown accuracy) and an upper bound for
+any metric in [0, 1] averaged over items (Sudoku cell accuracy), since such a variable has variance at most p (1 - p).
 """
 from __future__ import annotations
 
@@ -23,6 +24,23 @@ def standard_error(p: float, n: int) -> float:
     return math.sqrt(max(p * (1.0 - p), 0.0) / max(n, 1))
 
 
+def metric_se(rows: list[dict[str, Any]], task: str) -> float:
+    """Standard error of the task's headline metric over scored rows: each row summarised alone (the task's own
+    metric definition), sample standard deviation / sqrt(n)."""
+    t = get_task(task)
+    values = [t.summarize([row])[t.metric] for row in rows]
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _se(res: dict[str, float], metric: str) -> float:
+    se = res.get(f"{metric}_se")
+    return float(se) if se is not None and math.isfinite(se) else standard_error(res[metric], int(res["n"]))
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -35,11 +53,11 @@ def summary(evals: dict[str, dict[str, float]], metric: str) -> str:
     units of the larger of the two standard errors."""
     lines = [f"| model | n | {metric} | ± SE |", "|---|---|---|---|"]
     for name, res in evals.items():
-        lines.append(f"| {name} | {res['n']:.0f} | {res[metric]:.3f} | {standard_error(res[metric], int(res['n'])):.3f} |")
+        lines.append(f"| {name} | {res['n']:.0f} | {res[metric]:.3f} | {_se(res, metric):.3f} |")
     if len(evals) >= 2:
         first, last = next(iter(evals.values())), list(evals.values())[-1]
         gain = last[metric] - first[metric]
-        se = max(standard_error(first[metric], int(first["n"])), standard_error(last[metric], int(last["n"])))
+        se = max(_se(first, metric), _se(last, metric))
         lines.append(f"\ngain: {100 * gain:+.1f} points = {gain / se if se else float('inf'):.1f} standard errors "
                      "of one evaluation")
     return "\n".join(lines)
@@ -66,7 +84,7 @@ def plot(run_dir: Path, metric: str) -> Path | None:
     evals = [r for r in records if "eval" in r]
     if evals:
         ax1.errorbar([r["step"] for r in evals], [r["eval"][metric] for r in evals],
-                     yerr=[standard_error(r["eval"][metric], int(r["eval"]["n"])) for r in evals], fmt="o-",
+                     yerr=[_se(r["eval"], metric) for r in evals], fmt="o-",
                      capsize=3, label=f"held-out {metric} (± SE)")
     ax1.set_xlabel("step")
     ax1.legend()

@@ -33,3 +33,18 @@ def test_report_writes_the_plot_and_names_the_files(tmp_path):
     assert png.is_file() and png.stat().st_size > 10_000
     assert f"plot:    {png}" in text and str(tmp_path / "metrics.jsonl") in text
     assert "gain: +20.0 points" in text
+
+
+def test_metric_se_uses_the_per_item_values_and_the_report_prefers_it():
+    from deploy.report import metric_se
+
+    # Sudoku cell accuracy per item: 0.5, 0.75, 1.0, 0.25 (mean 0.625)
+    rows = [{"reward": v, "parts": {"sudoku": v}, "error": None} for v in (0.5, 0.75, 1.0, 0.25)]
+    mean = 0.625
+    expected = math.sqrt(sum((v - mean) ** 2 for v in (0.5, 0.75, 1.0, 0.25)) / 3 / 4)
+    assert metric_se(rows, "sudoku") == pytest.approx(expected)
+    # far below the Bernoulli bound sqrt(p (1 - p) / n) for a fractional metric
+    assert expected < math.sqrt(mean * (1 - mean) / 4)
+    evals = {"before": {"n": 4, "cell_accuracy": 0.5, "cell_accuracy_se": 0.01},
+             "after": {"n": 4, "cell_accuracy": 0.6, "cell_accuracy_se": 0.02}}
+    assert "gain: +10.0 points = 5.0 standard errors" in summary(evals, "cell_accuracy")
