@@ -24,14 +24,14 @@ def standard_error(p: float, n: int) -> float:
     return math.sqrt(max(p * (1.0 - p), 0.0) / max(n, 1))
 
 
-def metric_se(rows: list[dict[str, Any]], task: str) -> float:
+def metric_se(rows: list[dict[str, Any]], task: str) -> float | None:
     """Standard error of the task's headline metric over scored rows: each row summarised alone (the task's own
-    metric definition), sample standard deviation / sqrt(n)."""
+    metric definition), sample standard deviation / sqrt(n). None for fewer than 2 rows (undefined)."""
     t = get_task(task)
     values = [t.summarize([row])[t.metric] for row in rows]
     n = len(values)
     if n < 2:
-        return float("nan")
+        return None
     mean = sum(values) / n
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 

@@ -146,7 +146,9 @@ class Trainer:
     def evaluate(self, name: str) -> dict[str, float]:
         rows = self.fleet.evaluate(eval_prompts(self.cfg), eval_sampler(self.cfg), version=self.weight_sync.version)
         self.evals[name] = summarize(rows, self.cfg.task.name)
-        self.evals[name][f"{get_task(self.cfg.task.name).metric}_se"] = metric_se(rows, self.cfg.task.name)
+        se = metric_se(rows, self.cfg.task.name)
+        if se is not None:  # the report's standard error (deploy/report.py); undefined for one item
+            self.evals[name][f"{get_task(self.cfg.task.name).metric}_se"] = se
         self.metrics.log(self.step, {"eval": self.evals[name]})
         table = markdown_table(self.evals)
         (self.run_dir / "eval.md").write_text(table + "\n")

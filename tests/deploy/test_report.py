@@ -48,3 +48,9 @@ def test_metric_se_uses_the_per_item_values_and_the_report_prefers_it():
     evals = {"before": {"n": 4, "cell_accuracy": 0.5, "cell_accuracy_se": 0.01},
              "after": {"n": 4, "cell_accuracy": 0.6, "cell_accuracy_se": 0.02}}
     assert "gain: +10.0 points = 5.0 standard errors" in summary(evals, "cell_accuracy")
+
+
+def test_metric_se_of_one_item_is_undefined():
+    from deploy.report import metric_se
+
+    assert metric_se([{"reward": 1.0, "parts": {}, "error": None}], "countdown") is None
