@@ -80,7 +80,8 @@ def plot(run_dir: Path, metric: str) -> Path | None:
     y = [r["reward"]["mean"] for r in steps]
     ax1.plot(x, y, ".", alpha=0.4, label="training reward (step)")
     w = 5
-    ax1.plot(x[w - 1:], [sum(y[i - w + 1:i + 1]) / w for i in range(w - 1, len(y))], label=f"training reward ({w}-step mean)")
+    ax1.plot(x[w - 1:], [sum(y[i - w + 1:i + 1]) / w for i in range(w - 1, len(y))],
+             label=f"training reward ({w}-step mean)")
     evals = [r for r in records if "eval" in r]
     if evals:
         ax1.errorbar([r["step"] for r in evals], [r["eval"][metric] for r in evals],
