@@ -194,6 +194,9 @@ class LearnerConfig(_Section):
     max_restarts: int = Field(
         0, ge=0, description="times the driver rebuilds the learner group after a rank died and continues from the "
         "last checkpoint (or from the start without one); 0 = the job ends (then recover with --resume)")
+    log_param_delta: bool = Field(
+        False, description="log ||theta after - theta before|| of every inner iteration (learner/param_delta; costs a "
+        "copy of the parameters per optimizer step; for the mechanism study of docs/results.md)")
     activation_checkpointing: bool = Field(
         False, description="recompute each transformer block in backward instead of keeping its activations "
         "(needed for 7-8B models at L=256 on one GPU; costs about one extra forward)")

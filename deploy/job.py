@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         trainer.shutdown()
     print(json.dumps(result, indent=1))
+    from deploy.report import report  # the before/after table with standard errors, the plot, where things are
+
+    print(f"\n{report(cfg.run_dir, cfg.task.name)}")
     print(f"run_dir: {cfg.run_dir}", flush=True)
     return 0
 

@@ -22,10 +22,11 @@ from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 from common.config import RunConfig, dump_config
-from common.tasks import make_prompts
+from common.tasks import get_task, make_prompts
 from deploy.evaluate import eval_prompts, eval_sampler, markdown_table, summarize
 from deploy.fleet import RolloutFleet, merge_reward_metrics, reward_service_config
 from deploy.metrics import Metrics
+from deploy.report import metric_se
 from deploy.run_dir import prune_checkpoints
 from deploy.staleness import StalenessGate
 from deploy.warmstart import base_model, warm_start
@@ -145,6 +146,9 @@ class Trainer:
     def evaluate(self, name: str) -> dict[str, float]:
         rows = self.fleet.evaluate(eval_prompts(self.cfg), eval_sampler(self.cfg), version=self.weight_sync.version)
         self.evals[name] = summarize(rows, self.cfg.task.name)
+        se = metric_se(rows, self.cfg.task.name)
+        if se is not None:  # the report's standard error (deploy/report.py); undefined for one item
+            self.evals[name][f"{get_task(self.cfg.task.name).metric}_se"] = se
         self.metrics.log(self.step, {"eval": self.evals[name]})
         table = markdown_table(self.evals)
         (self.run_dir / "eval.md").write_text(table + "\n")

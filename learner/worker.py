@@ -137,9 +137,15 @@ class LearnerWorker:
                 acc.add(metrics, micro.num_rows)
                 if gap is not None:
                     gap_max = torch.maximum(gap_max, gap)
+            before = [p.detach().clone() for p in self.params] if lcfg.log_param_delta else None
             grad_norm = self._optimizer_step()
+            # ||theta_j+1 - theta_j|| of this inner iteration (issue 16: does Adam move through clamped iterations?)
+            moved = (torch.nn.utils.get_total_norm([p.detach() - b for p, b in zip(self.params, before)])
+                     if before is not None else torch.zeros(()))
+            moved = moved.full_tensor() if hasattr(moved, "full_tensor") else moved
             keys = keys or sorted(acc.sums)
-            per_iter.append(torch.cat([acc.vector(keys), grad_norm.double().reshape(1).cpu()]))
+            per_iter.append(torch.cat([acc.vector(keys), grad_norm.double().reshape(1).cpu(),
+                                       moved.double().reshape(1).cpu()]))
         self.version += 1
         return self._reduce(per_iter, keys or [], gap_max, global_rows=global_rows, dropped_rows=dropped_rows,
                             dropped_batches=dropped_batches, staleness=staleness, seconds=time.perf_counter() - start)
@@ -160,7 +166,7 @@ class LearnerWorker:
     def _reduce(self, per_iter: list[torch.Tensor], keys: list[str], gap_max: torch.Tensor, **extra) -> dict:
         """One all-reduce of every inner iteration's sums (+ one max for the teacher gap) -> global metrics."""
         if per_iter:
-            stacked = torch.stack(per_iter)  # [J, len(keys) + 2]: metric sums, rows, grad norm
+            stacked = torch.stack(per_iter)  # [J, len(keys) + 3]: metric sums, rows, grad norm, param movement
             dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
             dist.all_reduce(gap_max, op=dist.ReduceOp.MAX)
         out: dict[str, Any] = {"version": self.version, "optimizer_steps": self.optimizer_steps,
@@ -170,7 +176,9 @@ class LearnerWorker:
             for k, key in enumerate(keys):
                 value = float(row[k])
                 out.setdefault(key, []).append(value if key.startswith("loss") else value / max(rows, 1))
-            out.setdefault("grad_norm", []).append(float(row[-1]) / self.world_size)  # same norm on every rank
+            out.setdefault("grad_norm", []).append(float(row[-2]) / self.world_size)  # same norm on every rank
+            if self.cfg.learner.log_param_delta:
+                out.setdefault("param_delta", []).append(float(row[-1]) / self.world_size)
         if per_iter and self.spec.needs_old:
             out["teacher_gap_max"] = float(gap_max)
             out["teacher_gap_mean"] = out["mean_abs_delta"][0]

@@ -132,3 +132,22 @@ def test_learner_side_teacher_runs_on_the_gradient_micro_batches(setup, tiny_mod
         group.shutdown()
         assert metrics["teacher_gap_max"] == 0.0 and metrics["clamp_frac"][0] == 0.0, accum
         assert metrics["global_rows"] == 24
+
+
+def test_param_delta_is_the_movement_of_the_weights(setup, tiny_model_dir):
+    """learner.log_param_delta: the logged ||theta_after - theta_before|| of an inner iteration equals the norm of the
+    difference of the full state dicts, on 1 and on 2 ranks (the norm is reduced over shards)."""
+    cfg, _, _, batches = setup
+    for ranks in (1, 2):
+        lcfg = cfg.learner.model_copy(update={"num_ranks": ranks, "log_param_delta": True})
+        group = LearnerGroup(cfg.model_copy(update={"learner": lcfg,
+                                                    "algorithm": cfg.algorithm.model_copy(update={"mu": 1})}),
+                             tiny_model_dir)
+        before = full_state(group)
+        metrics = group.train_step(batches)
+        after = full_state(group)
+        group.shutdown()
+        moved = torch.sqrt(sum(((after[k].double() - before[k].double()) ** 2).sum() for k in before))
+        assert len(metrics["param_delta"]) == 1
+        assert metrics["param_delta"][0] == pytest.approx(float(moved), rel=1e-4), ranks
+        assert metrics["param_delta"][0] > 0
