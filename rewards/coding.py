@@ -3,7 +3,7 @@
 the format score is 1.0).
 
 Official definition: DiffuCoder / open-r1 `get_code_format_reward` (0 / 0.5 / 1.0 by `ast.parse`) and `code_reward`
-(pass rate of the test cases, zero when the format is wrong), as summarised in DESIGN.md, with asserts as test
+(pass rate of the test cases, zero when the format is wrong), as summarised in docs/design.md ("Rewards"), with asserts as test
 cases, as in d1's `coding_reward_func` (`split_test_function`: one unit per assert, 1 s each).
 "Exactly one block" is read strictly: the reply contains exactly two ``` fences, the first opening "```python\\n";
 text may follow the closing fence.

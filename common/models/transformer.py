@@ -111,7 +111,7 @@ class Body(nn.Module):
         else:
             positions = positions_from_mask(attention_mask)
             # always the masked kernel when a mask is given, even if nothing is padded: a row's numbers must not
-            # depend on which rows share its batch (actor S_old vs learner S_theta, DESIGN.md numerical trap)
+            # depend on which rows share its batch (actor S_old vs learner S_theta: docs/design.md, "Numerical traps")
             key_mask = attention_mask[:, None, None, :]  # [B, 1, 1, T]: every query sees only real keys
         cos, sin = rope_tables(positions, self.args.head_dim, self.args.rope_theta)
         x = self.embed(input_ids)  # [B, T, H]

@@ -39,12 +39,7 @@ def load(source: str | None, split: str, prompt_format: str) -> list[PromptItem]
     return hf.to_items(rows, lambda i, r: row_item(i, r, prompt_format), source=source, split=split)
 
 
-def make_prompts(*, prompt_format: str, split: str, num: int, seed: int, source: str | None = None) -> list[PromptItem]:
-    return hf.epochs(load(source, split, prompt_format), num=num, seed=seed)
-
-
-def load_test(path: str, prompt_format: str) -> list[PromptItem]:
-    return load(path, "test", prompt_format)
+make_prompts, load_test = hf.prompt_functions(load)
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -72,3 +72,16 @@ def field(row: dict[str, Any], key: str, kind: type = str) -> Any:
     if not isinstance(value, kind) or (kind is str and not value.strip()):
         raise BadRow(f"field {key!r} must be a non-empty {kind.__name__}, got {value!r:.60}")
     return value
+
+
+def prompt_functions(load: Callable[[str | None, str, str], list[PromptItem]]):
+    """A hub-backed task's (make_prompts, load_test) from its `load(source, split, prompt_format)`: training prompts
+    cycle over the split in seeded epochs; a test file is loaded as the "test" split."""
+    def make_prompts(*, prompt_format: str, split: str, num: int, seed: int,
+                     source: str | None = None) -> list[PromptItem]:
+        return epochs(load(source, split, prompt_format), num=num, seed=seed)
+
+    def load_test(path: str, prompt_format: str) -> list[PromptItem]:
+        return load(path, "test", prompt_format)
+
+    return make_prompts, load_test

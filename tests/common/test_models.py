@@ -339,7 +339,7 @@ def test_dream_tokenizer_loads_without_remote_code(tmp_path):
 
 def test_s_x0_of_a_padded_row_does_not_depend_on_its_batch(tiny_model_dir):
     """Actor (teacher_logps, rows_per_forward chunks) and learner (its micro-batches) group rows differently: with
-    the padding mask a row's S(x0) must be the same in any company (DESIGN.md numerical trap: teacher gap)."""
+    the padding mask a row's S(x0) must be the same in any company (docs/design.md, "Numerical traps": teacher gap)."""
     from common.logprob import denoise_logprob
     from common.masking import consistent_masks
 
