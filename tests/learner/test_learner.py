@@ -4,13 +4,11 @@ import pytest
 import ray
 import torch
 
-from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import ModelConfig, load_config
 from common.denoiser import load_denoiser
-from common.tasks import make_prompts
-from deploy.fleet import RemoteRewardPool
 from learner.group import LearnerGroup
+from rollouts import actor_batches, with_advantages  # tests/learner/rollouts.py
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
@@ -18,28 +16,10 @@ BASE = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "
         "learner.lr=1e-3", "learner.cpus_per_rank=1"]
 
 
-def with_advantages(table, seed: int):
-    """Test data: the actor's batch with random (non-zero) rewards, so the GDSD term has a gradient."""
-    batch = RolloutBatch.from_arrow(table)
-    g = torch.Generator().manual_seed(seed)
-    batch.reward = torch.rand(batch.num_rows, generator=g)
-    r = batch.reward.view(-1, 6)
-    batch.advantage = (r - (r.sum(1, keepdim=True) - r) / 5).reshape(-1)
-    return ray.put(batch.to_arrow())
-
-
 @pytest.fixture(scope="module")
 def setup(ray_local, tiny_model_dir):
-    cfg = load_config(None, BASE)
-    pool = RemoteRewardPool.remote(1, num_cpus_per_worker=0.5)
-    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_pool=pool)
-    prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=4, seed=1)
-    refs = [actor.rollout.remote(prompts[i:i + 2], 6)[0] for i in (0, 2)]
-    batches = [with_advantages(ray.get(r), i) for i, r in enumerate(refs)]
-    yield cfg, actor, prompts, batches
-    ray.kill(actor)
-    ray.get(pool.shutdown.remote())
-    ray.kill(pool)
+    with actor_batches(load_config(None, BASE), tiny_model_dir) as data:
+        yield data
 
 
 def full_state(group: LearnerGroup) -> dict:
