@@ -48,9 +48,13 @@ def finished(run_dir: Path, config: str, overrides: list[str]) -> bool:
         return False
 
 
-def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra: list[str], reuse: bool) -> dict:
+def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra: list[str], reuse: bool,
+            method_overrides: list[str] | None = None) -> dict:
+    """Train (or reuse) out/<method>-s<seed> with `method_overrides` (default: METHODS[method]) + `extra`; returns
+    its per-step training rewards and the evaluations before / after."""
     run_dir = out / f"{method}-s{seed}"
-    overrides = [f"seed={seed}", f"steps={steps}", f"run_dir={run_dir}", *METHODS[method], *extra]
+    chosen = METHODS[method] if method_overrides is None else method_overrides
+    overrides = [f"seed={seed}", f"steps={steps}", f"run_dir={run_dir}", *chosen, *extra]
     log_path = out / f"{method}-s{seed}.log"
     reused = reuse and finished(run_dir, config, overrides)
     start = time.perf_counter()
@@ -70,6 +74,16 @@ def run_one(method: str, seed: int, *, config: str, steps: int, out: Path, extra
                                                                                if k.startswith("after"))
     return {"method": method, "seed": seed, "ok": True, "reused": reused, "seconds": seconds, "rewards": rewards,
             "before": next(before), "after": next(after)}
+
+
+KEEP_FROM = "<!-- kept by benchmarks.compare: everything below is written elsewhere -->"
+
+
+def kept_sections(path: Path) -> str:
+    """What results.md holds from the KEEP_FROM marker on (the mechanism study, written by benchmarks.mechanism, and
+    hand-written analysis), so that regenerating the comparison table does not drop it."""
+    text = path.read_text() if path.is_file() else ""
+    return "\n" + text[text.index(KEEP_FROM):] if KEEP_FROM in text else ""
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -136,7 +150,7 @@ def report(results: list[dict], docs: Path, *, command: str, metric: str, wall: 
                      f"| {', '.join(f'{a:.3f}' for a in after)} | {f_mean:.3f} ± {f_se:.3f} |")
     lines += ["", "![reward curves](reward_curves.png)", "", "![test accuracy](test_accuracy.png)", ""]
     text = "\n".join(lines)
-    (docs / "results.md").write_text(text)
+    (docs / "results.md").write_text(text + kept_sections(docs / "results.md"))
     (docs / "results.json").write_text(json.dumps(results, indent=1))
     return text
 
