@@ -27,7 +27,11 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x / sqrt(mean(x^2) + eps) in float32 (F.rms_norm without weight: one fused pass on CPU and GPU)
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return self.weight * normed.to(x.dtype)  # official order: cast back, then scale
+        if torch.is_grad_enabled() or self.weight.dtype != x.dtype:
+            return self.weight * normed.to(x.dtype)  # official order: cast back, then scale
+        # no-grad fast path (sampling): the same product written into the fresh `normed`, one pass less (only when
+        # the weight has x's dtype: otherwise the product would promote to another dtype than in-place gives)
+        return normed.to(x.dtype).mul_(self.weight)
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -47,6 +51,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """x * cos + rotate_half(x) * sin with rotate_half(x) = cat(-x2, x1), in float32, written per half."""
     x32 = x.float()  # [B, h, T, D]
     x1, x2 = x32.chunk(2, dim=-1)
+    if not torch.is_grad_enabled():
+        # no-grad fast path (sampling): the same ops written straight into the two halves of one contiguous output
+        # (what cat returns), no temporaries and no cat
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        first, second = out.chunk(2, dim=-1)
+        torch.mul(x1, cos, out=first).addcmul_(x2, sin, value=-1.0)
+        torch.mul(x2, cos, out=second).addcmul_(x1, sin)
+        return out.to(x.dtype)
     first = torch.addcmul(x1 * cos, x2, sin, value=-1.0)  # x1 cos - x2 sin
     second = torch.addcmul(x2 * cos, x1, sin)  # x2 cos + x1 sin
     return torch.cat([first, second], dim=-1).to(x.dtype)
@@ -88,7 +100,11 @@ class Block(nn.Module):
                                            enable_gqa=self.n_kv_heads != self.n_heads)  # [B, Hq, T, D]
         x = x + self.wo(y.transpose(1, 2).reshape(B, T, -1))
         h = self.ffn_norm(x)
-        return x + self.w_down(F.silu(self.w_gate(h)) * self.w_up(h))
+        if torch.is_grad_enabled():  # training: autograd needs the intermediates
+            return x + self.w_down(F.silu(self.w_gate(h)) * self.w_up(h))
+        # no-grad fast path (sampling): the same numbers in place, into tensors this block just made (x is the sum
+        # above, not the caller's input); saves two [B, T, F] and one [B, T, H] allocations and passes per block
+        return x.add_(self.w_down(F.silu(self.w_gate(h), inplace=True).mul_(self.w_up(h))))
 
 
 class Body(nn.Module):
