@@ -64,9 +64,9 @@ def test_sections_survive_each_other(tmp_path):
 
 
 def test_arms_are_valid_configs():
-    for task, config in TASKS.items():
+    for task, (config, task_overrides) in TASKS.items():
         for name, (_, overrides) in ARMS.items():
-            cfg = load_config(config, overrides)
+            cfg = load_config(config, [*overrides, *task_overrides])
             assert cfg.algorithm.name == name.split("_")[0]
         assert load_config(config, ARMS["espo_mu8"][1]).algorithm.mu == 8
         assert load_config(config, ARMS["gdsd_eps1e-1"][1]).algorithm.eps == 0.1
