@@ -193,6 +193,22 @@ def test_padded_equals_unpadded_fp32_and_bf16(tmp_path, family):
         assert (unmasked[2, -1] - den.logits(torch.tensor([ROWS[2]])).float()[0, -1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_no_grad_fast_path_is_bit_identical_to_the_training_path(tmp_path, family):
+    """Sampling (no grad) runs in-place SwiGLU / residual / RMSNorm weight and a cat-free RoPE; the actor's S_old
+    and the learner's S_theta must still be the same numbers, so both paths must agree bit for bit."""
+    write_checkpoint(tmp_path / "ckpt", family)
+    for dtype in ("float32", "bfloat16"):
+        den = load_denoiser(ModelConfig(dtype=dtype), tmp_path / "ckpt")
+        ids, lens = left_pad(ROWS, pad=0)
+        mask = padding_mask(lens, ids.shape[1], 0)
+        with torch.no_grad():
+            fast = den.logits(ids, attention_mask=mask)
+        with torch.enable_grad():
+            training = den.logits(ids, attention_mask=mask)
+        assert training.requires_grad and torch.equal(fast, training.detach()), (family, dtype)
+
+
 def test_dream_shift_reads_the_previous_hidden_state(tmp_path):
     write_checkpoint(tmp_path / "ckpt", "dream")
     den = load_denoiser(ModelConfig(), tmp_path / "ckpt")
