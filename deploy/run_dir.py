@@ -19,7 +19,8 @@ import yaml
 from common.config import ConfigError, RunConfig
 
 # What a run writes into its directory (the Trainer, deploy/metrics.py, the learner's checkpoints and exports).
-OUTPUTS = {"config.yaml", "metrics.jsonl", "tensorboard", "wandb", "checkpoint", "final", "eval.md", "eval.json"}
+OUTPUTS = {"config.yaml", "metrics.jsonl", "tensorboard", "wandb", "checkpoint", "final", "eval.md", "eval.json",
+           "training.png"}  # the last one: deploy/report.py, written after the run
 # Keys a resumed run may change: where things run and what is logged, not what is trained. Any other difference
 # (seed, model, sampler, task, batch shape, algorithm, optimizer, learner.num_ranks / grad_accum, staleness, reward
 # service, SFT) would make the resumed steps a different experiment than the checkpointed ones.

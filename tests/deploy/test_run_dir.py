@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from common.config import ConfigError, load_config
+from deploy.report import plot
 from deploy.run_dir import OUTPUTS, claim, clear_outputs, prune_checkpoints, resolve_paths, resume_conflicts
 
 
@@ -24,9 +25,11 @@ def write_run(run_dir, *overrides):
     """What a finished run leaves behind (names as the Trainer writes them)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_for(run_dir, *overrides).model_dump(mode="json")))
-    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    record = {"step": 1, "reward": {"mean": 0.25}, "learner": {"clamp_frac": [0.0, 1.0]}}
+    (run_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     (run_dir / "checkpoint" / "step000001").mkdir(parents=True)
     (run_dir / "checkpoint" / "latest").write_text("step000001")
+    assert plot(run_dir, "cell_accuracy").parent == run_dir  # the report's training.png (the job's last write)
 
 
 def test_empty_or_missing_run_dir_is_claimed(tmp_path):
