@@ -51,6 +51,12 @@ def per_step(run_dir: Path) -> list[dict]:
     return [r for r in map(json.loads, open(run_dir / "metrics.jsonl")) if "learner" in r]
 
 
+def dips(rewards: list[float]) -> int:
+    """Steps whose training reward fell below half the best reward of the steps before it (a relapse, not noise
+    around a plateau): the study's measure of how steadily a method trains."""
+    return sum(r < 0.5 * max(rewards[:i]) for i, r in enumerate(rewards) if i)
+
+
 def summarise(result: dict, run_dir: Path, metric: str) -> dict:
     """Per-run numbers of the study: rewards, the per-iteration clamp/clip fraction and parameter movement."""
     if not result["ok"]:
@@ -67,7 +73,7 @@ def summarise(result: dict, run_dir: Path, metric: str) -> dict:
             "moved_per_step": statistics.mean(sum(s["param_delta"]) for s in learner),
             "k2_max": max(max(s["k2"]) for s in learner),
             "zero_variance_groups": sum(s.get("zero_variance_groups", 0) for s in steps),
-            "collapsed": statistics.mean(result["rewards"][-3:]) < COLLAPSED_BELOW}
+            "dips": dips(result["rewards"]), "collapsed": statistics.mean(result["rewards"][-3:]) < COLLAPSED_BELOW}
 
 
 def run_all(jobs: list[tuple[str, str, int, list[str], str]], *, steps: int, out: Path, parallel: int) -> list[dict]:
@@ -105,14 +111,14 @@ def fmt(values: list[float], digits: int = 2) -> str:
 
 def study_table(rows: list[dict], task: str) -> list[str]:
     lines = ["| arm | seeds | held-out before | after (mean ± SE over seeds) | per seed "
-             "| training reward, last 3 steps | clamp / clip fraction per j (mean) | ‖Δθ_j‖ per j, x1e-2 "
+             "| training reward, last 3 steps | dips | clamp / clip fraction per j (mean) | ‖Δθ_j‖ per j, x1e-2 "
              "| Σ_j ‖Δθ_j‖ per step | k2 max |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, (label, _) in ARMS.items():
         runs = [r for r in rows if r["task"] == task and r["name"] == name]
         ok = [r for r in runs if r["ok"]]
         if not ok:
-            lines.append(f"| {label} | 0/{len(runs)} ran | | | | | | | | |")
+            lines.append(f"| {label} | 0/{len(runs)} ran | | | | | | | | | |")
             continue
         (a, a_se), (f, f_se) = mean_se([r["after"] for r in ok]), mean_se([statistics.mean(r["rewards"][-3:])
                                                                           for r in ok])
@@ -121,7 +127,8 @@ def study_table(rows: list[dict], task: str) -> list[str]:
         moved = [100 * statistics.mean(r["by_j"]["param_delta"][j] for r in ok) for j in range(mu)]
         (m, m_se) = mean_se([r["moved_per_step"] for r in ok])
         lines.append(f"| {label} | {len(ok)} | {statistics.mean(r['before'] for r in ok):.3f} | {a:.3f} ± {a_se:.3f} "
-                     f"| {fmt([r['after'] for r in ok], 3)} | {f:.3f} ± {f_se:.3f} | {fmt(frac)} | {fmt(moved)} "
+                     f"| {fmt([r['after'] for r in ok], 3)} | {f:.3f} ± {f_se:.3f} | {sum(r['dips'] for r in ok)} "
+                     f"| {fmt(frac)} | {fmt(moved)} "
                      f"| {m:.3f} ± {m_se:.3f} | {max(r['k2_max'] for r in ok):.3g} |")
     return lines
 

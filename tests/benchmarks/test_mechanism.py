@@ -6,7 +6,7 @@ import json
 import math
 
 from benchmarks.compare import KEEP_FROM, kept_sections
-from benchmarks.mechanism import ARMS, STUDY_BEGIN, STUDY_END, TASKS, summarise, write_section
+from benchmarks.mechanism import ARMS, STUDY_BEGIN, STUDY_END, TASKS, dips, summarise, write_section
 from common.config import load_config
 
 
@@ -35,6 +35,7 @@ def test_summary_per_inner_iteration(tmp_path):
     collapsed = summarise(fake_run(tmp_path / "c", frac_key="clip_frac", mu=2, rewards=[0.2, 0.0, 0.01, 0.0]),
                           tmp_path / "c", "cell_accuracy")
     assert collapsed["collapsed"] and collapsed["frac_key"] == "clip_frac"
+    assert collapsed["dips"] == 3  # every step after the 0.2 is below half of it
     assert summarise({"ok": False, "log": "x"}, tmp_path / "missing", "cell_accuracy") == {"ok": False, "log": "x"}
 
 
@@ -70,3 +71,8 @@ def test_arms_are_valid_configs():
             assert cfg.algorithm.name == name.split("_")[0]
         assert load_config(config, ARMS["espo_mu8"][1]).algorithm.mu == 8
         assert load_config(config, ARMS["gdsd_eps1e-1"][1]).algorithm.eps == 0.1
+
+
+def test_dips_count_relapses_below_half_the_best_so_far():
+    assert dips([0.0, 0.2, 0.15, 0.09, 0.3, 0.16, 0.14]) == 2  # 0.09 < 0.1 and 0.14 < 0.15; 0.15, 0.16 are not
+    assert dips([0.1, 0.2, 0.3]) == 0 and dips([0.5]) == 0 and dips([0.0, 0.0]) == 0
