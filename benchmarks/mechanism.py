@@ -1,4 +1,4 @@
-"""The mechanism study of issue 16 (docs/results.md, "The mechanism, measured"): GDSD vs ESPO at equal rollout budget.
+"""The mechanism study of issue 16 (docs/results.md, "The mechanism"): GDSD vs ESPO at equal rollout budget.
 
   python -m benchmarks.mechanism [--tasks sudoku,countdown] [--seeds 0,1,2] [--steps 10] [--jobs 2]
                                  [--probe-lrs 1e-4,3e-4,1e-3] [--out runs/mechanism] [--docs docs]
@@ -6,7 +6,8 @@
 Arms, each method at its official settings otherwise (common/algorithms.py): gdsd mu=8 (the official GDSD), gdsd
 mu=1, espo mu=1, espo mu=8, gdsd eps=1e-2 and gdsd eps=1e-1 (mu 8). Every run logs per inner iteration j the clamp
 (GDSD) or clip (ESPO) fraction and ||theta_{j+1} - theta_j|| (learner.log_param_delta). The stability probe trains
-gdsd and espo (official settings, ESPO mu=2) on the first task at rising learning rates, one seed each.
+gdsd and espo (official settings: GDSD mu=8, ESPO mu=2), gdsd mu=1 and espo mu=8 on the first task at rising learning
+rates, one seed each.
 Every run goes through the real Ray job (benchmarks.compare.run_one), `--jobs` at a time; the first run of each task
 goes alone so that concurrent jobs never build the same SFT warm start. A finished run of the same resolved config is
 reused. Writes runs/mechanism/<task>/, docs/mechanism.json, docs/mechanism_<task>.png and the study section of
@@ -41,7 +42,9 @@ ARMS = {  # run name -> (label, overrides); later overrides win
     "gdsd_eps1e-2": ("gdsd ε=1e-2", [*GDSD, "algorithm.eps=0.01"]),
     "gdsd_eps1e-1": ("gdsd ε=1e-1", [*GDSD, "algorithm.eps=0.1"]),
 }
-PROBE = {"gdsd": GDSD, "espo": ESPO}
+# the official methods (GDSD mu 8, ESPO mu 2), then each with the other's kind of inner loop: does the collapse lr
+# follow the loss or the number of live optimizer steps per batch?
+PROBE = {"gdsd": GDSD, "espo": ESPO, "gdsd-mu1": [*GDSD, "algorithm.mu=1"], "espo-mu8": [*ESPO, "algorithm.mu=8"]}
 COLLAPSED_BELOW = 0.05  # mean training reward of the last 3 steps; a well-formed answer alone scores more on both tasks
 STUDY_BEGIN, STUDY_END = "<!-- STUDY: begin (benchmarks.mechanism) -->", "<!-- STUDY: end -->"
 
@@ -168,7 +171,7 @@ def plot(rows: list[dict], task: str, docs: Path) -> str:
                      label=label)
     axes[0].set(xlabel="step", ylabel="mean training reward (over seeds)", title=f"{task}: training reward")
     axes[1].set(xlabel="inner iteration j", ylabel="clamp (GDSD) / clip (ESPO) fraction", title="silenced share")
-    axes[2].set(xlabel="inner iteration j", ylabel="‖θ_{j+1} − θ_j‖ (mean over steps, seeds)",
+    axes[2].set(xlabel="inner iteration j", ylabel="‖Δθ_j‖ (mean over steps, seeds)",
                 title="parameter movement", yscale="log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -192,7 +195,8 @@ def write_section(docs: Path, rows: list[dict], probe: list[dict], *, command: s
         lines += [f"**{task}** ({settings}, lr {rows[[r['task'] for r in rows].index(task)]['lr']:g})", "",
                   *study_table(rows, task), "", f"![{task}]({plot(rows, task, docs)})", ""]
     if probe:
-        lines += [f"**Stability probe** ({probe[0]['task']}, seed 0, each method at its official settings; "
+        lines += [f"**Stability probe** ({probe[0]['task']}, seed 0; gdsd = μ 8 and espo = μ 2, their official "
+                  "settings, gdsd-mu1 / espo-mu8 the same with μ changed; "
                   f"'collapsed' = mean training reward of the last 3 steps below {COLLAPSED_BELOW})", "",
                   *probe_table(probe), ""]
     lines.append(STUDY_END)
