@@ -185,7 +185,8 @@ def write_section(docs: Path, rows: list[dict], probe: list[dict], *, command: s
     trained, reused = sum(not r.get("reused") for r in rows + probe), sum(bool(r.get("reused")) for r in rows + probe)
     lines = [STUDY_BEGIN, "", "### The study (written by `benchmarks/mechanism.py`)", "",
              f"Command: `{command}`  ",
-             f"Wall time: {wall / 60:.1f} min for {trained} runs trained ({reused} reused), 2-core CPU box.  ",
+             (f"Wall time: {wall / 60:.1f} min for {trained} runs trained ({reused} reused), 2-core CPU box.  "
+              if trained else f"{reused} runs, all reused from earlier invocations of the same command.  "),
              f"Every run: {steps} RL steps from the task's shared SFT start, the same prompts in the same order (the "
              "seed changes sampling noise and mask draws), " + ", ".join(f"`{o}`" for o in COMMON) + ". Held-out: "
              "greedy, 64 items; SE over seeds.", ""]
