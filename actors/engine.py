@@ -4,7 +4,8 @@ the algorithm's sequence-level targets carry a KL term), and the weights receive
 New weights arrive one of two ways (`pipeline.weight_sync`): `load` (a full state dict from the object store, between
 two rollouts), or `receive` over the weight bus, which only stages them (it runs on the actor's "weights" thread, so
 the learner never waits for a rollout); `load_staged` loads them before the next rollout or evaluation. Either way a
-rollout never sees a half-loaded state dict. No Ray here: tests drive it in-process.
+rollout never sees a half-loaded state dict. The engine lives on one device (common/devices.py: the actor resolves
+it once): the policy, its reference view and received weights are all there. No Ray here: tests drive it in-process.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from common.weight_bus import WeightBus, signature, wire_format
 
 
 class PolicyEngine:
-    def __init__(self, cfg: RunConfig, model_path: str, *, name: str = "rollout") -> None:
-        self.cfg, self.name = cfg, name
-        self.policy: Denoiser = load_denoiser(cfg.model, model_path)
+    def __init__(self, cfg: RunConfig, model_path: str, *, device: torch.device, name: str = "rollout") -> None:
+        self.cfg, self.name, self.device = cfg, name, torch.device(device)
+        self.policy: Denoiser = load_denoiser(cfg.model, model_path, device=self.device)
         # per-token algorithms get their reference log-probs on the learner; sequence-level ones here, if beta > 0
         spec = get_algorithm(cfg.algorithm.name)
         needs_ref = spec.sequence_level and spec.needs_ref and cfg.algorithm.beta > 0
@@ -33,7 +34,7 @@ class PolicyEngine:
         self.reference: Denoiser | None = None
         if needs_ref:
             self.reference = (self.policy.without_adapters() if cfg.model.lora.enabled
-                              else load_denoiser(cfg.model, model_path))
+                              else load_denoiser(cfg.model, model_path, device=self.device))
         self.version = 0
         # weight bus state (pipeline.weight_sync: broadcast): the group, and the last received, not yet loaded weights
         self.bus: WeightBus | None = None

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from actors.advantages import leave_one_out
-from actors.sampler import sample
+from actors.sampler import rows_per_call, sample
 from actors.teacher import draw_mask_seeds, teacher_logps
 from common.algorithms import get_algorithm
 from common.batch import RolloutBatch
@@ -61,16 +61,19 @@ class TeacherTargets:
 
 def generate(policy: Denoiser, prompts: list[PromptItem], group_size: int, *, sampler: SamplerConfig,
              generator: torch.Generator, chat_template: bool) -> Generation:
-    """Stage 1: G completions per prompt."""
+    """Stage 1: G completions per prompt, in row chunks whose logits fit `sampler.logits_budget_mb`."""
     items = [p for p in prompts for _ in range(group_size)]
     prompt_ids, prompt_len = encode_prompts(policy.tokenizer, [it.prompt for it in items], chat_template=chat_template,
                                             systems=[it.system for it in items], prefills=[it.prefill for it in items])
+    rows = rows_per_call(sampler, vocab_size=policy.model.args.vocab_size, dtype=next(policy.model.parameters()).dtype)
     start = time.perf_counter()
-    out = sample(policy, prompt_ids.to(policy.device), sampler, generator, prompt_len=prompt_len)
+    outs = [sample(policy, prompt_ids[lo:lo + rows].to(policy.device), sampler, generator,
+                   prompt_len=prompt_len[lo:lo + rows]) for lo in range(0, len(items), rows)]
     seconds = time.perf_counter() - start
-    completion = out.completion_ids.cpu()
+    completion = torch.cat([o.completion_ids for o in outs]).cpu()  # [B, L]
     return Generation(items=items, prompt_ids=prompt_ids, prompt_len=prompt_len, completion_ids=completion,
-                      reveal_step=out.reveal_step.cpu(), seconds=seconds, forwards=out.forwards,
+                      reveal_step=torch.cat([o.reveal_step for o in outs]).cpu(), seconds=seconds,
+                      forwards=sum(o.forwards for o in outs),
                       texts=decode_completions(policy.tokenizer, completion, policy.eos_id))
 
 
@@ -81,29 +84,30 @@ def score(score_fn: ScoreFn, gen: Generation) -> Scores:
     if len(results) != len(gen.texts):
         raise RuntimeError(f"the reward service returned {len(results)} results for {len(gen.texts)} rows")
     seconds = time.perf_counter() - start
-    reward = torch.tensor([r.total for r in results], dtype=torch.float32)
+    reward = torch.tensor([r.total for r in results], dtype=torch.float32, device="cpu")
     names = sorted({k for r in results for k in r.parts})
-    parts = {k: torch.tensor([r.parts.get(k, 0.0) for r in results], dtype=torch.float32) for k in names}
+    parts = {k: torch.tensor([r.parts.get(k, 0.0) for r in results], dtype=torch.float32, device="cpu") for k in names}
     return Scores(results=results, metrics=dict(metrics), reward=reward, parts=parts, seconds=seconds)
 
 
 def teacher_targets(cfg: RunConfig, policy: Denoiser, reference: Denoiser | None, gen: Generation, *,
                     generator: torch.Generator) -> TeacherTargets:
     """Stage 4: mask seeds, then S_old (algorithm.teacher_source=rollout) and S_ref (with a reference copy) for the
-    sequence-level algorithms; per-token algorithms leave both NaN (the learner computes theirs)."""
+    sequence-level algorithms; per-token algorithms leave both NaN (the learner computes theirs). Forwards of
+    learner.micro_batch_rows rows, the learner's micro-batches (learner/micro.py): the same forwards on both sides."""
     alg, start = cfg.algorithm, time.perf_counter()
     B = len(gen.items)
     seeds = draw_mask_seeds(alg.mu, alg.num_mc, generator)  # [J, M]
     variant = get_algorithm(alg.name).s_variant
     prompt_ids, completion = gen.prompt_ids.to(policy.device), gen.completion_ids.to(policy.device)
-    nan = torch.full((B, alg.mu, alg.num_mc), float("nan"))
+    nan = torch.full((B, alg.mu, alg.num_mc), float("nan"), device="cpu")
     old_logp = ref_logp = nan
     if variant is not None and alg.teacher_source == "rollout":
         old_logp = teacher_logps(policy, prompt_ids, completion, seeds, variant=variant,
-                                 rows_per_forward=cfg.rollout.logprob_rows, prompt_len=gen.prompt_len)
+                                 rows_per_forward=cfg.learner.micro_batch_rows, prompt_len=gen.prompt_len)
     if variant is not None and reference is not None:
         ref_logp = teacher_logps(reference, prompt_ids, completion, seeds, variant=variant,
-                                 rows_per_forward=cfg.rollout.logprob_rows, prompt_len=gen.prompt_len)
+                                 rows_per_forward=cfg.learner.micro_batch_rows, prompt_len=gen.prompt_len)
     return TeacherTargets(mask_seeds=seeds, old_logp=old_logp, ref_logp=ref_logp,
                           seconds=time.perf_counter() - start)
 
@@ -123,11 +127,11 @@ def run_episode(prompts: list[PromptItem], *, cfg: RunConfig, policy: Denoiser, 
     batch = RolloutBatch(
         prompt_ids=gen.prompt_ids, prompt_len=gen.prompt_len, completion_ids=gen.completion_ids,
         completion_mask=completion_mask(gen.completion_ids, policy.eos_id), reveal_step=gen.reveal_step,
-        group_id=group_offset + torch.arange(B, dtype=torch.int64) // group_size,
+        group_id=group_offset + torch.arange(B, dtype=torch.int64, device="cpu") // group_size,
         reward=scores.reward, advantage=advantage,
-        mask_seeds=targets.mask_seeds.expand(B, -1, -1).contiguous(), mask_row=torch.arange(B, dtype=torch.int64),
-        mask_batch_rows=torch.full((B,), B, dtype=torch.int64), old_logp=targets.old_logp, ref_logp=targets.ref_logp,
-        policy_version=torch.full((B,), version, dtype=torch.int64),
+        mask_seeds=targets.mask_seeds.expand(B, -1, -1).contiguous(), mask_row=torch.arange(B, dtype=torch.int64, device="cpu"),
+        mask_batch_rows=torch.full((B,), B, dtype=torch.int64, device="cpu"), old_logp=targets.old_logp, ref_logp=targets.ref_logp,
+        policy_version=torch.full((B,), version, dtype=torch.int64, device="cpu"),
         prompt_uid=[it.uid for it in gen.items], task=[it.task for it in gen.items], text=gen.texts,
         reward_parts=scores.parts,
         meta={"actor": actor, "version": version, "sampler": cfg.sampler.model_dump(),

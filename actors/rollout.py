@@ -18,6 +18,7 @@ import torch
 from actors.engine import PolicyEngine
 from actors.episode import ScoreFn, evaluate, run_episode
 from common.config import RunConfig, SamplerConfig
+from common.devices import make_generator, service_device
 from common.messages import PromptItem, RewardResult
 
 
@@ -35,13 +36,16 @@ class RolloutActor:
     def __init__(self, cfg: RunConfig, model_path: str, *, reward_pool: Any, actor_index: int = 0) -> None:
         torch.set_num_threads(cfg.rollout.torch_threads)
         self.cfg, self.actor_index = cfg, actor_index
-        self.engine = PolicyEngine(cfg, model_path, name=f"rollout-{actor_index}")
+        # the device contract (common/devices.py): Ray's assigned GPU, else CPU; the engine and the noise live there
+        self.device = service_device(cfg.rollout.gpus_per_actor, what="rollout.gpus_per_actor")
+        self.engine = PolicyEngine(cfg, model_path, device=self.device, name=f"rollout-{actor_index}")
         # the fleet passes the pool by name: a handle among a restartable actor's constructor arguments would sit in
         # the object store, which Ray flags (its restart would fail if the handle were lost; ray-project/ray#53727)
         self.score_fn = pool_scorer(ray.get_actor(reward_pool) if isinstance(reward_pool, str) else reward_pool)
-        # one stream for sampling noise, one for mask seeds: a pure function of (seed, actor index)
-        self.sample_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index)
-        self.seed_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2 * actor_index + 1)
+        # one stream for sampling noise (on the device: it is drawn where the logits are), one for mask seeds (CPU: the
+        # masks are a pure function of the seed, common/masking.py); both a pure function of (seed, actor index)
+        self.sample_rng = make_generator(self.device, cfg.seed * 1_000_003 + 2 * actor_index)
+        self.seed_rng = make_generator("cpu", cfg.seed * 1_000_003 + 2 * actor_index + 1)
 
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
         """Load a full state dict (passed by ObjectRef, resolved by Ray before the call) as policy version v."""

@@ -81,11 +81,28 @@ def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
     raise ValueError(f"sampler.remasking: unknown {remasking!r}")
 
 
+def rows_per_call(cfg: SamplerConfig, *, vocab_size: int, dtype: torch.dtype) -> int:
+    """How many rows one sampler call may take: the logits of one forward ([rows x positions, V], positions = the
+    block, or the whole completion on Dream's schedule) must fit in `sampler.logits_budget_mb`. Callers split larger
+    batches (actors/episode.py::generate): evaluation batches of hundreds of prompts stay bounded."""
+    positions = cfg.gen_length if cfg.schedule == "dream" else cfg.block_length
+    per_row = positions * vocab_size * torch.empty((), dtype=dtype, device="meta").element_size()
+    return max(1, int(cfg.logits_budget_mb * 2**20 // per_row))
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """Noise is drawn where the logits are: a generator on another device is a bug of the caller (common/devices.py)."""
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"sampler: the noise generator is on {generator.device} but the model is on {device}; make "
+                         "it with common.devices.make_generator(model device)")
+
+
 @torch.no_grad()
 def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
            generator: torch.Generator | None = None, *, prompt_len: torch.Tensor | None = None) -> SamplerOutput:
     """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P] (`prompt_len` [B] real
     tokens each: the pads are masked out of attention; None = no padding)."""
+    check_generator(generator, prompt_ids.device)
     if cfg.schedule == "dream":
         from actors.sampler_dream import sample_dream  # its own module; it imports this one's helpers
 

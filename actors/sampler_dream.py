@@ -33,8 +33,8 @@ def dream_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 def reveal_counts(masked: int, steps: int) -> list[int]:
     """Tokens revealed per step for `masked` positions, exactly as Dream computes them (float32 timesteps)."""
-    t = torch.linspace(1, EPS, steps + 1)
-    counts, left = [], torch.tensor(float(masked))
+    t = torch.linspace(1, EPS, steps + 1, device="cpu")
+    counts, left = [], torch.tensor(float(masked), device="cpu")
     for i in range(steps):
         k = int(left * (1 - t[i + 1] / t[i])) if i < steps - 1 else int(left)
         counts.append(k)

@@ -15,7 +15,7 @@ from common.models.lora import row_seeds
 
 def draw_mask_seeds(num_iters: int, num_mc: int, generator: torch.Generator) -> torch.Tensor:
     """int64 [J, M] seeds, one per (inner iteration, mc draw), shared by all rows of a batch."""
-    return torch.randint(0, 2**62, (num_iters, num_mc), generator=generator, dtype=torch.int64)
+    return torch.randint(0, 2**62, (num_iters, num_mc), generator=generator, dtype=torch.int64, device="cpu")
 
 
 @torch.no_grad()
@@ -27,15 +27,15 @@ def teacher_logps(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: 
     dropout (policy only) is seeded per (row, seed) as on the learner."""
     B, L = completion_ids.shape
     J, M = seeds.shape
-    out = torch.empty(B, J, M, dtype=torch.float32)
+    out = torch.empty(B, J, M, dtype=torch.float32, device=completion_ids.device)  # one host copy at the end
     for j in range(J):
         for m in range(M):
             masks = consistent_masks(int(seeds[j, m]), B, L, device=completion_ids.device)  # [B, L]
-            drop = row_seeds(int(seeds[j, m]), torch.arange(B)) if denoiser.adapters else None  # [B]
+            drop = row_seeds(int(seeds[j, m]), torch.arange(B, device="cpu")) if denoiser.adapters else None  # [B]
             for lo in range(0, B, rows_per_forward):
                 hi = min(B, lo + rows_per_forward)
                 out[lo:hi, j, m] = denoise_logprob(denoiser, prompt_ids[lo:hi], completion_ids[lo:hi],
                                                    masks[lo:hi], variant=variant,
                                                    prompt_len=None if prompt_len is None else prompt_len[lo:hi],
-                                                   dropout_seeds=None if drop is None else drop[lo:hi]).cpu()
-    return out
+                                                   dropout_seeds=None if drop is None else drop[lo:hi])
+    return out.cpu()

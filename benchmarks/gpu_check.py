@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device.type, (1,))
-    shard_model(master, master, mesh, compute_dtype=torch.bfloat16, activation_checkpointing=True)
+    shard_model(master, mesh, compute_dtype=torch.bfloat16, activation_checkpointing=True)
     master.train()
     learner = Denoiser(net=master, tokenizer=None, mask_id=mask_id, eos_id=eos_id, shift=False)
     params = [p for p in master.parameters() if p.requires_grad]

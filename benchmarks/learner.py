@@ -99,7 +99,7 @@ def local_step_seconds(cfg: RunConfig, model_path: str, table, mu: int, timed: i
     comparison."""
     torch.set_num_threads(1)
     batch = RolloutBatch.from_arrow(table)
-    den = load_denoiser(cfg.model, model_path)
+    den = load_denoiser(cfg.model, model_path, device="cpu")
     den.model.train()
     params = [p for p in den.net.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.learner)
@@ -183,7 +183,7 @@ def main() -> None:
     batch = with_advantages(table, p["group"], seed=0)
     refs = [ray.put(batch.to_arrow())]
     rows, prompt_len, L = batch.num_rows, batch.prompt_ids.shape[1], p["gen"]
-    vocab = len(load_denoiser(cfg.model, model_path).tokenizer)
+    vocab = len(load_denoiser(cfg.model, model_path, device="cpu").tokenizer)
     print(json.dumps({"bench": "learner_setup", "quick": args.quick, "cores": cores, "load_avg_1m": load_before,
                       "hidden": p["hidden"], "layers": p["layers"], "ffn": p["ffn"], "vocab": vocab, "rows": rows,
                       "prompt": prompt_len, "gen": L, "rollout_s": rollout_s,

@@ -40,7 +40,7 @@ def measured(model_dir: str, r: int) -> dict:
     from common.config import ModelConfig
     from common.denoiser import load_denoiser
 
-    net = load_denoiser(ModelConfig(lora={"enabled": True, "r": r, "alpha": 2 * r}), model_dir).net
+    net = load_denoiser(ModelConfig(lora={"enabled": True, "r": r, "alpha": 2 * r}), model_dir, device="cpu").net
     state = net.state_dict()
     full = wire_format({k: v for k, v in state.items() if not is_adapter(k)}, torch.bfloat16)
     push = wire_format({k: v for k, v in state.items() if is_adapter(k)}, torch.bfloat16)

@@ -72,7 +72,7 @@ def main() -> None:
                  f"cache_dir={tmp.name}", f"run_dir={tmp.name}/run", "rollout.cpus_per_actor=1"]
     cfg0 = load_config(None, overrides)
     model_path = str(make_tiny_model(cfg0.model.tiny, os.path.join(tmp.name, "model")))
-    state = load_denoiser(cfg0.model, model_path).model.state_dict()
+    state = load_denoiser(cfg0.model, model_path, device="cpu").model.state_dict()
     nbytes = sum(v.numel() * v.element_size() for v in state.values())
     copy_s = memcpy_seconds(state, repeats)
     print(json.dumps({"bench": "weight_sync_setup", "hidden": hidden, "layers": layers, "mb": nbytes / 2**20,

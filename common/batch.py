@@ -91,7 +91,8 @@ class RolloutBatch:
 
     def select(self, rows: torch.Tensor | list[int] | slice) -> "RolloutBatch":
         """The given rows (mask_row / mask_batch_rows keep pointing at the source batch, so masks stay the same)."""
-        index = torch.arange(self.num_rows)[rows] if isinstance(rows, slice) else torch.as_tensor(rows)
+        index = (torch.arange(self.num_rows, device="cpu")[rows] if isinstance(rows, slice)
+                 else torch.as_tensor(rows, dtype=torch.long, device="cpu"))
         kept = index.tolist()
         values = {}
         for f in dataclasses.fields(self):

@@ -16,6 +16,7 @@ LOCAL_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "
              "RAY_USAGE_STATS_ENABLED": "0"}
 
 log = logging.getLogger(__name__)
+LOCAL_START_ATTEMPTS = 3
 
 
 def local_env() -> None:
@@ -37,5 +38,15 @@ def init_ray(*, address: str | None = None, num_cpus: int | None = None, include
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, _node_ip_address="127.0.0.1",
-             dashboard_host="127.0.0.1", log_to_driver=True, runtime_env={"env_vars": dict(LOCAL_ENV)})
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, _node_ip_address="127.0.0.1",
+                     dashboard_host="127.0.0.1", log_to_driver=True, runtime_env={"env_vars": dict(LOCAL_ENV)})
+            return
+        except Exception as err:
+            # Ray gives a starting raylet a fixed 30 s to register; a box busy with other work can need longer
+            if "timed out during startup" not in str(err) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+            log.warning("local Ray instance: %s (attempt %d of %d); starting again", err, attempt,
+                        LOCAL_START_ATTEMPTS)
+            ray.shutdown()

@@ -101,6 +101,9 @@ class SamplerConfig(_Section):
         "blocks", description="blocks = LLaDA generate (official LLaDA rollouts and eval); dream = Dream's "
         "diffusion_generate (official Dream rollouts and eval): timesteps linspace(1, 1e-3, steps + 1) over the whole "
         "completion, reveal count per step from the schedule, all masked positions compete, block_length unused")
+    logits_budget_mb: float = Field(
+        4096, gt=0, description="largest logits tensor one sampler forward may produce (rows x positions x vocab in "
+        "the model dtype); bigger rollout / evaluation batches are generated in row chunks that fit")
     gumbel_dtype: Literal["float64", "model"] = Field(
         "float64", description="precision of the Gumbel noise (blocks schedule): float64 as LLaDA's generate.py, or "
         "the model dtype as the official GDSD training rollouts (bf16 noise samples much more sharply, "
@@ -149,7 +152,6 @@ class RolloutConfig(_Section):
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per actor, e.g. "
                                         "{rollout_node: 1} to keep actors on the rollout node type (deploy/cluster.yaml)")
     torch_threads: int = Field(1, gt=0, description="intra-op threads per actor on CPU")
-    logprob_rows: int = Field(64, gt=0, description="rows per forward when computing teacher targets")
 
 
 class RewardConfig(_Section):
@@ -189,7 +191,14 @@ class LearnerConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = Field(0.2, gt=0)
     warmup_steps: int = Field(0, ge=0)
-    grad_accum: int = Field(1, gt=0, description="micro-batches per inner iteration on each rank")
+    micro_batch_rows: int = Field(
+        24, gt=0, description="rows per forward: the learner's micro-batches and the row chunks in which the actors "
+        "compute S_old / S_ref (the same forwards on both sides: bit-equal teacher targets in bf16 too); micro-batches "
+        "are pooled across the actors' batches and dealt to ranks (official per-device batch: GSM8K 10, MATH 8, "
+        "Sudoku / Countdown 1)")
+    placement: Literal["STRICT_PACK", "PACK"] = Field(
+        "STRICT_PACK", description="the learner's Ray placement group: STRICT_PACK keeps every rank on one node "
+        "(FSDP over NVLink); PACK lets ranks span nodes (a multi-node learner)")
     filter_zero_advantage: bool = Field(
         False, description="drop rows of groups with zero reward variance before the forward (they are counted)")
     max_restarts: int = Field(
@@ -319,8 +328,29 @@ def dump_config(cfg: RunConfig) -> dict[str, Any]:
     return data
 
 
+# keys that were replaced: a config that still sets one gets the new key's name, not only "unknown key"
+REPLACED = {
+    "learner.grad_accum": "learner.micro_batch_rows (rows per forward; micro-batches per rank follow from the rows "
+                          "of the step)",
+    "rollout.logprob_rows": "learner.micro_batch_rows (the actors compute teacher targets in the learner's "
+                            "micro-batch chunks)",
+}
+
+
+def _replaced_keys(data: dict[str, Any]) -> list[str]:
+    found = []
+    for dotted, instead in REPLACED.items():
+        section, key = dotted.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            found.append(f"config key '{dotted}' was replaced by {instead}")
+    return found
+
+
 def build_config(data: dict[str, Any]) -> RunConfig:
     """Plain data -> a validated, frozen RunConfig (section schemas, then `validate`)."""
+    replaced = _replaced_keys(data)
+    if replaced:
+        raise ConfigError("; ".join(replaced))
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:

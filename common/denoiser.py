@@ -23,7 +23,7 @@ import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Tokenizer
 
 from common.models import DiffusionLM, build_model
-from common.models.lora import LoRASpec, adapters_disabled, apply_lora
+from common.models.lora import LoRASpec, adapters_disabled, apply_lora, is_adapter
 
 if TYPE_CHECKING:  # a type only: benchmarks/gpu_check.py imports this module where pydantic is absent
     from common.config import ModelConfig
@@ -123,14 +123,16 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
                             "(tokenizer.json, or vocab.json + merges.txt)")
 
 
-def load_denoiser(cfg: ModelConfig, path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Denoiser:
-    """Load a denoiser from a local checkpoint directory (`path` or cfg.path) in the official LLaDA or Dream layout;
-    never downloads, never runs the directory's code."""
+def load_denoiser(cfg: ModelConfig, path: str | Path | None = None, *, device: str | torch.device,
+                  dtype: torch.dtype | None = None, adapter_dtype: torch.dtype | None = None) -> Denoiser:
+    """Load a denoiser from a local checkpoint directory (`path` or cfg.path) in the official LLaDA or Dream layout
+    onto `device`; never downloads, never runs the directory's code. Weights in `dtype` (default `model.dtype`);
+    LoRA adapters (if enabled) in `adapter_dtype` (default: the weights' dtype; the learner keeps them float32)."""
     path = Path(path or cfg.path or "")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path: {str(path)!r} is not a local model directory (no config.json)")
     tokenizer = load_tokenizer(path)
-    model = build_model(path, family=cfg.family, device=device, dtype=DTYPES[cfg.dtype])
+    model = build_model(path, family=cfg.family, device=device, dtype=dtype or DTYPES[cfg.dtype])
     args = model.args
     mask_id = _first_not_none(cfg.mask_token_id, args.mask_token_id, tokenizer.mask_token_id)
     eos_id = _first_not_none(cfg.eos_token_id, args.eos_token_id, tokenizer.eos_token_id)
@@ -146,5 +148,9 @@ def load_denoiser(cfg: ModelConfig, path: str | Path | None = None, *, device: s
         lcfg = cfg.lora
         apply_lora(model, LoRASpec(r=lcfg.r, alpha=lcfg.alpha, dropout=lcfg.dropout,
                                    targets=tuple(lcfg.target_modules)),
-                   generator=torch.Generator().manual_seed(lcfg.init_seed))
+                   generator=torch.Generator(device="cpu").manual_seed(lcfg.init_seed))
+        if adapter_dtype is not None:  # upcast after init: the values stay those of the weights' dtype (version 0
+            for name, p in model.named_parameters():  # agrees bit for bit with the actors' adapters)
+                if is_adapter(name):
+                    p.data = p.data.to(adapter_dtype)
     return Denoiser(net=model, tokenizer=tokenizer, mask_id=int(mask_id), eos_id=int(eos_id), shift=shift)

@@ -11,8 +11,8 @@ import torch
 
 
 def _levels(generator: torch.Generator, num_rows: int, gen_len: int) -> torch.Tensor:
-    k = torch.randint(0, gen_len + 1, (1,), generator=generator, dtype=torch.int64).double()
-    rows = torch.arange(num_rows, dtype=torch.float64)
+    k = torch.randint(0, gen_len + 1, (1,), generator=generator, dtype=torch.int64, device="cpu").double()
+    rows = torch.arange(num_rows, dtype=torch.float64, device="cpu")
     # torch.round rounds half to even (as Python's round); float64 keeps i(L+1)/B exact enough for any real L, B
     return torch.round(k + rows * (gen_len + 1) / num_rows).long() % (gen_len + 1)
 
@@ -26,7 +26,7 @@ def consistent_masks(seed: int, num_rows: int, gen_len: int, device: str | torch
     """bool [num_rows, gen_len]: True = masked in x_t. Its complement (~mask) is x~_t, the antithetic partner."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     levels = _levels(generator, num_rows, gen_len)  # [B]
-    scores = torch.rand(num_rows, gen_len, generator=generator, dtype=torch.float64)  # [B, L]
+    scores = torch.rand(num_rows, gen_len, generator=generator, dtype=torch.float64, device="cpu")  # [B, L]
     ranks = scores.argsort(dim=1).argsort(dim=1)  # a uniform random permutation of 0..L-1 per row
     return (ranks < levels[:, None]).to(device)
 

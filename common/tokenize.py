@@ -26,8 +26,8 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, ch
     if pad is None:
         pad = tokenizer.eos_token_id
     width = max(len(e) for e in encoded)
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], dtype=torch.long)
-    return ids, torch.tensor([len(e) for e in encoded], dtype=torch.long)
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], dtype=torch.long, device="cpu")
+    return ids, torch.tensor([len(e) for e in encoded], dtype=torch.long, device="cpu")
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_id: int) -> torch.Tensor:

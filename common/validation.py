@@ -54,6 +54,8 @@ def _algorithm_rules(cfg: RunConfig) -> list[str]:
             errors.append(f"algorithm.teacher_source={alg.teacher_source}: algorithm.name={alg.name} computes its "
                           f"teacher targets on the {' or '.join(spec.teacher_sources)} only (per-token estimates are "
                           f"not in the RolloutBatch); set algorithm.teacher_source={spec.teacher_sources[0]}")
+        elif alg.teacher_source == "rollout" and spec.needs_old:
+            errors += _exact_teacher_rules(cfg)
         elif alg.teacher_source == "learner" and cfg.pipeline.max_staleness > 0:
             errors.append("algorithm.teacher_source=learner recomputes the teacher targets from the learner's current "
                           "weights, which only sampled the batch in synchronous mode; set pipeline.max_staleness=0 "
@@ -62,27 +64,46 @@ def _algorithm_rules(cfg: RunConfig) -> list[str]:
     return errors
 
 
+def _exact_teacher_rules(cfg: RunConfig) -> list[str]:
+    """algorithm.teacher_source=rollout: the actor's S_old must equal the learner's first S_theta exactly (GDSD's
+    clamp band is +-4e-4 on a sum of ~256 log-probs: docs/design.md, "Numerical traps"). Both run the same forwards
+    (learner/micro.py) in the same dtype; these settings break that, so they are refused rather than left to close
+    the clamp silently."""
+    errors = []
+    where = "algorithm.teacher_source=rollout needs the learner to rerun the actors' exact forwards, but "
+    if cfg.learner.filter_zero_advantage:
+        errors.append(where + "learner.filter_zero_advantage=true removes rows from the actors' row chunks (other "
+                      "forward shapes, other rounding); set learner.filter_zero_advantage=false or "
+                      "algorithm.teacher_source=learner")
+    if (cfg.rollout.gpus_per_actor > 0) != (cfg.learner.gpus_per_rank > 0):
+        errors.append(where + f"rollout.gpus_per_actor={cfg.rollout.gpus_per_actor} and learner.gpus_per_rank="
+                      f"{cfg.learner.gpus_per_rank} put actors and learner on different device types (other kernels, "
+                      "other rounding); put both on GPUs or both on CPUs, or set algorithm.teacher_source=learner")
+    return errors
+
+
 def _batch_rules(cfg: RunConfig) -> list[str]:
-    """The learner trains each actor's RolloutBatch separately: it splits the batch's rows (wd1: whole prompt groups)
-    over learner.num_ranks ranks, then each rank's share into learner.grad_accum micro-batches, all of them non-empty
-    (every rank runs the same forwards). Actor a gets prompts_per_step * (a+1) // num_actors - prompts_per_step * a //
-    num_actors prompts, so the smallest batch has floor(prompts_per_step / num_actors) prompts (when that is >= 1).
-    Uneven splits are fine: losses are normalised by the global row count."""
+    """The learner forwards units of learner.micro_batch_rows rows of one actor's batch (learner/micro.py), pooled
+    across the actors' batches and dealt to ranks; a rank short of units runs empty ones (so every rank joins the same
+    collectives), but a rank with *only* empty units would idle: the step must have at least num_ranks units. Actor
+    a gets prompts_per_step * (a+1) // num_actors - prompts_per_step * a // num_actors prompts. Group-normalised losses
+    (wd1) need whole groups in a unit: micro_batch_rows a multiple of group_size."""
     errors = []
     r, lr = cfg.rollout, cfg.learner
     spec = get_algorithm(cfg.algorithm.name)
-    prompts = max(1, r.prompts_per_step // r.num_actors)
-    units, what = (prompts, "prompt groups") if spec.group_rows else (prompts * r.group_size, "rows")
-    need = lr.num_ranks * lr.grad_accum
-    if units < need:
+    rows = [(r.prompts_per_step * (a + 1) // r.num_actors - r.prompts_per_step * a // r.num_actors) * r.group_size
+            for a in range(r.num_actors)]
+    units = sum(-(-n // lr.micro_batch_rows) for n in rows)
+    if units < lr.num_ranks:
         errors.append(
-            f"rollout: the smallest rollout batch has {units} {what} (rollout.prompts_per_step={r.prompts_per_step} "
-            f"over rollout.num_actors={r.num_actors} actors" + ("" if spec.group_rows else
-                                                             f", x rollout.group_size={r.group_size}")
-            + f"), fewer than learner.num_ranks={lr.num_ranks} x learner.grad_accum={lr.grad_accum} = {need} "
-            f"micro-batches that each need one; raise rollout.prompts_per_step to at least "
-            f"{r.num_actors * -(-need // (1 if spec.group_rows else r.group_size))} or lower learner.grad_accum / "
-            "learner.num_ranks")
+            f"learner: a step has {sum(rows)} rows in {units} micro-batches of learner.micro_batch_rows="
+            f"{lr.micro_batch_rows} (rollout.prompts_per_step={r.prompts_per_step} x rollout.group_size="
+            f"{r.group_size} over rollout.num_actors={r.num_actors}), fewer than learner.num_ranks={lr.num_ranks}: "
+            "some ranks would have nothing to train; lower learner.micro_batch_rows or learner.num_ranks, or raise "
+            "rollout.prompts_per_step")
+    if spec.group_rows and lr.micro_batch_rows % r.group_size:
+        errors.append(f"algorithm.name={cfg.algorithm.name} normalises within prompt groups: learner.micro_batch_rows="
+                      f"{lr.micro_batch_rows} must be a multiple of rollout.group_size={r.group_size}")
     if r.num_actors > r.prompts_per_step:
         errors.append(f"rollout.num_actors={r.num_actors} > rollout.prompts_per_step={r.prompts_per_step}: some actors "
                       "would never get a prompt; lower rollout.num_actors or raise rollout.prompts_per_step")

@@ -1,27 +1,40 @@
 """Weight bus: a bucketed broadcast of the policy from learner rank 0 to the rollout actors over a process group of
-its own (NCCL on GPUs, gloo on CPU) — the alternative to the object-store copy (docs/design.md, "Weight sync")
-(`pipeline.weight_sync: broadcast`).
+its own — the alternative to the object-store copy (docs/design.md, "Weight sync") (`pipeline.weight_sync:
+broadcast`).
 
 Members: learner rank 0 is bus rank 0 (the sender), rollout actor i is bus rank i + 1. The group is a standalone
 `ProcessGroupGloo` / `ProcessGroupNCCL` (not the learner's default group, which only the learner ranks join), keyed by
 a generation number in the learner's TCPStore: when an actor dies, the driver makes every member join a new
-generation and sends again.
+generation and sends again. One backend for all members (common/devices.py::bus_backend): each member publishes its
+device type in the store and every member derives the same choice from all of them — NCCL only when every member is
+on CUDA, else gloo everywhere (a member on an accelerator then sends / receives through host memory).
 
 Tensors go in buckets: consecutive state-dict entries of one dtype, flattened into one buffer of at most
 `bucket_bytes` (a tensor larger than that gets a bucket of its own), one broadcast per bucket — a few large messages
 instead of one per parameter, and a bounded extra buffer on each side.
+
+A member dying mid-broadcast: with gloo the others' wait raises after the timeout; an NCCL group is built with
+TORCH_NCCL_ASYNC_ERROR_HANDLING=2 (abort the communicator and raise, instead of the default that ends the process), so
+a dead actor never takes learner rank 0 down with it (the driver then rebuilds the group: deploy/weight_sync.py).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
+from common.devices import bus_backend
+
 SENDER = 0
+# NCCL's watchdog, on a collective that cannot finish: 2 = abort the communicator and raise in the waiting call
+# (the default, 3, ends the process: a dead actor would kill learner rank 0 mid-push)
+NCCL_ERROR_HANDLING = "2"
 
 
 @dataclass(frozen=True)
@@ -76,13 +89,17 @@ class WeightBus:
     def __init__(self, store: dist.Store, *, rank: int, world_size: int, generation: int, device: torch.device,
                  timeout_s: float, bucket_bytes: int) -> None:
         self.rank, self.world_size, self.generation = rank, world_size, generation
-        self.device, self.bucket_bytes = device, bucket_bytes
+        self.bucket_bytes = bucket_bytes
         prefixed = dist.PrefixStore(f"weight_bus/{generation}", store)
         timeout = datetime.timedelta(seconds=timeout_s)
-        if device.type == "cuda":
+        self.backend = agree_backend(prefixed, rank=rank, world_size=world_size, device=torch.device(device))
+        # where the flat buffers live: the member's accelerator with NCCL, host memory with gloo
+        self.device = torch.device(device) if self.backend == "nccl" else torch.device("cpu")
+        if self.backend == "nccl":
             opts = dist.ProcessGroupNCCL.Options()
             opts._timeout = timeout
-            self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size, opts)
+            with _env("TORCH_NCCL_ASYNC_ERROR_HANDLING", NCCL_ERROR_HANDLING):  # read when the group is built
+                self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size, opts)
         else:
             opts = dist.ProcessGroupGloo._Options()
             opts._timeout = timeout
@@ -141,3 +158,23 @@ def gloo_device():
     import ray
 
     return dist.ProcessGroupGloo.create_device(hostname=ray.util.get_node_ip_address())
+
+
+def agree_backend(store: dist.Store, *, rank: int, world_size: int, device: torch.device) -> str:
+    """Publish this member's device type and return the backend every member derives from all of them
+    (common/devices.py::bus_backend); blocks until every member has published (the store's timeout)."""
+    store.set(f"device/{rank}", device.type)
+    return bus_backend(store.get(f"device/{r}").decode() for r in range(world_size))
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

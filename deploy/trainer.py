@@ -48,8 +48,9 @@ class Trainer:
         if cfg.sft.enabled:
             model_path = warm_start(cfg, model_path, cache)
         self.model_path = model_path
-        self.fleet = RolloutFleet(cfg, model_path)
+        # the learner's placement group first (learner/group.py): actors created before it could take its node's GPUs
         self.learner = LearnerGroup(cfg, model_path)
+        self.fleet = RolloutFleet(cfg, model_path)
         self.weight_sync = weight_sync(cfg, self.learner, self.fleet)
         self.metrics = Metrics(self.run_dir, cfg.metrics, config=cfg.model_dump(mode="json"))
         B = cfg.rollout.prompts_per_step

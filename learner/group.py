@@ -1,5 +1,8 @@
 """LearnerGroup: `learner.num_ranks` LearnerWorkers in one placement group, with a torch.distributed rendezvous.
 
+Placement (`learner.placement`): STRICT_PACK by default — every rank on one node, where the FSDP collectives run
+over NVLink; the job creates this group before any rollout actor, so actors cannot take the node's GPUs first.
+PACK allows a multi-node learner (ranks spill to other nodes when one is full; FSDP then crosses the network).
 Every call is written where it happens: the same method on every rank (they are collective), rank 0's answer kept.
 """
 from __future__ import annotations
@@ -21,14 +24,16 @@ class LearnerGroup:
         lcfg = cfg.learner
         bundle = {"CPU": lcfg.cpus_per_rank, **({"GPU": lcfg.gpus_per_rank} if lcfg.gpus_per_rank else {}),
                   **lcfg.resources}
-        self.placement = placement_group([bundle] * lcfg.num_ranks, strategy="PACK", name="learner")
+        self.placement = placement_group([bundle] * lcfg.num_ranks, strategy=lcfg.placement, name="learner")
         try:
             ray.get(self.placement.ready(), timeout=PLACEMENT_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             remove_placement_group(self.placement)
-            raise RuntimeError(f"learner: {lcfg.num_ranks} x {bundle} cannot be placed within {PLACEMENT_TIMEOUT_S}s; "
-                               f"the cluster has {ray.available_resources()} free (lower learner.num_ranks / "
-                               "learner.cpus_per_rank or add nodes)") from None
+            one_node = " on one node (learner.placement=STRICT_PACK; PACK lets ranks span nodes)" if (
+                lcfg.placement == "STRICT_PACK") else ""
+            raise RuntimeError(f"learner: {lcfg.num_ranks} x {bundle} cannot be placed{one_node} within "
+                               f"{PLACEMENT_TIMEOUT_S}s; the cluster has {ray.available_resources()} free (lower "
+                               "learner.num_ranks / learner.cpus_per_rank or add nodes)") from None
         worker_cls = ray.remote(LearnerWorker)
         self.workers = [
             worker_cls.options(
@@ -51,8 +56,9 @@ class LearnerGroup:
         return ray.get(refs)
 
     def train_step(self, batch_refs: list[ray.ObjectRef]) -> dict[str, Any]:
-        """One RL step; the refs go to every rank unresolved (each pulls the tables itself)."""
-        return self._all("train_step", list(batch_refs))[0]
+        """One RL step; the refs go to every rank as top-level arguments, so Ray resolves them in the rank's process
+        (the tables arrive zero-copy from the object store; the driver never fetches them)."""
+        return self._all("train_step", *batch_refs)[0]
 
     def sft_step(self, prompts: list[str], answers: list[str]) -> dict[str, float]:
         return self._all("sft_step", prompts, answers)[0]

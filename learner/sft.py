@@ -23,7 +23,7 @@ def encode_answers(denoiser: Denoiser, answers: list[str], gen_length: int) -> t
             raise ValueError(f"sampler.gen_length={gen_length} is shorter than an SFT answer ({len(ids)} tokens "
                              f"with EOS): {answer[:60]!r}")
         rows.append(ids + [denoiser.eos_id] * (gen_length - len(ids)))
-    return torch.tensor(rows, dtype=torch.long)
+    return torch.tensor(rows, dtype=torch.long, device="cpu")
 
 
 def sft_loss(denoiser: Denoiser, prompts: list[str], answers: list[str], *, gen_length: int, chat_template: bool,
@@ -35,8 +35,8 @@ def sft_loss(denoiser: Denoiser, prompts: list[str], answers: list[str], *, gen_
     prompt_ids, prompt_len = encode_prompts(denoiser.tokenizer, prompts, chat_template=chat_template)  # [B, P], [B]
     target = encode_answers(denoiser, answers, gen_length)  # [B, L]
     B, L = target.shape
-    t = (1 - T_MIN) * torch.rand(B, generator=generator) + T_MIN  # [B]
-    masked = torch.rand(B, L, generator=generator) < t[:, None]  # [B, L]
+    t = (1 - T_MIN) * torch.rand(B, generator=generator, device="cpu") + T_MIN  # [B]
+    masked = torch.rand(B, L, generator=generator, device="cpu") < t[:, None]  # [B, L]
     inputs = torch.cat([prompt_ids, torch.where(masked, denoiser.mask_id, target)], dim=1).to(device)
     read = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), masked], dim=1).to(device)
     attention = padding_mask(prompt_len, prompt_ids.shape[1], L).to(device)  # [B, P+L]: left pads unseen

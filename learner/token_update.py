@@ -24,14 +24,17 @@ from common.config import RunConfig
 from common.denoiser import Denoiser
 from common.logprob_tokens import onestep_token_logprob, real_prompt_mask
 from learner.losses import LossSpec, diffu_grpo_prompt_mask
-from learner.update import MicroFn, check_on_policy, split_micro
+from learner.update import MicroFn, check_on_policy
 
 
 def onestep_prompt_mask(batch: RolloutBatch, j: int, p_mask_prompt: float) -> torch.Tensor:
     """bool [b, P]: the prompt tokens the one-step estimate masks at inner iteration j (True = replaced by MASK)."""
-    source_rows, width = int(batch.mask_batch_rows[0]), batch.prompt_ids.shape[1]
+    width = batch.prompt_ids.shape[1]
+    if batch.num_rows == 0:  # an empty micro-batch (learner/micro.py)
+        return torch.zeros(0, width, dtype=torch.bool, device="cpu")
+    source_rows = int(batch.mask_batch_rows[0])
     generator = torch.Generator(device="cpu").manual_seed(int(batch.mask_seeds[0, j, 0]))
-    full = diffu_grpo_prompt_mask(torch.ones(source_rows, width, dtype=torch.bool), p_mask_prompt=p_mask_prompt,
+    full = diffu_grpo_prompt_mask(torch.ones(source_rows, width, dtype=torch.bool, device="cpu"), p_mask_prompt=p_mask_prompt,
                                   generator=generator)  # [source B, P], a pure function of (seed, source B, P)
     return full[batch.mask_row] & real_prompt_mask(batch.prompt_len, width)
 
@@ -63,12 +66,10 @@ class TokenPath:
         p = self.cfg.algorithm.p_mask_prompt
         return [torch.stack([token_logp(denoiser, m, j, p) for j in range(num_iters)], dim=1) for m in micros]
 
-    def prepare(self, policy: Denoiser, reference: Denoiser | None, shards: list[RolloutBatch], *,
-                version: int, num_rows: int, scale: float) -> tuple[list[RolloutBatch], MicroFn]:
-        """Split into micro-batches, compute old / reference targets for each, then return (micro-batches,
-        `fn(micro index, j)`) that runs the forward, the loss and the backward and returns (metrics, teacher gap at
-        j = 0 or None)."""
-        micros = [m for s in shards for m in split_micro(s, self.cfg.learner.grad_accum, self.group_size)]
+    def prepare(self, policy: Denoiser, reference: Denoiser | None, micros: list[RolloutBatch], *,
+                version: int, num_rows: int, scale: float) -> MicroFn:
+        """Compute old / reference targets for each of this rank's micro-batches, then return `fn(micro index, j)`
+        that runs the forward, the loss and the backward and returns (metrics, teacher gap at j = 0 or None)."""
         num_iters = self.cfg.algorithm.mu
         old = ref = None
         if self.spec.needs_old:
@@ -97,7 +98,9 @@ class TokenPath:
                 with torch.no_grad():
                     delta = (lp.detach() - old[i][:, j]).abs() * cmask
                     metrics["mean_abs_delta"] = delta.sum() / cmask.sum().clamp_min(1)
-                    gap = delta.max().double().cpu() if j == 0 else None
+                    if j == 0:
+                        flat = delta.double().flatten()
+                        gap = torch.cat([flat, flat.new_zeros(1)]).amax()  # 0 for an empty micro-batch
             return metrics, gap
 
-        return micros, run
+        return run

@@ -1,10 +1,13 @@
-"""LearnerWorker: one Ray actor per rank, holding an FSDP2 shard of the policy, its optimizer and LR schedule.
+"""LearnerWorker: one rank (a Ray actor in a job; a plain object in benchmarks/gpu_check.py, which has no Ray),
+holding an FSDP2 shard of the policy, its optimizer and LR schedule.
 
-A step: pull the RolloutBatches by ObjectRef, keep this rank's rows, and for each inner iteration j < mu recompute
-S_theta with the actor's mask seeds, apply the loss, accumulate gradients, clip, AdamW. The version is bumped once per
-step. Every rank runs the same sequence of forwards (FSDP collectives), so row counts are checked up front. The loss
-family's own work (targets, micro-batches, forward + loss + backward) is an `UpdatePath` (learner/update.py): the
-sequence-level `SequencePath` or the per-token `TokenPath`.
+A step: the RolloutBatch tables arrive as the call's arguments (Ray resolves the ObjectRefs the driver routed, zero-
+copy), this rank takes its micro-batches (learner/micro.py: the actors' row chunks, pooled across their batches, the
+same count on every rank), and for each inner iteration j < mu recomputes S_theta with the actor's mask seeds, applies
+the loss, accumulates gradients, clips, AdamW. The version is bumped once per step. The loss family's own work
+(teacher targets, forward + loss + backward) is an `UpdatePath` (learner/update.py): the sequence-level `SequencePath`
+or the per-token `TokenPath`. Everything lives on the rank's device (common/devices.py); metrics stay there until one
+all-reduce and one host copy per step.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import socket
 import time
 from typing import Any
 
-import ray
+import pyarrow as pa
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -23,15 +26,17 @@ from torch.distributed.tensor import DTensor
 from common.batch import RolloutBatch
 from common.config import ConfigError, RunConfig
 from common.denoiser import DTYPES, load_denoiser
+from common.devices import group_backend, make_generator, service_device
 from common.models.lora import is_adapter, merged_state
 from common.weight_bus import WeightBus, signature, wire_format
 from learner import checkpoint
 from learner.fsdp import shard_model
 from learner.losses import get_loss
+from learner.micro import drop_zero_advantage_groups, plan_micro_batches
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.sft import sft_loss
 from learner.token_update import TokenPath
-from learner.update import MetricSum, SequencePath, UpdatePath, drop_zero_advantage_groups, shard_rows
+from learner.update import MetricSum, SequencePath, UpdatePath
 
 log = logging.getLogger(__name__)
 # docs/design.md, Numerical traps: warn when the first inner iteration's clamp fraction exceeds a few percent
@@ -53,85 +58,77 @@ class LearnerWorker:
         self.reference = None
         self.version = 0
         self.optimizer_steps = 0
-        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # SFT mask draws
+        self.generator = make_generator("cpu", cfg.seed * 7919 + rank)  # SFT mask draws (CPU, as the masks)
         self.bus: WeightBus | None = None  # rank 0, pipeline.weight_sync: broadcast
         self._sent: dict[str, torch.Tensor] | None = None  # the last state sent on the bus, kept for a resend
 
-    def address(self) -> tuple[str, int]:
-        """Rendezvous address (called on rank 0): a socket bound to this node's IP, kept open for the TCPStore, so
-        the store listens there only (TCPStore's own bind is on every interface)."""
+    def address(self, host: str | None = None) -> tuple[str, int]:
+        """Rendezvous address (called on rank 0): a socket bound to `host` (default: this Ray node's IP), kept open
+        for the TCPStore, so the store listens there only (TCPStore's own bind is on every interface)."""
+        if host is None:
+            import ray  # only here: the rest of the worker runs without Ray (benchmarks/gpu_check.py)
+
+            host = ray.util.get_node_ip_address()
         self._listen = socket.socket()
-        self._listen.bind((ray.util.get_node_ip_address(), 0))
+        self._listen.bind((host, 0))
         self._listen.listen()
         return self._listen.getsockname()[:2]
 
     def setup(self, master_addr: str, master_port: int) -> int:
         """Join the process group, load and shard the policy, build the optimizer. Returns the parameter count."""
-        gpu = self.cfg.learner.gpus_per_rank > 0 and torch.cuda.is_available()
-        device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
+        self.device = device = service_device(self.cfg.learner.gpus_per_rank, what="learner.gpus_per_rank")
         listen_fd = self._listen.fileno() if self.rank == 0 else None
         # rank 0's store also hosts the weight bus rendezvous (the actors connect to it as clients)
         self.store = store = dist.TCPStore(master_addr, master_port, self.world_size, self.rank == 0,
                                            master_listen_fd=listen_fd, wait_for_workers=False)
-        dist.init_process_group("nccl" if gpu else "gloo", store=store, rank=self.rank, world_size=self.world_size)
+        # a backend per device type ("cpu:gloo,cuda:nccl" on a GPU): no CPU tensor ever reaches an NCCL-only group
+        dist.init_process_group(group_backend(device), store=store, rank=self.rank, world_size=self.world_size)
         mesh = init_device_mesh(device.type, (self.world_size,))
         torch.set_num_threads(self.cfg.learner.torch_threads)
-        # master weights in float32; the compute dtype (what the actors sample with) comes from the FSDP policy
-        master_cfg = self.cfg.model.model_copy(update={"dtype": "float32"})
-        self.denoiser = load_denoiser(master_cfg, self.model_path, device=device)
+        compute = DTYPES[self.cfg.model.dtype]
+        # what the optimizer updates is float32 (master weights; FSDP casts them to the compute dtype, what the
+        # actors sample with); a frozen LoRA base stays in the compute dtype (the actors' exact weights, half the
+        # memory and all-gather bytes of float32: docs/design.md, "Learner memory")
+        lora = self.cfg.model.lora.enabled
+        self.denoiser = load_denoiser(self.cfg.model, self.model_path, device=device,
+                                      dtype=compute if lora else torch.float32, adapter_dtype=torch.float32)
         self.denoiser.model.train()
-        shard_model(self.denoiser.net, self.denoiser.model, mesh, compute_dtype=DTYPES[self.cfg.model.dtype],
+        shard_model(self.denoiser.net, mesh, compute_dtype=compute,
                     activation_checkpointing=self.cfg.learner.activation_checkpointing)
         self.params = [p for p in self.denoiser.net.parameters() if p.requires_grad]
         if self.path.use_ref:
             # per-token reference log-probs are not in the RolloutBatch: a frozen copy of the initial weights,
             # sharded like the policy; held in the compute dtype (what FSDP would cast the master weights to)
-            if self.cfg.model.lora.enabled:  # the same sharded weights with the adapters off: no second copy
+            if lora:  # the same sharded weights with the adapters off: no second copy
                 self.reference = self.denoiser.without_adapters()
             else:
                 self.reference = load_denoiser(self.cfg.model, self.model_path, device=device)
                 self.reference.model.eval().requires_grad_(False)
-                shard_model(self.reference.net, self.reference.model, mesh,
-                            compute_dtype=DTYPES[self.cfg.model.dtype])
+                shard_model(self.reference.net, mesh, compute_dtype=compute)
         self.optimizer, self.scheduler = build_optimizer(self.params, self.cfg.learner)
         return sum(p.numel() for p in self.params)
 
     # ---- RL step ---------------------------------------------------------------------------------------------
-    def train_step(self, batch_refs: list[ray.ObjectRef]) -> dict[str, Any]:
-        """One step on the given RolloutBatch refs; every rank gets the same list and keeps its own rows."""
+    def train_step(self, *tables: pa.Table) -> dict[str, Any]:
+        """One step on the step's RolloutBatch tables (every rank gets them all and takes its micro-batches)."""
         start = time.perf_counter()
         alg, lcfg = self.cfg.algorithm, self.cfg.learner
-        batches = [RolloutBatch.from_arrow(t) for t in ray.get(list(batch_refs))]  # zero-copy from the object store
-        dropped_rows = dropped_batches = 0
+        batches = [RolloutBatch.from_arrow(t) for t in tables]  # zero-copy views of the object store's buffers
+        dropped_rows = 0
         if lcfg.filter_zero_advantage:
-            kept = []
-            for b in batches:
-                b, n = drop_zero_advantage_groups(b)
-                dropped_rows += n
-                # every rank must run the same forwards: a batch too small to give each rank a row is skipped whole
-                if self._units(b) >= self.world_size * lcfg.grad_accum:
-                    kept.append(b)
-                else:
-                    dropped_batches += 1
-                    dropped_rows += b.num_rows
-            batches = kept
-        unit = "rows" if self.group_size is None else f"groups of {self.group_size}"
-        for b in batches:
-            if self._units(b) < self.world_size * lcfg.grad_accum:
-                raise ValueError(f"a rollout batch of {self._units(b)} {unit} cannot feed learner.num_ranks="
-                                 f"{self.world_size} x learner.grad_accum={lcfg.grad_accum}; raise group_size or "
-                                 "prompts per actor")
+            kept = [drop_zero_advantage_groups(b) for b in batches]
+            batches, dropped_rows = [b for b, _ in kept if b.num_rows], sum(n for _, n in kept)
         global_rows = sum(b.num_rows for b in batches)
-        shards = [shard_rows(b, self.rank, self.world_size, self.group_size) for b in batches]
+        micros = plan_micro_batches(batches, rows=lcfg.micro_batch_rows, rank=self.rank, world_size=self.world_size)
         staleness = [self.version - int(b.policy_version.min()) for b in batches]
         # the loss is normalised by the global row count and FSDP averages gradients over ranks: x world size
-        micros, micro_fn = self.path.prepare(self.denoiser, self.reference, shards, version=self.version,
-                                             num_rows=global_rows, scale=float(self.world_size))
+        micro_fn = self.path.prepare(self.denoiser, self.reference, micros, version=self.version,
+                                     num_rows=global_rows, scale=float(self.world_size))
 
         per_iter, keys = [], None
-        gap_max = torch.zeros((), dtype=torch.float64)
-        for j in range(alg.mu if shards else 0):
-            acc = MetricSum()
+        gap_max = torch.zeros((), dtype=torch.float64, device=self.device)
+        for j in range(alg.mu if micros else 0):
+            acc = MetricSum(self.device)
             for i, micro in enumerate(micros):
                 metrics, gap = micro_fn(i, j)
                 acc.add(metrics, micro.num_rows)
@@ -141,18 +138,14 @@ class LearnerWorker:
             grad_norm = self._optimizer_step()
             # ||theta_j+1 - theta_j|| of this inner iteration (issue 16: does Adam move through clamped iterations?)
             moved = (torch.nn.utils.get_total_norm([p.detach() - b for p, b in zip(self.params, before)])
-                     if before is not None else torch.zeros(()))
-            moved = moved.full_tensor() if hasattr(moved, "full_tensor") else moved
+                     if before is not None else torch.zeros((), device=self.device))
+            moved = moved.full_tensor() if isinstance(moved, DTensor) else moved
             keys = keys or sorted(acc.sums)
-            per_iter.append(torch.cat([acc.vector(keys), grad_norm.double().reshape(1).cpu(),
-                                       moved.double().reshape(1).cpu()]))
+            per_iter.append(torch.cat([acc.vector(keys), grad_norm.reshape(1).to(self.device, torch.float64),
+                                       moved.reshape(1).to(self.device, torch.float64)]))
         self.version += 1
         return self._reduce(per_iter, keys or [], gap_max, global_rows=global_rows, dropped_rows=dropped_rows,
-                            dropped_batches=dropped_batches, staleness=staleness, seconds=time.perf_counter() - start)
-
-    def _units(self, batch: RolloutBatch) -> int:
-        """What is split over ranks and micro-batches: rows, or whole groups for group-normalised losses."""
-        return batch.num_rows if self.group_size is None else batch.num_rows // self.group_size
+                            micro_batches=len(micros), staleness=staleness, seconds=time.perf_counter() - start)
 
     def _optimizer_step(self) -> torch.Tensor:
         """Clip (learner.grad_clip), AdamW, LR schedule, zero the gradients. Returns the pre-clip grad norm."""
@@ -164,24 +157,27 @@ class LearnerWorker:
         return grad_norm
 
     def _reduce(self, per_iter: list[torch.Tensor], keys: list[str], gap_max: torch.Tensor, **extra) -> dict:
-        """One all-reduce of every inner iteration's sums (+ one max for the teacher gap) -> global metrics."""
+        """One all-reduce of every inner iteration's sums (+ one max for the teacher gap), on the device, then one
+        host copy -> global metrics."""
+        stacked = None
         if per_iter:
             stacked = torch.stack(per_iter)  # [J, len(keys) + 3]: metric sums, rows, grad norm, param movement
             dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
             dist.all_reduce(gap_max, op=dist.ReduceOp.MAX)
+            stacked = stacked.tolist()  # the step's one device -> host sync
         out: dict[str, Any] = {"version": self.version, "optimizer_steps": self.optimizer_steps,
                                "lr": self.scheduler.get_last_lr()[0], **extra}
-        for j, row in enumerate(stacked if per_iter else []):
-            rows = float(row[len(keys)])
+        for row in stacked or []:
+            rows = row[len(keys)]
             for k, key in enumerate(keys):
-                value = float(row[k])
-                out.setdefault(key, []).append(value if key.startswith("loss") else value / max(rows, 1))
-            out.setdefault("grad_norm", []).append(float(row[-2]) / self.world_size)  # same norm on every rank
+                out.setdefault(key, []).append(row[k] if key.startswith("loss") else row[k] / max(rows, 1))
+            out.setdefault("grad_norm", []).append(row[-2] / self.world_size)  # same norm on every rank
             if self.cfg.learner.log_param_delta:
-                out.setdefault("param_delta", []).append(float(row[-1]) / self.world_size)
-        if per_iter and self.spec.needs_old:
+                out.setdefault("param_delta", []).append(row[-1] / self.world_size)
+        if stacked and self.spec.needs_old:
             out["teacher_gap_max"] = float(gap_max)
-            out["teacher_gap_mean"] = out["mean_abs_delta"][0]
+            if "mean_abs_delta" in out:
+                out["teacher_gap_mean"] = out["mean_abs_delta"][0]
             on_policy = max(extra.get("staleness", []), default=0) == 0  # stale batches differ for real, not numerically
             if out.get("clamp_frac", [0])[0] > FIRST_ITER_CLAMP_WARN and on_policy and self.rank == 0:
                 log.warning("clamp fraction %.2f at the first inner iteration: |S_theta - S_old| (max %.3g) exceeds "
@@ -198,9 +194,11 @@ class LearnerWorker:
                                  num_rows=len(prompts), generator=self.generator)
         (loss * self.world_size).backward()
         grad_norm = self._optimizer_step()
-        values = torch.tensor([float(loss.detach()), metrics["tokens"]], dtype=torch.float64)
+        values = torch.stack([loss.detach().double(),
+                              torch.tensor(metrics["tokens"], dtype=torch.float64, device=self.device)])
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return {"loss": float(values[0]), "tokens": float(values[1]), "grad_norm": float(grad_norm)}
+        loss_sum, tokens = values.tolist()  # one device -> host sync
+        return {"loss": loss_sum, "tokens": tokens, "grad_norm": float(grad_norm)}
 
     # ---- weights out ------------------------------------------------------------------------------------------
     def full_state_dict(self) -> dict[str, torch.Tensor]:
@@ -229,10 +227,14 @@ class LearnerWorker:
         return (wire_format(state, DTYPES[self.cfg.model.dtype]) if self.rank == 0 else None), self.version
 
     # ---- weights out over the weight bus (pipeline.weight_sync: broadcast) ---------------------------------------
-    def weight_signature(self) -> str | None:
-        """Signature of what rank 0 sends (collective: gathers the state once); the actors check theirs against it."""
-        state = self.export_weights()[0]
-        return signature(state) if self.rank == 0 else None
+    def weight_signature(self) -> str:
+        """Signature of what rank 0 sends, from names, global shapes and dtypes (meta tensors: nothing is gathered);
+        the actors check theirs against it."""
+        state = self.denoiser.net.state_dict()  # sharded DTensors report their global shape
+        if self.cfg.model.lora.enabled:
+            state = {k: v for k, v in state.items() if is_adapter(k)}
+        meta = {k.removeprefix("model."): torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in state.items()}
+        return signature(wire_format(meta, DTYPES[self.cfg.model.dtype]))
 
     def join_weight_bus(self, generation: int, world_size: int) -> int:
         """Rank 0 only: join generation `generation` of the weight group as its sender (a rendezvous)."""

@@ -36,7 +36,7 @@ def denoiser(tiny_model_dir):
     from common.config import ModelConfig
     from common.denoiser import load_denoiser
 
-    return load_denoiser(ModelConfig(), tiny_model_dir)
+    return load_denoiser(ModelConfig(), tiny_model_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,13 @@ names, so checkpoints, key maps and the FSDP2 per-block grouping are untouched) 
 `lora_B`; FSDP2 shards them with the block, the optimizer sees only them (the base is frozen). peft would wrap every
 projection in a `base_layer` submodule (renaming every key) and draws its dropout from the global RNG.
 
-Dropout draws are a function of (row seed, layer): `lora_dropout(net, seeds)` binds one int64 seed per input row,
-derived from the mask seed s[j, m] and the row's index in its rollout batch (the official trainer reseeds the RNG
-with the mask seed before each S forward), and each layer draws that row's mask from a torch.Generator seeded with
-(row seed, layer index). So the actor's S_old and the learner's S_theta of the same (row, j, m) see the same draws
-whatever the batching, and activation checkpointing recomputes them identically (the seeds travel as block
-arguments). Without bound seeds (sampling, evaluation) there is no dropout. The reference policy is the same model
+Dropout draws are a function of (row seed, layer, element): `lora_dropout(net, seeds)` binds one int64 seed per
+input row, derived from the mask seed s[j, m] and the row's index in its rollout batch (the official trainer reseeds
+the RNG with the mask seed before each S forward), and each layer hashes (row seed, layer index, element index) into
+a uniform number (`uniform_hash`: integer ops only, so the draws are identical on CPU and any accelerator, need no
+generator and cost one vectorised pass for all rows). So the actor's S_old and the learner's S_theta of the same
+(row, j, m) see the same draws whatever the batching or device, and activation checkpointing recomputes them
+identically (the seeds travel as block arguments). Without bound seeds (sampling, evaluation) there is no dropout. The reference policy is the same model
 with adapters off (`adapters_disabled`): no second copy of the weights.
 Legend: B rows, T sequence, r rank.
 """
@@ -56,9 +57,29 @@ def _splitmix(x: int) -> int:
     return (x ^ (x >> 31)) & ((1 << 63) - 1)
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """An integer avalanche hash of 32-bit values held in int64 (products stay below 2^59: no overflow)."""
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
+    return (x >> 16) ^ x
+
+
+def uniform_hash(keys: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """float32 [B, *shape] in [0, 1): a pure function of (key, element index) per row, from integer ops only (the
+    same numbers on every device). `keys` int64 [B] (63-bit)."""
+    count = math.prod(shape)
+    index = torch.arange(count, dtype=torch.int64, device=keys.device)  # [n]
+    lo, hi = (keys & _MASK32)[:, None], (keys >> 32)[:, None]  # [B, 1] each
+    h = _mix32(_mix32(index[None, :] ^ lo) ^ hi)  # [B, n] in [0, 2^32)
+    return (h >> 8).to(torch.float32).mul_(2.0 ** -24).view(keys.shape[0], *shape)  # 24 bits: exact in float32
+
+
 def row_seeds(mask_seed: int, rows: torch.Tensor) -> torch.Tensor:
     """int64 [B]: the dropout seed of each row (index in its rollout batch) for mask seed s[j, m]."""
-    return torch.tensor([_splitmix(int(mask_seed) * 1_000_003 + int(r)) for r in rows.tolist()], dtype=torch.int64)
+    return torch.tensor([_splitmix(int(mask_seed) * 1_000_003 + int(r)) for r in rows.tolist()], dtype=torch.int64, device="cpu")
 
 
 class LoRALinear(nn.Linear):
@@ -77,14 +98,12 @@ class LoRALinear(nn.Linear):
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         if self.row_seeds is None or self.p == 0:
             return x
-        seeds = self.row_seeds.tolist()
+        seeds = self.row_seeds.tolist()  # B host integers (the seeds were made on the host)
         if len(seeds) != x.shape[0]:
             raise ValueError(f"lora dropout: {len(seeds)} row seeds for a batch of {x.shape[0]} rows")
-        keep = torch.empty(x.shape, dtype=torch.bool, device=x.device)  # [B, T, in]
-        gen = torch.Generator(device=x.device)
-        for b, seed in enumerate(seeds):
-            gen.manual_seed(_splitmix(seed ^ (self.index * 0x2545F491)))
-            keep[b] = torch.rand(x.shape[1:], generator=gen, device=x.device) >= self.p
+        keys = torch.tensor([_splitmix(seed ^ (self.index * 0x2545F491)) for seed in seeds], dtype=torch.int64,
+                            device=x.device)  # [B]: one key per (row, layer)
+        keep = uniform_hash(keys, x.shape[1:]) >= self.p  # [B, T, in]
         return x * keep / (1.0 - self.p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +138,7 @@ def apply_lora(net: nn.Module, spec: LoRASpec, *, generator: torch.Generator) ->
             if new.bias is not None:
                 new.bias.requires_grad_(False)
             with torch.no_grad():
-                a = torch.empty(new.lora_A.shape, dtype=torch.float32)
+                a = torch.empty(new.lora_A.shape, dtype=torch.float32, device="cpu")
                 nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)  # peft's default init of A
                 new.lora_A.copy_(a)
             setattr(block, name, new)

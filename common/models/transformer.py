@@ -22,7 +22,7 @@ class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim))  # device: the construction context's (meta, then to_empty)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x / sqrt(mean(x^2) + eps) in float32 (F.rms_norm without weight: one fused pass on CPU and GPU)
@@ -98,7 +98,7 @@ class Block(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False,
                                            enable_gqa=self.n_kv_heads != self.n_heads)  # [B, Hq, T, D]
-        x = x + self.wo(y.transpose(1, 2).reshape(B, T, -1))
+        x = x + self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
         h = self.ffn_norm(x)
         if torch.is_grad_enabled():  # training: autograd needs the intermediates
             return x + self.w_down(F.silu(self.w_gate(h)) * self.w_up(h))
@@ -172,7 +172,9 @@ class DiffusionLM(nn.Module):
                 parts.append(checkpoint(self._target_logprob, h_c, t_c, use_reentrant=False))
             else:
                 parts.append(self._target_logprob(h_c, t_c))
-        return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+        # no rows (a rank's empty micro-batch): still through the head, so the zero loss reaches every parameter and
+        # the backward runs the same FSDP collectives as on the other ranks
+        return torch.cat(parts) if parts else self._target_logprob(h, targets)
 
     def _target_logprob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.head(h).float()  # [n, V] float32, one chunk only

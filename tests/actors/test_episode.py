@@ -14,7 +14,7 @@ from common.tasks import make_prompts
 from rewards.worker import RewardWorkerImpl
 
 OVERRIDES = ["sampler.gen_length=16", "sampler.steps=4", "sampler.block_length=8", "algorithm.mu=2",
-             "rollout.logprob_rows=4"]
+             "learner.micro_batch_rows=4"]
 
 
 def episode(engine, cfg, prompts, score_fn, *, seed=0, group_offset=3):
@@ -26,7 +26,7 @@ def episode(engine, cfg, prompts, score_fn, *, seed=0, group_offset=3):
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir):
     cfg = load_config(None, OVERRIDES)
-    engine = PolicyEngine(cfg, tiny_model_dir)
+    engine = PolicyEngine(cfg, tiny_model_dir, device=torch.device("cpu"))
     scorer = RewardWorkerImpl({"threads": 1})  # threads given: no Ray resource lookup in this process
     prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=2, seed=0)
     calls = []
@@ -83,7 +83,7 @@ def test_a_reward_service_that_loses_rows_fails_the_episode(setup):
 def test_per_token_algorithms_get_no_actor_targets(tiny_model_dir, setup):
     _, _, prompts, score_fn, _, _, _ = setup
     cfg = load_config(None, [*OVERRIDES, "algorithm.name=diffu_grpo", "algorithm.teacher_source=learner"])
-    engine = PolicyEngine(cfg, tiny_model_dir)
+    engine = PolicyEngine(cfg, tiny_model_dir, device=torch.device("cpu"))
     assert engine.reference is None  # the learner holds the per-token reference
     batch, _ = episode(engine, cfg, prompts, score_fn)
     assert torch.isnan(batch.old_logp).all() and torch.isnan(batch.ref_logp).all()
@@ -91,7 +91,7 @@ def test_per_token_algorithms_get_no_actor_targets(tiny_model_dir, setup):
 
 def test_engine_loads_weights_with_their_version(setup, tiny_model_dir):
     cfg = setup[0]
-    engine = PolicyEngine(cfg, tiny_model_dir)
+    engine = PolicyEngine(cfg, tiny_model_dir, device=torch.device("cpu"))
     state = {k: v * 0.5 for k, v in engine.policy.model.state_dict().items()}
     assert engine.load(state, 4) == 4 and engine.version == 4
     assert engine.load_staged(0) == 4  # nothing staged: keeps what it holds

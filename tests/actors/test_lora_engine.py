@@ -11,7 +11,7 @@ LORA = ["model.lora.enabled=true", "model.lora.r=4", "model.lora.alpha=8"]
 
 
 def test_engine_holds_one_copy_and_takes_adapter_pushes(tiny_model_dir):
-    engine = PolicyEngine(load_config(None, LORA), tiny_model_dir)  # gdsd, beta 1e-3: needs a reference
+    engine = PolicyEngine(load_config(None, LORA), tiny_model_dir, device=torch.device("cpu"))  # gdsd, beta 1e-3: needs a reference
     assert engine.reference is not None and engine.reference.net is engine.policy.net
     assert engine.reference.adapters is False and engine.policy.adapters is True
     like = engine.wire_like()
@@ -28,6 +28,6 @@ def test_engine_holds_one_copy_and_takes_adapter_pushes(tiny_model_dir):
 
 
 def test_engine_without_lora_pushes_everything(tiny_model_dir):
-    engine = PolicyEngine(load_config(None), tiny_model_dir)
+    engine = PolicyEngine(load_config(None), tiny_model_dir, device=torch.device("cpu"))
     assert set(engine.wire_like()) == set(engine.policy.net.state_dict())
     assert engine.reference is None or engine.reference.net is not engine.policy.net

@@ -16,7 +16,7 @@ from rewards.pool import RemoteRewardPool
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
 OVERRIDES = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2",
-             "algorithm.num_mc=2", "rollout.logprob_rows=5"]
+             "algorithm.num_mc=2", "learner.micro_batch_rows=5"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_s_old_matches_recomputation_in_another_process(rollout, tiny_model_dir)
     """The actor's S_old (computed 5 rows per forward) equals S_theta computed here with 12, 6 and 1 rows per
     forward, same weights, same dtype: delta = 0 exactly on CPU; bfloat16 weights are far off."""
     cfg, _, _, batch, _ = rollout
-    den = load_denoiser(ModelConfig(), tiny_model_dir)
+    den = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu")
     B, L = batch.completion_ids.shape
     for j in range(2):
         for m in range(2):
@@ -68,7 +68,7 @@ def test_s_old_matches_recomputation_in_another_process(rollout, tiny_model_dir)
                 assert torch.equal(s, batch.old_logp[:, j, m]), (j, m, rows, (s - batch.old_logp[:, j, m]).abs().max())
     # the numerical trap (docs/design.md): a learner in another dtype than the actor sees a teacher gap far beyond
     # the clamp range eps, so most rows would be clamped from the first inner iteration on
-    bf16 = load_denoiser(ModelConfig(dtype="bfloat16"), tiny_model_dir)
+    bf16 = load_denoiser(ModelConfig(dtype="bfloat16"), tiny_model_dir, device="cpu")
     with torch.no_grad():
         s16 = denoise_logprob(bf16, batch.prompt_ids, batch.completion_ids,
                               consistent_masks(int(batch.mask_seeds[0, 0, 0]), B, L))
@@ -78,7 +78,7 @@ def test_s_old_matches_recomputation_in_another_process(rollout, tiny_model_dir)
 
 def test_set_weights_changes_policy_and_version(rollout, tiny_model_dir):
     _, actor, prompts, batch, _ = rollout
-    den = load_denoiser(ModelConfig(), tiny_model_dir)
+    den = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu")
     state = {k: v * 0.5 for k, v in den.model.state_dict().items()}
     assert ray.get(actor.set_weights.remote(ray.put(state), 3)) == 3
     batch_ref, _ = actor.rollout.remote(prompts[:1], 6)

@@ -10,14 +10,14 @@ from common.config import ConfigError, ModelConfig, load_config
 from common.denoiser import load_denoiser
 from common.logprob import denoise_logprob
 from common.models import key_map
-from common.models.lora import LoRASpec, _splitmix, adapter_bytes, adapter_names, merged_state, row_seeds
+from common.models.lora import LoRASpec, _splitmix, adapter_bytes, adapter_names, merged_state, row_seeds, uniform_hash
 from learner.checkpoint import save_adapter, save_hf
 
 LORA = {"enabled": True, "r": 4, "alpha": 8.0, "dropout": 0.3}
 
 
 def lora_denoiser(path, **extra):
-    den = load_denoiser(ModelConfig(lora={**LORA, **extra}), path)
+    den = load_denoiser(ModelConfig(lora={**LORA, **extra}), path, device="cpu")
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():  # B = 0 at init makes every test trivially pass: give the adapters a value
         for name, p in den.net.named_parameters():
@@ -36,19 +36,19 @@ def inputs():
 
 
 def test_fresh_adapters_equal_base_and_only_adapters_train(tiny_model_dir):
-    base = load_denoiser(ModelConfig(), tiny_model_dir)
-    den = load_denoiser(ModelConfig(lora=LORA), tiny_model_dir)
+    base = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu")
+    den = load_denoiser(ModelConfig(lora=LORA), tiny_model_dir, device="cpu")
     x = torch.randint(0, 30, (2, 16))
     assert torch.equal(den.logits(x), base.logits(x))  # B = 0 (peft init): version 0 is the base model
     trainable = [n for n, p in den.net.named_parameters() if p.requires_grad]
     assert trainable == adapter_names(den.net) and len(trainable) == 2 * 7 * den.net.args.n_layers
     assert set(den.net.state_dict()) - set(base.net.state_dict()) == set(trainable)  # base keys unchanged
-    again = load_denoiser(ModelConfig(lora=LORA), tiny_model_dir)  # same init seed -> the same A on every process
+    again = load_denoiser(ModelConfig(lora=LORA), tiny_model_dir, device="cpu")  # same init seed -> the same A on every process
     assert all(torch.equal(again.net.state_dict()[k], den.net.state_dict()[k]) for k in trainable)
 
 
 def test_adapters_disabled_is_base_and_merged_equals_unmerged(tiny_model_dir, tmp_path):
-    base = load_denoiser(ModelConfig(), tiny_model_dir)
+    base = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu")
     den = lora_denoiser(tiny_model_dir)
     x = torch.randint(0, 30, (2, 16))
     with torch.no_grad():
@@ -58,7 +58,7 @@ def test_adapters_disabled_is_base_and_merged_equals_unmerged(tiny_model_dir, tm
     assert den.without_adapters().net is den.net
     # merged export in the official layout, loaded back without LoRA, gives the adapted logits
     save_hf(merged_state(den.net.state_dict(), den.net.lora_spec), den.net, den.tokenizer, str(tmp_path / "merged"))
-    merged = load_denoiser(ModelConfig(), tmp_path / "merged")
+    merged = load_denoiser(ModelConfig(), tmp_path / "merged", device="cpu")
     with safe_open(tmp_path / "merged" / "model.safetensors", framework="pt") as f:
         assert set(f.keys()) == set(key_map(den.net.args).values())
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_dream_layout_merged_equals_unmerged(tmp_path):
     den = lora_denoiser(source)
     x = torch.randint(0, 30, (2, 16))
     save_hf(merged_state(den.net.state_dict(), den.net.lora_spec), den.net, den.tokenizer, str(tmp_path / "merged"))
-    merged = load_denoiser(ModelConfig(), tmp_path / "merged")
+    merged = load_denoiser(ModelConfig(), tmp_path / "merged", device="cpu")
     with torch.no_grad():
         assert torch.allclose(merged.logits(x), den.logits(x), atol=1e-5, rtol=0)
     save_adapter(den.net.state_dict(), den.net, den.net.lora_spec, str(tmp_path / "adapter"))
@@ -112,6 +112,29 @@ def test_dropout_draws_depend_on_row_and_seed_only(tiny_model_dir, inputs):
     assert not torch.equal(whole, other) and not torch.equal(whole, none)
 
 
+def reference_uniform(key: int, index: int) -> float:
+    """The dropout draw of one element, in plain Python integers (common/models/lora.py::uniform_hash)."""
+    def mix(v: int) -> int:
+        v = (((v >> 16) ^ v) * 0x45D9F3B) & 0xFFFFFFFF
+        v = (((v >> 16) ^ v) * 0x45D9F3B) & 0xFFFFFFFF
+        return (v >> 16) ^ v
+
+    h = mix(mix(index ^ (key & 0xFFFFFFFF)) ^ (key >> 32))
+    return (h >> 8) / 2**24
+
+
+def test_uniform_hash_is_uniform_and_independent():
+    """The draws are uniform on [0, 1) (16-bin chi-square), independent across keys (correlation ~ 0) and equal to
+    the plain-integer reference."""
+    keys = torch.tensor([_splitmix(k) for k in range(4)])
+    u = uniform_hash(keys, (64, 512))  # [4, 64, 512]
+    counts = torch.histc(u[0], bins=16, min=0, max=1)
+    expected = u[0].numel() / 16
+    assert float(((counts - expected) ** 2 / expected).sum()) < 40  # chi2(15): p < 1e-3 at 37.7
+    assert float(torch.corrcoef(u.view(4, -1)).fill_diagonal_(0).abs().max()) < 0.01
+    assert float(u[2, 3, 7]) == reference_uniform(int(keys[2]), 3 * 512 + 7)
+
+
 def test_dropout_matches_by_hand_reference(tiny_model_dir):
     """One LoRALinear against an independent evaluation of y = Wx + (alpha/r) B A (x * keep / (1-p))."""
     den = lora_denoiser(tiny_model_dir)
@@ -124,8 +147,9 @@ def test_dropout_matches_by_hand_reference(tiny_model_dir):
         undropped = layer(x)
     expected = []
     for b, seed in enumerate([11, 12]):
-        gen = torch.Generator().manual_seed(_splitmix(seed ^ (layer.index * 0x2545F491)))
-        keep = (torch.rand(x.shape[1:], generator=gen) >= 0.3).float()
+        key = _splitmix(seed ^ (layer.index * 0x2545F491))
+        keep = torch.tensor([[reference_uniform(key, t * x.shape[2] + i) >= 0.3 for i in range(x.shape[2])]
+                             for t in range(x.shape[1])]).float()
         xd = x[b] * keep / 0.7
         expected.append(x[b] @ layer.weight.T + (xd @ layer.lora_A.T @ layer.lora_B.T) * (8.0 / 4))
     assert torch.allclose(got, torch.stack(expected), atol=1e-5)
@@ -157,6 +181,6 @@ def test_config_maps_official_names_and_rejects_unknown():
 
 
 def test_push_bytes_formula_matches_the_model(tiny_model_dir):
-    den = load_denoiser(ModelConfig(lora={**LORA, "target_modules": ["wq", "wo", "w_up"]}), tiny_model_dir)
+    den = load_denoiser(ModelConfig(lora={**LORA, "target_modules": ["wq", "wo", "w_up"]}), tiny_model_dir, device="cpu")
     measured = sum(v.numel() * 2 for k, v in den.net.state_dict().items() if k in set(adapter_names(den.net)))
     assert adapter_bytes(den.net.args, LoRASpec(r=4, targets=("wq", "wo", "w_up"))) == measured

@@ -159,7 +159,7 @@ def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
 @pytest.mark.parametrize("shards", [1, 3])
 def test_official_layout_matches_reference_forward(tmp_path, family, shards):
     tensors = write_checkpoint(tmp_path / "ckpt", family, shards=shards)
-    den = load_denoiser(ModelConfig(), tmp_path / "ckpt")
+    den = load_denoiser(ModelConfig(), tmp_path / "ckpt", device="cpu")
     assert den.shift == (family == "dream") and den.mask_id == 2 and den.eos_id == 1
     ids, lens = left_pad(ROWS, pad=0)
     with torch.no_grad():
@@ -177,7 +177,7 @@ def test_official_layout_matches_reference_forward(tmp_path, family, shards):
 def test_padded_equals_unpadded_fp32_and_bf16(tmp_path, family):
     write_checkpoint(tmp_path / "ckpt", family)
     for dtype, tol in (("float32", 1e-5), ("bfloat16", None)):
-        den = load_denoiser(ModelConfig(dtype=dtype), tmp_path / "ckpt")
+        den = load_denoiser(ModelConfig(dtype=dtype), tmp_path / "ckpt", device="cpu")
         ids, lens = left_pad(ROWS, pad=0)
         with torch.no_grad():
             padded = den.logits(ids, attention_mask=padding_mask(lens, ids.shape[1], 0)).float()
@@ -199,7 +199,7 @@ def test_no_grad_fast_path_is_bit_identical_to_the_training_path(tmp_path, famil
     and the learner's S_theta must still be the same numbers, so both paths must agree bit for bit."""
     write_checkpoint(tmp_path / "ckpt", family)
     for dtype in ("float32", "bfloat16"):
-        den = load_denoiser(ModelConfig(dtype=dtype), tmp_path / "ckpt")
+        den = load_denoiser(ModelConfig(dtype=dtype), tmp_path / "ckpt", device="cpu")
         ids, lens = left_pad(ROWS, pad=0)
         mask = padding_mask(lens, ids.shape[1], 0)
         with torch.no_grad():
@@ -211,7 +211,7 @@ def test_no_grad_fast_path_is_bit_identical_to_the_training_path(tmp_path, famil
 
 def test_dream_shift_reads_the_previous_hidden_state(tmp_path):
     write_checkpoint(tmp_path / "ckpt", "dream")
-    den = load_denoiser(ModelConfig(), tmp_path / "ckpt")
+    den = load_denoiser(ModelConfig(), tmp_path / "ckpt", device="cpu")
     ids = torch.tensor([ROWS[0]])
     with torch.no_grad():
         unshifted = den.net(ids, shift=False)[0]
@@ -222,13 +222,13 @@ def test_dream_shift_reads_the_previous_hidden_state(tmp_path):
     assert torch.allclose(shifted[1:], unshifted[:-1], atol=1e-6) and torch.allclose(shifted[0], unshifted[0], atol=1e-6)
     assert torch.allclose(picked, unshifted[[1, 4]], atol=1e-6)
     # our config overrides the family default
-    assert load_denoiser(ModelConfig(logits_shift=False), tmp_path / "ckpt").shift is False
+    assert load_denoiser(ModelConfig(logits_shift=False), tmp_path / "ckpt", device="cpu").shift is False
 
 
 @pytest.mark.parametrize("family", ["llada", "dream"])
 def test_export_round_trip_official_keys_and_files(tmp_path, family):
     tensors = write_checkpoint(tmp_path / "ckpt", family)
-    den = load_denoiser(ModelConfig(), tmp_path / "ckpt")
+    den = load_denoiser(ModelConfig(), tmp_path / "ckpt", device="cpu")
     old_umask = os.umask(0o077)  # a trainer with a strict umask must still write a servable export
     try:
         save_model(den.net, tmp_path / "export")
@@ -244,8 +244,8 @@ def test_export_round_trip_official_keys_and_files(tmp_path, family):
         assert (out / name).read_bytes() == (tmp_path / "ckpt" / name).read_bytes(), name
     for file in out.iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o644, file.name
-    again = load_denoiser(ModelConfig(dtype="bfloat16"), out)
-    first = load_denoiser(ModelConfig(dtype="bfloat16"), tmp_path / "ckpt")
+    again = load_denoiser(ModelConfig(dtype="bfloat16"), out, device="cpu")
+    first = load_denoiser(ModelConfig(dtype="bfloat16"), tmp_path / "ckpt", device="cpu")
     a, b = again.net.state_dict(), first.net.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -253,12 +253,12 @@ def test_export_round_trip_official_keys_and_files(tmp_path, family):
 def test_sharded_export_loads_back(tmp_path):
     path = make_tiny_model(TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48),
                            tmp_path / "tiny")
-    den = load_denoiser(ModelConfig(), path)
+    den = load_denoiser(ModelConfig(), path, device="cpu")
     from common.models import export_checkpoint
     export_checkpoint(den.net.state_dict(), den.net.args, tmp_path / "sharded", source_dir=path,
                       max_shard_bytes=20_000)
     assert len(list((tmp_path / "sharded").glob("model-*-of-*.safetensors"))) > 1
-    back = load_denoiser(ModelConfig(), tmp_path / "sharded")
+    back = load_denoiser(ModelConfig(), tmp_path / "sharded", device="cpu")
     a, b = back.net.state_dict(), den.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -266,7 +266,7 @@ def test_sharded_export_loads_back(tmp_path):
 @pytest.mark.parametrize("family", ["llada", "dream"])
 def test_bf16_load_and_sample(tmp_path, family):
     write_checkpoint(tmp_path / "ckpt", family)
-    den = load_denoiser(ModelConfig(dtype="bfloat16"), tmp_path / "ckpt")
+    den = load_denoiser(ModelConfig(dtype="bfloat16"), tmp_path / "ckpt", device="cpu")
     assert {p.dtype for p in den.net.parameters()} == {torch.bfloat16}
     ids, lens = left_pad(ROWS, pad=0)
     cfg = SamplerConfig(gen_length=8, block_length=4, steps=4, temperature=1.0)
@@ -275,14 +275,14 @@ def test_bf16_load_and_sample(tmp_path, family):
     assert ((out.completion_ids >= 0) & (out.completion_ids < V)).all()
     # a padded row samples exactly what it samples alone (greedy: no noise to share between rows)
     greedy = SamplerConfig(gen_length=8, block_length=4, steps=4, temperature=0.0)
-    den32 = load_denoiser(ModelConfig(), tmp_path / "ckpt")
+    den32 = load_denoiser(ModelConfig(), tmp_path / "ckpt", device="cpu")
     batch = sample(den32, ids, greedy, prompt_len=lens).completion_ids
     alone = sample(den32, torch.tensor([ROWS[2]]), greedy).completion_ids
     assert torch.equal(batch[2], alone[0])
 
 
 def test_chunked_logprob_and_activation_checkpointing_match(tiny_model_dir):
-    den = load_denoiser(ModelConfig(), tiny_model_dir)
+    den = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu")
     den.net.train()
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(4, 90, (3, 12), generator=g)
@@ -318,7 +318,7 @@ def test_chunked_logprob_and_activation_checkpointing_match(tiny_model_dir):
 def test_bad_checkpoint_fails_naming_the_problem(tmp_path, change, message):
     write_checkpoint(tmp_path / "ckpt", "llada", **change)
     with pytest.raises((ValueError, TypeError)) as err:
-        load_denoiser(ModelConfig(), tmp_path / "ckpt")
+        load_denoiser(ModelConfig(), tmp_path / "ckpt", device="cpu")
     assert message in str(err.value)
     assert str(tmp_path / "ckpt") in str(err.value) or "model_type" in message or "d_model" in message
 
@@ -330,11 +330,11 @@ def test_unexpected_key_and_family_override(tmp_path):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     save_file({**tensors, "model.transformer.extra.weight": torch.zeros(2)}, tmp_path / "ckpt" / "model.safetensors")
     with pytest.raises(ValueError, match=r"unexpected keys \['model.transformer.extra.weight'\]"):
-        load_denoiser(ModelConfig(), tmp_path / "ckpt")
+        load_denoiser(ModelConfig(), tmp_path / "ckpt", device="cpu")
     # a Dream-layout directory read as LLaDA (model.family overrides model_type) fails on its keys, not silently
     write_checkpoint(tmp_path / "dream", "dream")
     with pytest.raises(ValueError, match="the llada config has no 'd_model'"):
-        load_denoiser(ModelConfig(family="llada"), tmp_path / "dream")
+        load_denoiser(ModelConfig(family="llada"), tmp_path / "dream", device="cpu")
 
 
 def test_dream_tokenizer_loads_without_remote_code(tmp_path):
@@ -359,7 +359,7 @@ def test_s_x0_of_a_padded_row_does_not_depend_on_its_batch(tiny_model_dir):
     from common.logprob import denoise_logprob
     from common.masking import consistent_masks
 
-    den = load_denoiser(ModelConfig(), tiny_model_dir)
+    den = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu")
     g = torch.Generator().manual_seed(5)
     rows = [torch.randint(4, 90, (n,), generator=g).tolist() for n in (9, 4, 6, 9)]
     prompt_ids, prompt_len = left_pad(rows, pad=0)

@@ -28,7 +28,8 @@ def test_paper_config_loads_with_the_official_recipe(path):
     assert cfg.learner.lr == float(lr) and cfg.learner.betas == (0.9, 0.99) and cfg.learner.weight_decay == 0.01
     assert cfg.learner.grad_clip == 0.2 and cfg.seed == 42 and cfg.model.dtype == "bfloat16"
     assert cfg.rollout.group_size == G and cfg.rollout.prompts_per_step * G == rows
-    assert rows % (cfg.learner.num_ranks * cfg.learner.grad_accum) == 0
+    # the official per-device batch (GSM8K 10, MATH 8, Sudoku / Countdown 1); wd1: one prompt group per forward
+    assert cfg.learner.micro_batch_rows == (G if method == "wd1" else {"gsm8k": 10, "math": 8}.get(task, 1))
     assert (cfg.sampler.gen_length, cfg.sampler.steps, cfg.sampler.temperature) == (256, diffusion_steps, 1.0)
     if model == "llada":
         assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.gumbel_dtype) == ("blocks", "low_confidence",

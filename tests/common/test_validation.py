@@ -107,31 +107,48 @@ def test_p_mask_prompt_range():
 
 
 @pytest.mark.parametrize("overrides,ok", [
-    # 1 actor, 2 prompts x 6 = 12 rows over 2 ranks x 6 micro-batches: exactly one row each
-    (["rollout.prompts_per_step=2", "learner.num_ranks=2", "learner.grad_accum=6"], True),
-    (["rollout.prompts_per_step=2", "learner.num_ranks=2", "learner.grad_accum=7"], False),
-    # 2 actors: 3 prompts split 1 + 2, the smaller batch has 6 rows
-    (["rollout.prompts_per_step=3", "rollout.num_actors=2", "learner.grad_accum=6"], True),
-    (["rollout.prompts_per_step=3", "rollout.num_actors=2", "learner.grad_accum=7"], False),
-    # wd1 splits whole prompt groups: 4 prompts feed at most 4 micro-batches
-    (["algorithm.name=wd1", "rollout.prompts_per_step=4", "learner.grad_accum=4"], True),
-    (["algorithm.name=wd1", "rollout.prompts_per_step=4", "learner.grad_accum=5"], False),
+    # 1 actor, 2 prompts x 6 = 12 rows: micro-batches of 6 feed 2 ranks, of 7 rows make 2 (7 + 5), of 12 only one
+    (["rollout.prompts_per_step=2", "learner.num_ranks=2", "learner.micro_batch_rows=6"], True),
+    (["rollout.prompts_per_step=2", "learner.num_ranks=2", "learner.micro_batch_rows=7"], True),
+    (["rollout.prompts_per_step=2", "learner.num_ranks=2", "learner.micro_batch_rows=12"], False),
+    # 2 actors: 3 prompts split 1 + 2 (6 + 12 rows) -> micro-batches are pooled: 1 + 1 of 12 rows feed 2 ranks
+    (["rollout.prompts_per_step=3", "rollout.num_actors=2", "learner.num_ranks=2", "learner.micro_batch_rows=12"],
+     True),
+    (["rollout.prompts_per_step=3", "rollout.num_actors=2", "learner.num_ranks=3", "learner.micro_batch_rows=12"],
+     False),
 ])
-def test_rows_per_step_must_feed_every_rank_and_micro_batch(overrides, ok):
+def test_every_rank_gets_a_micro_batch(overrides, ok):
     if ok:
         load_config(None, overrides)
         return
     with pytest.raises(ConfigError) as err:
         load_config(None, overrides)
-    message = str(err.value)
-    for key in ("rollout.prompts_per_step", "learner.num_ranks", "learner.grad_accum", "raise"):
-        assert key in message
+    for key in ("learner.micro_batch_rows", "learner.num_ranks", "rollout.prompts_per_step"):
+        assert key in str(err.value)
 
 
-def test_rows_rule_names_the_smallest_fix():
-    with pytest.raises(ConfigError, match=r"raise rollout.prompts_per_step to at least 3"):
-        load_config(None, ["rollout.prompts_per_step=2", "rollout.group_size=4", "learner.grad_accum=9"])
-    assert load_config(None, ["rollout.prompts_per_step=3", "rollout.group_size=4", "learner.grad_accum=9"])
+def test_group_normalised_losses_need_whole_groups_per_micro_batch():
+    assert load_config(None, ["algorithm.name=wd1", "learner.micro_batch_rows=12"])
+    with pytest.raises(ConfigError, match=r"learner.micro_batch_rows=8 must be a multiple of rollout.group_size=6"):
+        load_config(None, ["algorithm.name=wd1", "learner.micro_batch_rows=8"])
+
+
+def test_replaced_keys_name_their_successor():
+    for key in ("learner.grad_accum=2", "rollout.logprob_rows=4"):
+        with pytest.raises(ConfigError, match=r"was replaced by learner.micro_batch_rows"):
+            load_config(None, [key])
+
+
+def test_rollout_teacher_targets_refuse_settings_that_cannot_match_exactly():
+    """teacher_source=rollout needs the learner to rerun the actor's forwards: filtering rows out of the actors'
+    chunks, or actors and learner on different device types, are refused with the reason."""
+    with pytest.raises(ConfigError, match=r"filter_zero_advantage=true removes rows from the actors' row chunks"):
+        load_config(None, ["learner.filter_zero_advantage=true"])
+    assert load_config(None, ["learner.filter_zero_advantage=true", "algorithm.teacher_source=learner"])
+    with pytest.raises(ConfigError, match=r"different device types"):
+        load_config(None, ["rollout.gpus_per_actor=1"])
+    assert load_config(None, ["rollout.gpus_per_actor=1", "learner.gpus_per_rank=1"])
+    assert load_config(None, ["algorithm.name=wd1", "rollout.gpus_per_actor=1", "learner.micro_batch_rows=12"])
 
 
 def test_more_actors_than_prompts_is_an_error():

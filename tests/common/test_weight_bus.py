@@ -51,22 +51,23 @@ def test_wire_format_and_signature():
     assert signature(wire_format(state, torch.float32)) != signature(wire)
 
 
-@pytest.mark.parametrize("bucket_bytes", [64, 1000, 2**20])
-def test_broadcast_delivers_every_tensor_exactly(bucket_bytes):
+def run_bus(devices: list[torch.device], sent: dict[str, torch.Tensor], *, bucket_bytes: int = 2**20):
+    """One generation of the bus with a member per device (threads, loopback TCPStore): member 0 sends `sent` as
+    version 5. Returns ({rank: what send / receive returned}, {rank: the backend the member chose})."""
     listen = socket.socket()
     listen.bind(("127.0.0.1", 0))
     listen.listen()
     port = listen.getsockname()[1]
     master = dist.TCPStore("127.0.0.1", port, is_master=True, master_listen_fd=listen.fileno(),
                            wait_for_workers=False)
-    sent = wire_format(state_dict(seed=1), torch.float32)
-    received, errors = {}, []
+    received, backends, errors = {}, {}, []
 
     def member(rank: int) -> None:
         try:
             store = master if rank == 0 else dist.TCPStore("127.0.0.1", port, is_master=False)
-            bus = WeightBus(store, rank=rank, world_size=3, generation=7, device=torch.device("cpu"), timeout_s=30,
-                            bucket_bytes=bucket_bytes)
+            bus = WeightBus(store, rank=rank, world_size=len(devices), generation=7, device=devices[rank],
+                            timeout_s=30, bucket_bytes=bucket_bytes)
+            backends[rank] = bus.backend
             if rank == 0:
                 received[rank] = bus.send(sent, version=5)
             else:
@@ -76,13 +77,20 @@ def test_broadcast_delivers_every_tensor_exactly(bucket_bytes):
         except Exception as err:  # surfaced below: a thread's exception would otherwise vanish
             errors.append(err)
 
-    threads = [threading.Thread(target=member, args=(r,)) for r in range(3)]
+    threads = [threading.Thread(target=member, args=(r,)) for r in range(len(devices))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
     listen.close()
     assert not errors, errors
+    return received, backends
+
+
+@pytest.mark.parametrize("bucket_bytes", [64, 1000, 2**20])
+def test_broadcast_delivers_every_tensor_exactly(bucket_bytes):
+    sent = wire_format(state_dict(seed=1), torch.float32)
+    received, _ = run_bus([torch.device("cpu")] * 3, sent, bucket_bytes=bucket_bytes)
     assert received[0] == sum(t.numel() * t.element_size() for t in sent.values())
     for rank in (1, 2):
         state, version = received[rank]
@@ -90,3 +98,16 @@ def test_broadcast_delivers_every_tensor_exactly(bucket_bytes):
         assert list(state) == list(sent)
         for k, v in sent.items():
             assert state[k].dtype == v.dtype and torch.equal(state[k], v), k
+
+
+def test_members_on_different_devices_agree_on_gloo():
+    """A learner rank on a GPU and actors on CPUs: every member derives the same backend from all members' device
+    types (gloo: NCCL needs every member on a GPU), and the GPU member stages through host memory, so the group forms
+    and the weights arrive. (The "cuda" member here never touches CUDA: with gloo its buffers are on the host, which
+    is why this runs on a CPU-only machine; choosing NCCL for it alone would hang the rendezvous.)"""
+    sent = wire_format(state_dict(seed=2), torch.bfloat16)
+    received, backends = run_bus([torch.device("cuda", 0), torch.device("cpu"), torch.device("cpu")], sent)
+    assert backends == {0: "gloo", 1: "gloo", 2: "gloo"}
+    for rank in (1, 2):
+        state, version = received[rank]
+        assert version == 5 and all(torch.equal(state[k], v) for k, v in sent.items())

@@ -42,12 +42,12 @@ def test_job_on_official_layout_checkpoint(jobs, tmp_path, family):
     final = run_dir / "final"
     with safe_open(final / "model.safetensors", framework="pt") as f:
         keys = set(f.keys())
-    base = load_denoiser(ModelConfig(), source)
+    base = load_denoiser(ModelConfig(), source, device="cpu")
     assert keys == set(key_map(base.net.args).values())  # the family's official names, nothing else
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "modeling_official.py"):
         assert (final / name).read_bytes() == (source / name).read_bytes(), name
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in final.iterdir())
-    trained = load_denoiser(ModelConfig(), final)
+    trained = load_denoiser(ModelConfig(), final, device="cpu")
     assert trained.shift == (family == "dream") and trained.mask_id == base.mask_id
     before, after = base.net.state_dict(), trained.net.state_dict()
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)

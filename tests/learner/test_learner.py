@@ -44,7 +44,7 @@ def test_two_ranks_match_one_rank(setup, tiny_model_dir):
         # float32 tolerance relative to the step: Adam divides by sqrt(v), which amplifies the reduction-order
         # rounding of near-zero gradients up to a small fraction of lr (seen here: 2e-6 at lr 1e-3)
         assert torch.allclose(value, states[2][name], rtol=0, atol=1e-2 * cfg.learner.lr), name
-    initial = load_denoiser(ModelConfig(), tiny_model_dir).net.state_dict()
+    initial = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu").net.state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in states[1].items())  # the step really moved the weights
 
 
@@ -76,7 +76,7 @@ def test_teacher_consistent_after_weight_push_and_checkpoint_resume(setup, tiny_
     assert all(torch.equal(again_state[k], v) for k, v in after_state.items())
 
     path = resumed.export_hf(str(tmp_path / "hf"))
-    reloaded = load_denoiser(ModelConfig(), path).net.state_dict()
+    reloaded = load_denoiser(ModelConfig(), path, device="cpu").net.state_dict()
     assert all(torch.equal(reloaded[k], v) for k, v in again_state.items())
     resumed.shutdown()
 
@@ -89,12 +89,16 @@ def test_filter_zero_advantage_counts_rows(setup, tiny_model_dir):
     batch.reward = torch.tensor([0.0, 1.0, 0.5, 0.0, 1.0, 0.25] + [0.5] * 6)
     r = batch.reward.view(-1, 6)
     batch.advantage = (r - (r.sum(1, keepdim=True) - r) / 5).reshape(-1)
-    filtering = cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"filter_zero_advantage": True})})
+    batch.policy_version.zero_()  # the learners below start at version 0 and recompute S_old themselves
+    # teacher_source=learner: filtering reshapes the actors' row chunks, so rollout targets are refused with it
+    learner_side = cfg.algorithm.model_copy(update={"teacher_source": "learner"})
+    filtering = cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"filter_zero_advantage": True}),
+                                       "algorithm": learner_side})
     group = LearnerGroup(filtering, tiny_model_dir)
     metrics = group.train_step([ray.put(batch.to_arrow())])
     group.shutdown()
-    assert metrics["dropped_rows"] == 6 and metrics["dropped_batches"] == 0 and metrics["global_rows"] == 6
-    alone = LearnerGroup(cfg, tiny_model_dir)
+    assert metrics["dropped_rows"] == 6 and metrics["global_rows"] == 6
+    alone = LearnerGroup(cfg.model_copy(update={"algorithm": learner_side}), tiny_model_dir)
     reference = alone.train_step([ray.put(batch.select(slice(0, 6)).to_arrow())])
     alone.shutdown()
     assert metrics["loss_reg"] == reference["loss_reg"] and metrics["grad_norm"] == reference["grad_norm"]
@@ -103,10 +107,11 @@ def test_filter_zero_advantage_counts_rows(setup, tiny_model_dir):
 
 def test_learner_side_teacher_runs_on_the_gradient_micro_batches(setup, tiny_model_dir):
     """algorithm.teacher_source=learner: S_old is computed on exactly the micro-batch chunks S_theta uses, so the
-    first inner iteration's gap is exactly 0 (as with the actor's targets on CPU) for any learner.grad_accum."""
+    first inner iteration's gap is exactly 0 for any learner.micro_batch_rows."""
     cfg, _, _, batches = setup
-    for accum in (1, 3):
-        learner_side = load_config(None, [*BASE, "algorithm.teacher_source=learner", f"learner.grad_accum={accum}"])
+    for accum in (32, 5):
+        learner_side = load_config(None, [*BASE, "algorithm.teacher_source=learner",
+                                          f"learner.micro_batch_rows={accum}"])
         group = LearnerGroup(learner_side, tiny_model_dir)
         metrics = group.train_step(batches)
         group.shutdown()

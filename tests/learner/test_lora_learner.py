@@ -42,7 +42,7 @@ def test_lora_two_ranks_match_one_rank_and_push_only_adapters(setup, tiny_model_
     assert metrics[1]["loss_reg"][0] > 0 and metrics[1]["teacher_gap_max"] == 0.0
     for key in ("loss_reg", "loss_kl", "clamp_frac", "grad_norm"):
         assert metrics[1][key] == pytest.approx(metrics[2][key], rel=1e-4, abs=1e-9), key
-    base = load_denoiser(ModelConfig(), tiny_model_dir).net.state_dict()
+    base = load_denoiser(ModelConfig(), tiny_model_dir, device="cpu").net.state_dict()
     assert pushed[1] and all(is_adapter(k) for k in pushed[1])  # the push carries the adapters only
     assert set(pushed[1]) == set(pushed[2])
     for name, value in pushed[1].items():
@@ -77,8 +77,8 @@ def test_lora_teacher_gap_zero_after_push_and_resume_bit_exact(setup, tiny_model
 
     path = resumed.export_hf(str(tmp_path / "hf"))
     resumed.shutdown()
-    merged = load_denoiser(ModelConfig(), path)  # the merged weights in the official layout, loaded without LoRA
-    adapted = load_denoiser(ModelConfig(lora=cfg.model.lora), tiny_model_dir)
+    merged = load_denoiser(ModelConfig(), path, device="cpu")  # the merged weights in the official layout, loaded without LoRA
+    adapted = load_denoiser(ModelConfig(lora=cfg.model.lora), tiny_model_dir, device="cpu")
     adapted.net.load_state_dict(again_state, strict=False)
     x = torch.randint(0, 30, (2, 24))
     with torch.no_grad():
