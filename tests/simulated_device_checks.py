@@ -87,6 +87,20 @@ def rollout_actor_places_engine_and_noise(model):
 
 
 @check
+def sampling_noise_drawn_on_the_device(model):
+    """Defect 3: the actor's noise generator draws Gumbel noise for logits on the device (a CPU generator raises)."""
+    from actors.episode import generate
+    from actors.rollout import RolloutActor
+    from common.denoiser import load_denoiser
+
+    cfg = load_config(None, BASE + ["sampler.temperature=1.0"])
+    actor = RolloutActor(cfg, model, reward_pool=object())
+    policy = load_denoiser(cfg.model, model, device=sim.DEVICE)
+    out = generate(policy, prompts(2), 2, sampler=cfg.sampler, generator=actor.sample_rng, chat_template=False)
+    assert out.completion_ids.shape == (4, cfg.sampler.gen_length)
+
+
+@check
 def rollout_at_temperature_one_both_schedules(model):
     """Sampling at T = 1 (Gumbel noise; Dream: top_p + multinomial) with left-padded prompts, then teacher targets
     with LoRA dropout, all on the device."""

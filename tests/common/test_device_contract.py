@@ -17,7 +17,8 @@ from common.config import load_config
 from common.devices import bus_backend, group_backend, local_index, make_generator, service_device
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKS = ["rollout_actor_places_engine_and_noise", "rollout_at_temperature_one_both_schedules",
+CHECKS = ["rollout_actor_places_engine_and_noise", "sampling_noise_drawn_on_the_device",
+          "rollout_at_temperature_one_both_schedules",
           "evaluation_in_bounded_row_chunks", "weight_bus_between_cpu_and_device_members",
           "learner_step_on_the_device", "bf16_teacher_gap_is_zero", "sft_step_on_the_device"]
 
