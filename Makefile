@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/sudoku_quick.yaml
 ARGS ?=
 
-.PHONY: setup run test test-quick bench clean
+.PHONY: setup run test test-quick bench gpu-check-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -32,5 +32,17 @@ test-quick: setup
 bench: setup
 	$(BIN)/python -m benchmarks.rollout
 
+# pydantic and its dependencies as CPython 3.12 manylinux wheels in .whl/, at the versions this venv resolved: the GPU
+# machine has torch, transformers, pyarrow, numpy, safetensors, tokenizers and pyyaml but no pydantic, and reaches no
+# index (README, "LoRA and the GPU check")
+GPU_WHEELS := pydantic pydantic-core annotated-types typing-inspection typing-extensions
+
+gpu-check-wheels: setup
+	rm -rf .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$$($(BIN)/python -c 'import importlib.metadata as m; print(" ".join(f"{p}=={m.version(p)}" for p in "$(GPU_WHEELS)".split()))')
+	@ls .whl
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .whl

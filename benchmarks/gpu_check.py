@@ -1,23 +1,39 @@
-"""A prepared GPU check at LLaDA-8B shapes (random init, bf16): one command, no Ray, no pydantic.
+"""The prepared device check: the real services (PolicyEngine, run_episode, LearnerWorker, the weight bus, the
+evaluation path) on one GPU, in one process, without Ray; one JSON line per check, then a summary line.
 
-  python -m benchmarks.gpu_check                # one H200: <= 8 min (rollout ~45 PFLOP, ~1.5-2.5 min at 300-500
-                                                # TFLOP/s; naive ~1.5 PFLOP at low utilisation; learner step ~1 PFLOP)
-  python -m benchmarks.gpu_check --cpu-small    # the same code on CPU at a toy shape (tests/benchmarks run it)
+  python -m benchmarks.gpu_check                # one H200, about 4 min (budget below), exit status 1 if a check fails
+  python -m benchmarks.gpu_check --cpu-small    # the same checks on CPU at a toy shape (tests/benchmarks run it)
 
-(a) rollout: our batched sampler (actors/sampler.py: logits only at the current block's masked positions) at batch
-    64, gen 256, block 32, 128 steps, temperature 0, vs a naive per-row loop computing full-vocab logits at every
-    position every step (the original LLaDA `generate`) on --naive-rows rows, in the same run: tokens/s, ratio, MFU.
-(b) learner: one GDSD step with LoRA (official r 128, alpha 64, dropout 0.05, all seven projections) under FSDP2
-    (one rank, float32 master weights, bf16 compute: learner/fsdp.py) with activation checkpointing, mu = 1:
-    tokens/s, MFU, peak memory.
-(c) teacher gap: S(x0) of the same sampled rows as the actor computes it (bf16 weights, no grad, its
-    rows_per_forward chunks: actors/teacher.py) and as the learner does (its micro-batches, with grad, checkpointed)
-    with the same mask and LoRA dropout seeds; max |S_theta - S_old| against the clamp band [log(1-eps), log(1+eps)],
-    eps = 4e-4, and the fraction of rows the first inner iteration would clamp.
-One JSON line per part on stdout. MFU = counted FLOPs / (seconds x peak); peak = the dense bf16 spec of the GPU when
-known (H100/H200 SXM 989 TFLOP/s) and the GEMM FLOP/s measured in the same run (both reported). FLOPs count the
-projections, MLP, attention scores/values and the LM head where it is computed; the learner counts forward + the
-input-gradient backward (the base is frozen) + the recomputed forward is not counted (it is overhead, not work).
+Needs torch, transformers, tokenizers, safetensors, pyarrow, numpy, pyyaml and pydantic; never imports ray. The GPU
+image lacks pydantic: `make gpu-check-wheels` writes it and its dependencies as wheels to .whl/, and on the device
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
+      PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_check
+(without pip, unzipping the wheels into /tmp/site does the same: they hold no install scripts).
+
+Component checks (benchmarks/gpu_parts.py), on a checkpoint written on the fly with LLaDA-8B's real widths (hidden
+4096, 32 heads, FFN 12288, vocabulary 126464, untied head), `--layers` blocks, random bf16 weights, loaded through
+`load_denoiser` like a real checkpoint; run config = configs/sudoku_llada.yaml (bf16, LoRA r 128, T = 1, Gumbel
+noise in the model dtype, teacher_source rollout, micro-batches of 6 rows) on one actor and one learner rank:
+rollout, learner_step, teacher_gap_v0, weight_push, teacher_gap, weight_bus, eval_bounded (what each proves: the
+docstring of gpu_parts.py). Throughput checks (benchmarks/gpu_speed.py), on a second checkpoint at
+`--throughput-layers` (32: LLaDA-8B itself): rollout_throughput (tokens/s and MFU of the generate stage vs the naive
+LLaDA loop) and learner_throughput (s/step and MFU after a warm-up step).
+
+Time budget on one H200 (defaults; 989 TFLOP/s dense bf16 spec, assumed 300-500 achieved; disk or /dev/shm at
+>= 1 GB/s):
+  start-up (imports, CUDA context, GEMM peak)                                            ~15 s
+  components, 2 layers (2.9 GB checkpoint; 18 rows x 384 tokens x 64 steps = 0.4 PFLOP rollout; two learner steps
+    of mu 2; three model loads; Dream evaluation of 256 prompts x 256 tokens x 8 steps in 4 row chunks:
+    32 forwards, ~1 PFLOP + ~50 GB of float32 logits traffic each)                       ~45 s
+  32-layer checkpoint: 8.0 B params, 14.9 GiB written then loaded twice (page cache)     ~40 s
+  rollout_throughput: 66 rows x 384 tokens x 64 forwards x 14.5 GFLOP/token = 24 PFLOP   ~50-80 s
+    + warm-up ~2 s, teacher stage 2 x 132 rows x 384 tokens x 14.8 GFLOP = 1.5 PFLOP     ~5 s
+    + naive 2 rows x 64 steps x ~350 tokens x 15.8 GFLOP = 0.7 PFLOP at low utilisation  ~5 s
+  learner_throughput: 3 steps (1 warm-up + 2 timed) x 11 micro-batches of 6 rows;
+    counted 1.5 PFLOP/step (forward + input-gradient backward), 2.25 with the recompute  ~15-25 s
+  total                                                                                  ~3-4 min (limit 8)
+To shrink: --throughput-layers 16 halves the largest parts, --batch 32 halves the rollout and learner, --steps 32
+halves the rollout; --throughput-layers 0 skips throughput.
 """
 from __future__ import annotations
 
@@ -25,322 +41,195 @@ import argparse
 import datetime
 import json
 import math
+import shutil
+import sys
 import time
-from dataclasses import asdict, dataclass
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.distributed as dist
 
-from actors.sampler import sample
-from actors.teacher import draw_mask_seeds, teacher_logps
-from common.denoiser import Denoiser
-from common.logprob import denoise_logprob
-from common.masking import consistent_masks
-from common.models import DiffusionLM, ModelArgs
-from common.models.lora import LoRASpec, apply_lora, row_seeds
-from learner.fsdp import shard_model
-from learner.losses import get_loss
-from learner.losses.gdsd import GDSD_DEFAULTS
+from benchmarks.gpu_model import LLADA_8B, TOY, RunShape, Widths, checkpoint_dir, param_count, run_config, \
+    write_checkpoint
+from benchmarks.gpu_parts import ComponentChecks, Skipped, free_memory
+from benchmarks.gpu_speed import SPEC_PEAK, gemm_peak, learner_throughput, rollout_throughput
+from common import cluster
 
-SPEC_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
+COMPONENT_CHECKS = ["rollout", "learner_step", "teacher_gap_v0", "weight_push", "teacher_gap", "weight_bus",
+                    "eval_bounded"]
 
 
-@dataclass(frozen=True)
-class Shape:
-    dim: int
-    layers: int
-    heads: int
-    kv_heads: int
-    ffn: int
-    vocab: int
-    prompt: int
-    gen: int
-    block: int
-    steps: int
-    batch: int  # sampler rows
-    naive_rows: int
-    learner_rows: int  # rows of the learner step (the first rows of the sampled batch)
-    micro_rows: int  # learner micro-batch
-    actor_rows: int  # the actor's rows_per_forward for S_old
-    lora_r: int = 128
-    lora_alpha: float = 64.0
-    lora_dropout: float = 0.05
+class Report:
+    """Runs checks, prints one JSON line each ({"check", "pass", numbers} or {"check", "pass": false, "error"}),
+    and keeps them for the summary. A failing check never stops the others."""
 
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.records: list[dict] = []
 
-# LLaDA-8B-Instruct config.json: d_model 4096, 32 layers, 32 heads (no GQA), mlp_hidden_size 12288, vocab 126464
-LLADA_8B = Shape(dim=4096, layers=32, heads=32, kv_heads=32, ffn=12288, vocab=126464, prompt=128, gen=256, block=32,
-                 steps=128, batch=64, naive_rows=2, learner_rows=16, micro_rows=8, actor_rows=4)
-CPU_SMALL = Shape(dim=64, layers=2, heads=4, kv_heads=4, ffn=128, vocab=512, prompt=12, gen=16, block=8, steps=8,
-                  batch=4, naive_rows=1, learner_rows=4, micro_rows=2, actor_rows=3, lora_r=8, lora_alpha=16.0)
-
-
-@dataclass
-class SamplerSettings:
-    """The fields of config.sampler that actors/sampler.py reads (no pydantic here)."""
-
-    gen_length: int
-    block_length: int
-    steps: int
-    temperature: float = 0.0
-    top_p: float | None = None
-    remasking: str = "low_confidence"
-    gumbel_dtype: str = "float64"
-    schedule: str = "llada"
-
-
-def model_args(s: Shape) -> ModelArgs:
-    return ModelArgs(family="llada", vocab_size=s.vocab, dim=s.dim, n_layers=s.layers, n_heads=s.heads,
-                     n_kv_heads=s.kv_heads, ffn_dim=s.ffn, rope_theta=500000.0, norm_eps=1e-5, qkv_bias=False,
-                     tied=False, shift=False, mask_token_id=s.vocab - 1, eos_token_id=s.vocab - 2,
-                     pad_token_id=s.vocab - 2)
-
-
-def body_flops(s: Shape, rows: int, tokens: int) -> float:
-    """Forward FLOPs of the blocks over rows x tokens (projections, MLP, attention scores and values)."""
-    hd = s.dim // s.heads
-    proj = s.dim * (s.heads * hd + 2 * s.kv_heads * hd) + s.heads * hd * s.dim + 3 * s.dim * s.ffn
-    attn = 2 * tokens * s.heads * hd  # QK^T and AV per query token
-    return 2.0 * s.layers * (proj + attn) * rows * tokens
-
-
-def head_flops(s: Shape, positions: int) -> float:
-    return 2.0 * s.dim * s.vocab * positions
-
-
-def lora_flops(s: Shape, rows: int, tokens: int) -> float:
-    hd = s.dim // s.heads
-    ins_outs = [(s.dim, s.heads * hd), (s.dim, s.kv_heads * hd), (s.dim, s.kv_heads * hd), (s.heads * hd, s.dim),
-                (s.dim, s.ffn), (s.dim, s.ffn), (s.ffn, s.dim)]
-    return 2.0 * s.layers * sum(s.lora_r * (i + o) for i, o in ins_outs) * rows * tokens
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def gemm_peak(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    sync(device)
-    best = float("inf")
-    for _ in range(5):
+    def run(self, name: str, fn: Callable[[], dict]) -> dict:
         start = time.perf_counter()
-        torch.mm(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+        try:
+            record = {"check": name, **fn()}
+        except Skipped as err:
+            record = {"check": name, "pass": False, "error": f"skipped: {err}"}
+        except Exception as err:  # OOM included: report it, free what we can, go on
+            record = self.failure(name, err)
+        free_memory(self.device)  # what a failed check's frames held is garbage now
+        record["check_seconds"] = round(time.perf_counter() - start, 3)
+        return self.emit(record)
+
+    @staticmethod
+    def failure(name: str, err: BaseException) -> dict:
+        return {"check": name, "pass": False, "error": f"{type(err).__name__}: {err}"[:2000],
+                "trace": traceback.format_exc()[-3000:]}
+
+    def emit(self, record: dict) -> dict:
+        self.records.append(record)
+        print(json.dumps(record, default=str), flush=True)
+        return record
+
+    def summary(self, seconds: float) -> dict:
+        failed = [r["check"] for r in self.records if not r.get("pass")]
+        record = {"check": "summary", "pass": not failed, "checks": len(self.records), "failed": failed,
+                  "seconds": round(seconds, 1)}
+        self.records.append(record)
+        print(json.dumps(record), flush=True)
+        return record
 
 
-def build_master(s: Shape, device: torch.device, seed: int) -> DiffusionLM:
-    """float32 random init (normal 0.02, norms 1) on `device`, rounded to bf16 values: the learner's master copy
-    of a bf16 checkpoint, so the actor's bf16 weights are exactly its cast."""
-    with torch.device("meta"):
-        net = DiffusionLM(model_args(s))
-    net = net.to_empty(device=device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=g)
-                p.copy_(p.to(torch.bfloat16).float())
-    return net
-
-
-def add_lora(net: DiffusionLM, s: Shape, device: torch.device, seed: int) -> None:
-    apply_lora(net, LoRASpec(r=s.lora_r, alpha=s.lora_alpha, dropout=s.lora_dropout),
-               generator=torch.Generator().manual_seed(seed))
-    g = torch.Generator(device=device).manual_seed(seed + 1)
-    with torch.no_grad():  # a trained-looking adapter (B = 0 would make S_theta == S_ref and the gap trivial)
-        for name, p in net.named_parameters():
-            if name.endswith("lora_B"):
-                p.normal_(0.0, 1e-3, generator=g)
-                p.copy_(p.to(torch.bfloat16).float())
-
-
-@torch.no_grad()
-def naive_generate(net: DiffusionLM, prompt: torch.Tensor, s: Shape) -> torch.Tensor:
-    """The original LLaDA loop for one row: full-vocab logits at every position, every step, T = 0."""
-    mask_id = s.vocab - 1
-    x = torch.cat([prompt, torch.full((s.gen,), mask_id, device=prompt.device)])[None]  # [1, T]
-    per_block = s.steps // (s.gen // s.block)
-    for b in range(s.gen // s.block):
-        lo, hi = s.prompt + b * s.block, s.prompt + (b + 1) * s.block
-        counts = [s.block // per_block + (1 if i < s.block % per_block else 0) for i in range(per_block)]
-        for k in counts:
-            masked = x == mask_id
-            logits = net(x)  # [1, T, V]
-            logits[..., mask_id] = float("-inf")
-            x0 = logits.argmax(-1)
-            p = logits.float().softmax(-1).gather(-1, x0[..., None]).squeeze(-1)
-            p[:, :lo] = float("-inf")
-            p[:, hi:] = float("-inf")
-            conf = torch.where(masked, p, float("-inf"))
-            idx = conf.topk(k, dim=-1).indices
-            x[0, idx[0]] = x0[0, idx[0]]
-    return x[0, s.prompt:]
-
-
-def rollout_part(actor: Denoiser, s: Shape, device: torch.device, peak: dict) -> tuple[dict, torch.Tensor,
-                                                                                       torch.Tensor]:
-    g = torch.Generator(device=device).manual_seed(1)
-    prompts = torch.randint(0, s.vocab - 2, (s.batch, s.prompt), generator=g, device=device)
-    cfg = SamplerSettings(gen_length=s.gen, block_length=s.block, steps=s.steps)
-    warm = SamplerSettings(gen_length=s.block, block_length=s.block, steps=2)
-    sample(actor, prompts[:2], warm)  # kernels, allocator
-    sync(device)
-    start = time.perf_counter()
-    out = sample(actor, prompts, cfg)
-    sync(device)
-    seconds = time.perf_counter() - start
-    naive_start = time.perf_counter()
-    naive = torch.stack([naive_generate(actor.net, prompts[i], s) for i in range(s.naive_rows)])
-    sync(device)
-    naive_seconds = time.perf_counter() - naive_start
-    T = s.prompt + s.gen
-    per_block = s.steps // (s.gen // s.block)
-    counts = [s.block // per_block + (1 if i < s.block % per_block else 0) for i in range(per_block)]
-    masked_read = (s.gen // s.block) * sum(s.block - sum(counts[:i]) for i in range(per_block))  # per row
-    flops = body_flops(s, out.rows_forwarded, T) + head_flops(s, masked_read * s.batch)
-    naive_flops = s.naive_rows * s.steps * (body_flops(s, 1, T) + head_flops(s, T))
-    tps, naive_tps = s.batch * s.gen / seconds, s.naive_rows * s.gen / naive_seconds
-    record = {"part": "rollout", "rows": s.batch, "gen": s.gen, "block": s.block, "steps": s.steps,
-              "seconds": seconds, "tokens_per_s": tps, "forwards": out.forwards,
-              "tflops": flops / seconds / 1e12, "naive_rows": s.naive_rows, "naive_seconds": naive_seconds,
-              "naive_tokens_per_s": naive_tps, "naive_tflops": naive_flops / naive_seconds / 1e12,
-              "speedup": tps / naive_tps,
-              "naive_token_agreement": float((naive == out.completion_ids[:s.naive_rows]).float().mean())}
-    record.update(mfu(flops / seconds, peak))
-    return record, prompts, out.completion_ids
-
-
-def mfu(achieved: float, peak: dict) -> dict:
-    out = {"mfu_measured_gemm": achieved / peak["gemm"]}
-    if peak.get("spec"):
-        out["mfu_spec"] = achieved / peak["spec"]
-    return out
-
-
-def learner_part(actor: Denoiser, learner: Denoiser, params: list, prompts: torch.Tensor, completions: torch.Tensor,
-                 s: Shape, device: torch.device, peak: dict) -> tuple[dict, dict]:
-    B, L = s.learner_rows, s.gen
-    prompt, completion = prompts[:B], completions[:B]
-    seeds = draw_mask_seeds(1, 1, torch.Generator().manual_seed(2))  # [J=1, M=1]
-    seed = int(seeds[0, 0])
-    start = time.perf_counter()  # the actor's targets: S_old (adapters on, seeded dropout) and S_ref (adapters off)
-    old = teacher_logps(actor, prompt, completion, seeds, variant="gdsd", rows_per_forward=s.actor_rows)[:, 0, 0]
-    ref = teacher_logps(actor.without_adapters(), prompt, completion, seeds, variant="gdsd",
-                        rows_per_forward=s.actor_rows)[:, 0, 0]
-    sync(device)
-    teacher_seconds = time.perf_counter() - start
-    g = torch.Generator().manual_seed(3)
-    adv = torch.randn(B, generator=g)
-    spec = get_loss("gdsd")
-    kwargs = {k: GDSD_DEFAULTS[k] for k in spec.algorithm.loss_kwargs}
-    optimizer = torch.optim.AdamW(params, lr=3e-6, betas=(0.9, 0.99), weight_decay=0.01)
-    masks = consistent_masks(seed, B, L)  # [B, L]: the actor's masks of the whole batch
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    start = time.perf_counter()
-    theta = []
-    for lo in range(0, B, s.micro_rows):
-        rows = torch.arange(lo, min(B, lo + s.micro_rows))
-        logp = denoise_logprob(learner, prompt[rows], completion[rows], masks[rows], variant="gdsd",
-                               dropout_seeds=row_seeds(seed, rows))  # [b] float32, with grad
-        loss, _ = spec.fn(logp[:, None], old[rows, None].to(device), ref[rows, None].to(device), adv[rows].to(device),
-                          L, num_rows=B, **kwargs)
-        loss.backward()
-        theta.append(logp.detach().cpu())
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, 0.2)
-    if hasattr(grad_norm, "full_tensor"):
-        grad_norm = grad_norm.full_tensor()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    sync(device)
-    seconds = time.perf_counter() - start
-    T = s.prompt + L
-    fwd = body_flops(s, 2 * B, T) + head_flops(s, B * L) + lora_flops(s, 2 * B, T)  # the pair: 2B rows
-    flops = 2 * fwd  # forward + input-gradient backward (frozen base; adapter weight grads are in lora_flops' noise)
-    record = {"part": "learner", "rows": B, "micro_rows": s.micro_rows, "mu": 1, "lora_r": s.lora_r,
-              "activation_checkpointing": True, "seconds": seconds, "tokens_per_s": 2 * B * T / seconds,
-              "completion_tokens_per_s": B * L / seconds, "tflops": flops / seconds / 1e12,
-              "grad_norm": float(grad_norm), "actor_teacher_seconds": teacher_seconds,
-              "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2**30) if device.type == "cuda" else None}
-    record.update(mfu(flops / seconds, peak))
-    s_theta = torch.cat(theta)
-    diff = s_theta - old  # the clamp acts on S_theta - S_old itself (learner/losses/gdsd.py), before the 1/L
-    eps = GDSD_DEFAULTS["eps"]
-    clamped = (diff > math.log1p(eps)) | (diff < math.log1p(-eps))
-    teacher = {"part": "teacher_gap", "rows": B, "actor_rows_per_forward": s.actor_rows,
-               "learner_micro_rows": s.micro_rows, "dtype": "bfloat16", "gap_max": float(diff.abs().max()),
-               "gap_mean": float(diff.abs().mean()), "eps": eps, "band": [math.log1p(-eps), math.log1p(eps)],
-               "clamped_fraction": float(clamped.float().mean()), "within_eps": not bool(clamped.any()),
-               "s_old_mean": float(old.mean())}
-    return record, teacher
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu-small", action="store_true", help="CPU, toy shape (the test of this script)")
+    parser.add_argument("--layers", type=int, default=None, help="blocks of the component checks' model (2)")
+    parser.add_argument("--throughput-layers", type=int, default=None, help="blocks of the throughput model (32; "
+                        "0 = skip the throughput checks)")
+    parser.add_argument("--batch", type=int, default=None, help="throughput rollout rows, rounded up to whole "
+                        "groups of the config's group size 6 (64 -> 66)")
+    parser.add_argument("--steps", type=int, default=None, help="throughput diffusion steps (64, the config's)")
+    parser.add_argument("--naive-rows", type=int, default=None, help="rows of the naive reference (2)")
+    parser.add_argument("--learner-steps", type=int, default=None, help="timed learner steps after the warm-up (2)")
+    parser.add_argument("--eval-prompts", type=int, default=None, help="prompts of the bounded evaluation (256)")
+    parser.add_argument("--eval-steps", type=int, default=None, help="Dream steps of the evaluation (8)")
+    parser.add_argument("--ckpt-dir", default=None, help="where to write the checkpoints (default /dev/shm when it "
+                        "has room, else the temp directory); removed at the end")
+    args = parser.parse_args(argv)
+    small = args.cpu_small
+    defaults = {"layers": 2, "throughput_layers": 2 if small else 32, "batch": 12 if small else 64,
+                "steps": 8 if small else 64, "naive_rows": 1 if small else 2, "learner_steps": 2,
+                "eval_prompts": 9 if small else 256, "eval_steps": 4 if small else 8}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-small", action="store_true", help="CPU, toy shape (the test of this script)")
-    parser.add_argument("--naive-rows", type=int, default=None, help="rows of the naive reference (default 2)")
-    parser.add_argument("--batch", type=int, default=None, help="sampler rows (default 64; lower if time is short)")
-    args = parser.parse_args(argv)
-    s = CPU_SMALL if args.cpu_small else LLADA_8B
-    overrides = {k: v for k, v in (("naive_rows", args.naive_rows), ("batch", args.batch)) if v}
-    s = Shape(**{**asdict(s), **overrides})
-    if s.learner_rows > s.batch:
-        raise SystemExit(f"gpu_check: --batch {s.batch} is below the learner's {s.learner_rows} rows")
+    args = parse(argv)
+    cluster.local_env()  # gloo over loopback (GLOO_SOCKET_IFNAME); nothing here imports ray
     if not args.cpu_small and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device (use --cpu-small on CPU)")
-    device = torch.device("cpu") if args.cpu_small else torch.device("cuda", 0)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    device = torch.device("cpu") if args.cpu_small else torch.device("cuda", torch.cuda.current_device())
+    widths: Widths = TOY if args.cpu_small else LLADA_8B
+    # toy: gen 16 in blocks of 8, prompts up to 12 tokens, LoRA r 8; GPU: the config's gen 256, block 32, prompts
+    # up to 128 tokens (left-padded), LoRA r 128
+    gen, block, prompt_len = (16, 8, 12) if args.cpu_small else (256, 32, 128)
+    lora_r = 8 if args.cpu_small else None
+    threads = torch.get_num_threads()
+    start = time.perf_counter()
+    report = Report(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = {"gemm": gemm_peak(device, torch.bfloat16, 8192 if device.type == "cuda" else 256),
-            "spec": next((v for k, v in SPEC_PEAK.items() if k in name), None)}
-    records = [{"part": "device", "device": name, "date": datetime.datetime.now(datetime.UTC).isoformat(),
-                "torch": torch.__version__, "shape": asdict(s), "gemm_tflops": peak["gemm"] / 1e12,
-                "spec_tflops": None if peak["spec"] is None else peak["spec"] / 1e12}]
-    print(json.dumps(records[-1]), flush=True)
+    peak = {"gemm": float("nan"), "spec": next((v for k, v in SPEC_PEAK.items() if k in name), None)}
 
-    # the learner's master (float32, bf16-valued) and the actor's bf16 copy of it: the same weights, as after a push
-    master = build_master(s, device, seed=0)
-    add_lora(master, s, device, seed=0)
-    with torch.device("meta"):
-        actor_net = DiffusionLM(model_args(s))
-    actor_net = actor_net.to(torch.bfloat16).to_empty(device=device)  # filled from the master below
-    apply_lora(actor_net, LoRASpec(r=s.lora_r, alpha=s.lora_alpha, dropout=s.lora_dropout),
-               generator=torch.Generator().manual_seed(0))
-    actor_net.load_state_dict({k: v.to(torch.bfloat16) for k, v in master.state_dict().items()})
-    actor_net.eval()
-    mask_id, eos_id = s.vocab - 1, s.vocab - 2
-    actor = Denoiser(net=actor_net, tokenizer=None, mask_id=mask_id, eos_id=eos_id, shift=False)
+    def device_record() -> dict:
+        peak["gemm"] = gemm_peak(device, 256 if args.cpu_small else 8192)
+        return {"pass": True, "device": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "torch": torch.__version__, "python": sys.version.split()[0], "widths": asdict(widths),
+                "layers": args.layers, "throughput_layers": args.throughput_layers,
+                "gemm_tflops": peak["gemm"] / 1e12,
+                "spec_tflops": None if peak["spec"] is None else peak["spec"] / 1e12}
 
-    record, prompts, completions = rollout_part(actor, s, device, peak)
-    records.append(record)
-    print(json.dumps(record), flush=True)
+    report.run("device", device_record)
+    dirs: list[Path] = []
+    shape = {"gen": gen, "block": block, "prompt_len": prompt_len, "lora_r": lora_r, "threads": threads}
+    parts = [components] + ([throughput] if args.throughput_layers > 0 else [])
+    try:
+        for part in parts:
+            try:
+                part(report, args, widths, device, peak, dirs=dirs, **shape)
+            except Exception as err:  # outside its checks (its config): say so and go on with the next part
+                report.emit(Report.failure(part.__name__, err))
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    report.summary(time.perf_counter() - start)
+    return report.records
 
-    if not dist.is_initialized():  # FSDP2 on one rank, as the learner runs (learner/fsdp.py)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
-                                world_size=1)
-    from torch.distributed.device_mesh import init_device_mesh
 
-    mesh = init_device_mesh(device.type, (1,))
-    shard_model(master, mesh, compute_dtype=torch.bfloat16, activation_checkpointing=True)
-    master.train()
-    learner = Denoiser(net=master, tokenizer=None, mask_id=mask_id, eos_id=eos_id, shift=False)
-    params = [p for p in master.parameters() if p.requires_grad]
-    learn, teacher = learner_part(actor, learner, params, prompts, completions, s, device, peak)
-    for r in (learn, teacher):
-        records.append(r)
-        print(json.dumps(r), flush=True)
-    dist.destroy_process_group()
-    return records
+def components(report: Report, args, widths: Widths, device: torch.device, peak: dict, *, gen: int, block: int,
+               prompt_len: int, lora_r: int | None, threads: int, dirs: list[Path]) -> None:
+    """The real services at the real widths, --layers blocks (gpu_parts.py)."""
+    written = report.run("checkpoint", lambda: checkpoint_record(widths, args.layers, args.ckpt_dir, device, dirs))
+    if not written["pass"]:
+        return
+    path = Path(written["path"])
+    # lr 1e-2 (not the official 3e-6): after one step the pushed adapters change S by far more than bf16 rounding,
+    # so the teacher_gap check cannot pass trivially
+    cfg = run_config(path, RunShape(prompts=3, gen=gen, block=block, steps=8 if args.cpu_small else 64, mu=2,
+                                    lora_r=lora_r, lr=1e-2), device=device, threads=threads)
+    checks = ComponentChecks(cfg, path, device, eval_prompts=args.eval_prompts, eval_steps=args.eval_steps,
+                             eval_budget_mb=0.05 if args.cpu_small else None, prompt_len=prompt_len)
+    try:
+        for check in COMPONENT_CHECKS:
+            report.run(check, getattr(checks, check))
+    finally:
+        checks.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def checkpoint_record(w: Widths, layers: int, where: str | None, device: torch.device, dirs: list[Path]) -> dict:
+    path = checkpoint_dir(w, layers, where)
+    dirs.append(path)  # removed at the end, whatever happens
+    write_checkpoint(w, layers, path, device=device, seed=layers)
+    free_memory(device)
+    size = sum(f.stat().st_size for f in path.iterdir())
+    return {"pass": True, "layers": layers, "params": param_count(w, layers), "gib": size / 2**30,
+            "path": str(path)}
+
+
+def throughput(report: Report, args, widths: Widths, device: torch.device, peak: dict, *, gen: int, block: int,
+               prompt_len: int, lora_r: int | None, threads: int, dirs: list[Path]) -> None:
+    """Throughput and MFU at --throughput-layers blocks (gpu_speed.py)."""
+    written = report.run("checkpoint_throughput", lambda: checkpoint_record(widths, args.throughput_layers,
+                                                                            args.ckpt_dir, device, dirs))
+    if not written["pass"]:
+        return
+    path = Path(written["path"])
+    group = 6  # configs/sudoku_llada.yaml's rollout.group_size
+    cfg = run_config(path, RunShape(prompts=math.ceil(args.batch / group), gen=gen, block=block, steps=args.steps,
+                                    mu=1, lora_r=lora_r), device=device, threads=threads)
+    if cfg.rollout.group_size != group:
+        raise RuntimeError(f"gpu_check: the config's group size is {cfg.rollout.group_size}, not {group}")
+    batch = {}
+
+    def rollout() -> dict:
+        record, batch["rows"] = rollout_throughput(cfg, path, device, widths, args.throughput_layers,
+                                                   naive_rows=args.naive_rows, prompt_len=prompt_len, peak=peak)
+        return record
+
+    report.run("rollout_throughput", rollout)
+
+    def learner() -> dict:
+        if "rows" not in batch:
+            raise Skipped("needs the rollout_throughput check's batch")
+        return learner_throughput(cfg, path, device, widths, args.throughput_layers, batch["rows"],
+                                  steps=args.learner_steps, peak=peak)
+
+    report.run("learner_throughput", learner)
 
 
 if __name__ == "__main__":
-    main()
+    records = main()
+    sys.exit(0 if records[-1]["pass"] else 1)

@@ -17,14 +17,25 @@ from common.models.args import ModelArgs
 
 SPECIALS = {"pad": "<|pad|>", "eos": "<|eos|>", "mask": "<|mask|>", "unk": "<|unk|>"}
 CHARS = string.printable[:95] + "\n"  # digits, letters, punctuation, space, newline
+FILLER = "<|fill{}|>"  # padding tokens up to a requested vocabulary size (the id in the name)
 INIT_STD = 0.02  # LLaDA `init_std`, Qwen2 `initializer_range`
 
 
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character; BPE with no merges splits text into characters, Fuse joins them back."""
+def make_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
+    """One token per character; BPE with no merges splits text into characters, Fuse joins them back.
+
+    `vocab_size`: pad the vocabulary with filler tokens up to that size (a checkpoint at a real model's vocabulary,
+    e.g. LLaDA-8B's 126464, for benchmarks/gpu_check.py). Encoding never produces a filler (no merges build one),
+    so every text encodes as without them; the sampler of an untrained model may draw them, and they decode as
+    their names."""
     vocab = {tok: i for i, tok in enumerate(SPECIALS.values())}
     for ch in CHARS:
         vocab.setdefault(ch, len(vocab))
+    if vocab_size is not None:
+        if vocab_size < len(vocab):
+            raise ValueError(f"make_tokenizer: vocab_size {vocab_size} is below the {len(vocab)} character and "
+                             "special tokens")
+        vocab.update({FILLER.format(i): i for i in range(len(vocab), vocab_size)})
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=SPECIALS["unk"]))
     backend.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=SPECIALS["pad"], eos_token=SPECIALS["eos"],
