@@ -114,10 +114,11 @@ class LearnerWorker:
         start = time.perf_counter()
         alg, lcfg = self.cfg.algorithm, self.cfg.learner
         batches = [RolloutBatch.from_arrow(t) for t in tables]  # zero-copy views of the object store's buffers
-        dropped_rows = 0
+        dropped_rows = dropped_batches = 0
         if lcfg.filter_zero_advantage:
             kept = [drop_zero_advantage_groups(b) for b in batches]
             batches, dropped_rows = [b for b, _ in kept if b.num_rows], sum(n for _, n in kept)
+            dropped_batches = len(kept) - len(batches)
         global_rows = sum(b.num_rows for b in batches)
         micros = plan_micro_batches(batches, rows=lcfg.micro_batch_rows, rank=self.rank, world_size=self.world_size)
         staleness = [self.version - int(b.policy_version.min()) for b in batches]
@@ -145,6 +146,7 @@ class LearnerWorker:
                                        moved.reshape(1).to(self.device, torch.float64)]))
         self.version += 1
         return self._reduce(per_iter, keys or [], gap_max, global_rows=global_rows, dropped_rows=dropped_rows,
+                            dropped_batches=dropped_batches,
                             micro_batches=len(micros), staleness=staleness, seconds=time.perf_counter() - start)
 
     def _optimizer_step(self) -> torch.Tensor:

@@ -58,8 +58,9 @@ def test_resume_without_checkpoint(ray_local, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["learner.gpus_per_rank=1"], "GPU: the config asks for 1 (learner.num_ranks x learner.gpus_per_rank = 1), "
-                                  "the cluster has 0"),
+    (["learner.gpus_per_rank=1", "rollout.gpus_per_actor=1"],
+     "GPU: the config asks for 2 (rollout.num_actors x rollout.gpus_per_actor = 1 + learner.num_ranks x "
+     "learner.gpus_per_rank = 1), the cluster has 0"),
     (["rollout.cpus_per_actor=20"], "CPU: the config asks for 21.5 (rollout.num_actors x rollout.cpus_per_actor = 20 "
                                     "+ reward.num_workers x reward.cpus_per_worker = 0.5 + learner.num_ranks x "
                                     "learner.cpus_per_rank = 1)"),

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("placement", [None, "PACK"])
 def test_learner_placement_strategy(ray_local, tiny_model_dir, placement):
-    overrides = ["learner.num_ranks=2", "learner.cpus_per_rank=1"]
+    overrides = ["learner.num_ranks=2", "learner.cpus_per_rank=1", "learner.micro_batch_rows=6"]
     if placement:
         overrides.append(f"learner.placement={placement}")
     group = LearnerGroup(load_config(None, overrides), tiny_model_dir)
