@@ -74,14 +74,14 @@ _TOKEN = (*_COMMON, "p_mask_prompt")  # d1's one-step estimate masks prompt toke
 ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec(
         "gdsd", "learner.losses.gdsd:gdsd_loss", "gdsd", needs_old=True, needs_ref=True,
-        teacher_sources=("rollout", "learner"), loss_kwargs=("psi", "beta", "eps"),
-        reads=(*_SEQUENCE, "psi", "beta", "eps"),
+        teacher_sources=("rollout", "learner"), loss_kwargs=("psi", "beta", "eps", "eps_scope"),
+        reads=(*_SEQUENCE, "psi", "beta", "eps", "eps_scope"),
         official={"beta": 1e-3, "eps": 4e-4, "mu": 8, "num_mc": 1, "psi": 1.0},
         paper="GDSD, arXiv 2605.29398 (docs/design.md, Algorithm); GSM8K/MATH use psi=10"),
     AlgorithmSpec(
         "gdsd_tlc", "learner.losses.gdsd:gdsd_loss", "tlc", needs_old=True, needs_ref=True,
-        teacher_sources=("rollout", "learner"), loss_kwargs=("psi", "beta", "eps"),
-        reads=(*_SEQUENCE, "psi", "beta", "eps"),
+        teacher_sources=("rollout", "learner"), loss_kwargs=("psi", "beta", "eps", "eps_scope"),
+        reads=(*_SEQUENCE, "psi", "beta", "eps", "eps_scope"),
         official={"beta": 1e-3, "eps": 4e-4, "mu": 8, "num_mc": 1, "psi": 1.0},
         paper="GDSD-TLC: the GDSD loss on the 1/t-weighted ELBO (docs/design.md, Algorithm)"),
     AlgorithmSpec(

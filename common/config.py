@@ -168,6 +168,10 @@ class AlgorithmConfig(_Section):
     name: Literal[ALGORITHM_NAMES] = Field("gdsd", description="an entry of common/algorithms.py (the registry)")
     beta: float = Field(1e-3, ge=0, description="weight of the k2 KL term to the reference")
     eps: float = Field(4e-4, gt=0, lt=1, description="clamp of the log-ratio to [log(1-eps), log(1+eps)]")
+    eps_scope: Literal["sequence", "token"] = Field(
+        "sequence", description="gdsd/gdsd_tlc: where eps applies. sequence (official): to the summed log-ratio "
+        "S_theta - S_old; token: to the length-normalised log-ratio (S_theta - S_old)/L, i.e. a band L times wider "
+        "on the sum (docs/design.md, Formulas)")
     mu: int = Field(8, gt=0, description="inner iterations per rollout batch")
     num_mc: int = Field(1, gt=0, description="Monte-Carlo mask draws per inner iteration")
     psi: float = Field(1.0, description="advantage scale of the guided teacher pi_old * exp(psi * A)")

@@ -38,6 +38,7 @@ def gdsd_loss(
     psi: float,
     beta: float,
     eps: float,
+    eps_scope: str = "sequence",
     num_rows: int | None = None,
 ) -> tuple[Tensor, Metrics]:
     """GDSD (and GDSD-TLC) loss for one inner iteration.
@@ -51,6 +52,10 @@ def gdsd_loss(
     plus the k2 KL estimator to the reference. GDSD-TLC is the same function applied to the 1/t-weighted S
     (``denoise_logprob(..., variant="tlc")``); only the registry entry differs.
 
+    ``eps_scope="token"`` (an option, not the official formula; issue 24) clamps the length-normalised log-ratio
+    instead: Δ/L = clamp((S_θ − S_old)/L, log(1−ε), log(1+ε)), i.e. the band on the sum is L·[log(1−ε), log(1+ε)],
+    the size a per-token clip of ε would allow. The regression target and the KL term are unchanged.
+
     The clamp is ``torch.clamp``: entries with S_θ − S_old outside [log(1−ε), log(1+ε)] get *zero* gradient from the
     first term (the official ε=4e-4 makes most rows clamped after the first inner step, so ``clamp_frac`` is logged).
 
@@ -63,6 +68,7 @@ def gdsd_loss(
         psi: ψ, advantage scale (official 1; GSM8K/MATH 10).
         beta: β, weight of the k2 term (official 1e-3).
         eps: ε in (0, 1), clamp half-width in ratio space (official 4e-4).
+        eps_scope: ``"sequence"`` (official: ε bounds S_θ − S_old) or ``"token"`` (ε bounds (S_θ − S_old)/L).
         num_rows: B of the normaliser, default ``logp.shape[0]``. A learner rank holding a shard of the rows passes
             the global row count, so that summing the ranks' losses/gradients gives the full-batch loss/gradient.
 
@@ -83,6 +89,8 @@ def gdsd_loss(
     n = rows_norm(num_rows, rows)
     if not 0.0 < eps < 1.0:
         raise ValueError(f"eps must be in (0, 1), got {eps}")
+    if eps_scope not in ("sequence", "token"):
+        raise ValueError(f"eps_scope must be 'sequence' or 'token', got {eps_scope!r}")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta != 0 and ref_logp is None:
@@ -91,7 +99,8 @@ def gdsd_loss(
     dt = compute_dtype(logp)
     s = logp.to(dt)
     raw = s - old_logp.to(dt)  # [B, M]
-    lo, hi = math.log1p(-eps), math.log1p(eps)
+    band = L if eps_scope == "token" else 1  # token: a per-token band of ε on the mean, L times it on the sum
+    lo, hi = band * math.log1p(-eps), band * math.log1p(eps)
     delta = torch.clamp(raw, lo, hi)  # zero gradient outside [lo, hi]
     target = psi * advantages.to(dt).unsqueeze(1)  # [B, 1], broadcast over the M draws
     loss_reg = (delta / L - target).square().sum() / n

@@ -104,6 +104,47 @@ def test_gdsd_rejects_bad_shapes_and_eps() -> None:
         gdsd_loss(_t(LOGP), _t(OLD), None, _t(ADV), L, psi=1.0, beta=0.0, eps=1.0)
 
 
+def _reference_token_scope(logp, old, adv, gen_len, psi, eps) -> tuple[float, float, list[float]]:
+    """eps_scope=token, written the other way round: the per-token mean log-ratio r = (S_θ − S_old)/L is clipped to
+    [log(1−ε), log(1+ε)] and regressed onto ψA. Returns (regression term, clamp fraction, d reg / d S_θ)."""
+    lo, hi = math.log(1 - eps), math.log(1 + eps)
+    rows, mc = len(logp), len(logp[0])
+    reg, clamped, grads = 0.0, 0, []
+    for b in range(rows):
+        for m in range(mc):
+            r = (logp[b][m] - old[b][m]) / gen_len
+            inside = lo <= r <= hi
+            clamped += not inside
+            reg += (min(max(r, lo), hi) - psi * adv[b]) ** 2
+            grads.append(2 * (r - psi * adv[b]) / gen_len / rows if inside else 0.0)
+    return reg / rows, clamped / (rows * mc), grads
+
+
+@pytest.mark.parametrize("gen_len, eps", [(4, 0.1), (4, 0.01), (32, 4e-4), (1, 0.1)])
+def test_gdsd_token_scope_matches_a_per_token_clip(gen_len, eps) -> None:
+    logp = _t(LOGP, True)
+    loss, metrics = gdsd_loss(logp, _t(OLD), None, _t(ADV), gen_len, psi=PSI, beta=0.0, eps=eps, eps_scope="token")
+    reg, frac, grads = _reference_token_scope(LOGP, OLD, ADV, gen_len, PSI, eps)
+    assert loss.item() == pytest.approx(reg, rel=1e-12)
+    assert metrics["clamp_frac"].item() == pytest.approx(frac)
+    loss.backward()
+    assert logp.grad.flatten().tolist() == pytest.approx(grads, rel=1e-12, abs=1e-15)
+    if gen_len == 1:  # one token: the two scopes are the same formula
+        same, _ = gdsd_loss(_t(LOGP), _t(OLD), None, _t(ADV), 1, psi=PSI, beta=0.0, eps=eps)
+        assert same.item() == loss.item()
+
+
+def test_gdsd_token_scope_opens_the_band_by_the_length() -> None:
+    # |S_θ − S_old| = 0.05 over L = 4 tokens: outside a sequence band of ε = 0.02, inside the token band (0.0125/token)
+    logp, old = _t([[-10.05]]), _t([[-10.0]])
+    kw = dict(psi=1.0, beta=0.0, eps=0.02)
+    _, seq = gdsd_loss(logp, old, None, _t([1.0]), 4, **kw)
+    _, tok = gdsd_loss(logp, old, None, _t([1.0]), 4, eps_scope="token", **kw)
+    assert seq["clamp_frac"].item() == 1.0 and tok["clamp_frac"].item() == 0.0
+    with pytest.raises(ValueError, match="eps_scope"):
+        gdsd_loss(logp, old, None, _t([1.0]), 4, eps_scope="row", **kw)
+
+
 def test_gdsd_gradcheck_float64() -> None:
     g = torch.Generator().manual_seed(1)
     rows, mc, gen_len, eps = 4, 3, 5, 0.1
@@ -236,8 +277,8 @@ def test_registry_contents() -> None:
 
 
 def test_registry_reads_config_fields() -> None:
-    cfg = SimpleNamespace(name="gdsd", beta=1e-3, eps=4e-4, psi=10.0, clip_eps=0.2, mu=8, num_mc=1)
-    assert get_loss("gdsd_tlc").kwargs_from(cfg) == {"psi": 10.0, "beta": 1e-3, "eps": 4e-4}
+    cfg = SimpleNamespace(name="gdsd", beta=1e-3, eps=4e-4, eps_scope="token", psi=10.0, clip_eps=0.2, mu=8, num_mc=1)
+    assert get_loss("gdsd_tlc").kwargs_from(cfg) == {"psi": 10.0, "beta": 1e-3, "eps": 4e-4, "eps_scope": "token"}
     assert get_loss("espo").kwargs_from(cfg) == {"beta": 1e-3, "clip_eps": 0.2}
     assert get_loss("wd1").kwargs_from(cfg) == {"psi": 10.0}  # wd1's softmax(+-psi A) temperature
 
