@@ -79,8 +79,10 @@ def summarise(result: dict, run_dir: Path, metric: str) -> dict:
             "dips": dips(result["rewards"]), "collapsed": statistics.mean(result["rewards"][-3:]) < COLLAPSED_BELOW}
 
 
-def run_all(jobs: list[tuple[str, str, int, list[str], str]], *, steps: int, out: Path, parallel: int) -> list[dict]:
-    """jobs: (task, name, seed, overrides, metric). First run of each task alone (its SFT warm start), then the rest."""
+def run_all(jobs: list[tuple[str, str, int, list[str], str]], *, steps: int, out: Path, parallel: int,
+            common: list[str] = COMMON) -> list[dict]:
+    """jobs: (task, name, seed, overrides, metric). First run of each task alone (its SFT warm start), then the rest.
+    `common`: overrides of every run (the eps study, benchmarks/eps_study.py, evaluates on more items)."""
     from common.config import load_config
 
     def one(job):
@@ -88,7 +90,7 @@ def run_all(jobs: list[tuple[str, str, int, list[str], str]], *, steps: int, out
         task_out = out / task
         task_out.mkdir(parents=True, exist_ok=True)
         config, task_overrides = TASKS[task]
-        result = run_one(name, seed, config=config, steps=steps, out=task_out, extra=[*COMMON, *task_overrides],
+        result = run_one(name, seed, config=config, steps=steps, out=task_out, extra=[*common, *task_overrides],
                          reuse=True, method_overrides=overrides)
         row = summarise({**result, "task": task, "name": name,
                          "lr": load_config(config, [*overrides, *task_overrides]).learner.lr},

@@ -1,0 +1,132 @@
+"""Issue 24's pre-registered comparison: is GDSD's ε meant per token? (docs/results.md, "Is ε per token?").
+
+  python -m benchmarks.eps_study [--tasks countdown,sudoku] [--seeds 0,1,2,3,4] [--steps 20] [--jobs 2]
+                                 [--out runs/eps_study] [--docs docs]
+
+Arms (each method's official settings from common/algorithms.py otherwise): gdsd with ε = 4e-4 on the sequence sum
+(official), gdsd with ε = 4e-4 per token (`algorithm.eps_scope=token`), gdsd with ε = 1e-1 on the sum (the mechanism
+study's best Countdown arm), espo (official μ) and diffu_grpo. The same SFT starts, tasks and lr as the mechanism study
+(benchmarks/mechanism.py TASKS); 128 held-out items per evaluation. Primary metric: held-out accuracy after minus
+before, paired by seed. Decision rule (fixed before the runs): token-ε "helps" when its paired gain over the official
+arm is at least 2 SE above 0 on Countdown and not 2 SE or more below 0 on Sudoku.
+
+Runs go through the real Ray job (benchmarks.compare.run_one via mechanism.run_all); a finished run of the same
+resolved config is reused, so an interrupted study resumes where it stopped. Writes runs/eps_study/<task>/,
+docs/eps_study.json and the section of docs/results.md between the EPS markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.compare import mean_se
+from benchmarks.mechanism import TASKS, fmt, run_all
+from common.algorithms import ALGORITHMS
+
+GDSD = ALGORITHMS["gdsd"].overrides()
+ARMS = {  # run name -> (label, overrides); later overrides win
+    "gdsd_seq": ("gdsd, ε 4e-4 on the sum (official)", GDSD),
+    "gdsd_tok": ("gdsd, ε 4e-4 per token", [*GDSD, "algorithm.eps_scope=token"]),
+    "gdsd_seq1e-1": ("gdsd, ε 1e-1 on the sum", [*GDSD, "algorithm.eps=0.1"]),
+    "espo": ("espo (official)", ALGORITHMS["espo"].overrides()),
+    "diffu_grpo": ("diffu_grpo (official)", ALGORITHMS["diffu_grpo"].overrides()),
+}
+OFFICIAL, TOKEN = "gdsd_seq", "gdsd_tok"
+COMMON = ["eval.num_prompts=128", "checkpoint.export_hf=false", "learner.log_param_delta=true"]
+SE_RULE = 2.0
+EPS_BEGIN, EPS_END = "<!-- EPS: begin (benchmarks.eps_study) -->", "<!-- EPS: end -->"
+
+
+def paired(rows: list[dict], task: str, arm: str, base: str | None = None) -> list[float]:
+    """Per seed: the arm's held-out gain (after − before), minus the `base` arm's gain of the same seed if given.
+    Seeds where either run failed are left out (and show in the table's run count)."""
+    def gains(name: str) -> dict[int, float]:
+        return {r["seed"]: r["after"] - r["before"] for r in rows
+                if r["task"] == task and r["name"] == name and r.get("ok")}
+    mine = gains(arm)
+    if base is None:
+        return [mine[s] for s in sorted(mine)]
+    other = gains(base)
+    return [mine[s] - other[s] for s in sorted(mine) if s in other]
+
+
+def decide(countdown: list[float], sudoku: list[float]) -> tuple[str, str]:
+    """The pre-registered rule on the paired differences token − official (per seed). Returns (verdict, reason)."""
+    if len(countdown) < 2 or len(sudoku) < 2:
+        return "undecided", "fewer than 2 paired seeds on a task"
+    (c, c_se), (s, s_se) = mean_se(countdown), mean_se(sudoku)
+    helps_countdown = c > 0 and c >= SE_RULE * c_se
+    hurts_sudoku = s < 0 and -s >= SE_RULE * s_se
+    reason = (f"Countdown {c:+.3f} ± {c_se:.3f} ({'≥' if helps_countdown else '<'} {SE_RULE:g} SE above 0), "
+              f"Sudoku {s:+.3f} ± {s_se:.3f} ({'≥' if hurts_sudoku else '<'} {SE_RULE:g} SE below 0)")
+    return ("helps" if helps_countdown and not hurts_sudoku else "does not help"), reason
+
+
+def arm_table(rows: list[dict], task: str) -> list[str]:
+    lines = ["| arm | runs ok | gain after − before (mean ± SE) | per seed | vs official, paired | "
+             "clamp / clip fraction per j | k2 max | relapses |", "|---|---|---|---|---|---|---|---|"]
+    for name, (label, _) in ARMS.items():
+        runs = [r for r in rows if r["task"] == task and r["name"] == name]
+        ok = [r for r in runs if r.get("ok")]
+        if not ok:
+            lines.append(f"| {label} | 0/{len(runs)} | | | | | | |")
+            continue
+        gain = paired(rows, task, name)
+        g, g_se = mean_se(gain)
+        vs = "" if name == OFFICIAL else "{:+.3f} ± {:.3f}".format(*mean_se(paired(rows, task, name, OFFICIAL) or [0]))
+        mu = len(ok[0]["by_j"][ok[0]["frac_key"]])
+        frac = [statistics.mean(r["by_j"][r["frac_key"]][j] for r in ok) for j in range(mu)]
+        lines.append(f"| {label} | {len(ok)}/{len(runs)} | {g:+.3f} ± {g_se:.3f} | {fmt(gain, 3)} | {vs} "
+                     f"| {fmt(frac)} | {max(r['k2_max'] for r in ok):.3g} | {sum(r['dips'] for r in ok)} |")
+    return lines
+
+
+def write_section(docs: Path, rows: list[dict], *, command: str, wall: float, steps: int) -> str:
+    verdict, reason = decide(paired(rows, "countdown", TOKEN, OFFICIAL), paired(rows, "sudoku", TOKEN, OFFICIAL))
+    lines = [EPS_BEGIN, "", "### Results (written by `benchmarks/eps_study.py`)", "", f"Command: `{command}`  ",
+             f"Wall time: {wall / 60:.1f} min on this 2-core CPU box; {steps} steps per run.", "",
+             f"**Decision (pre-registered rule): token-ε {verdict}** — {reason}.", ""]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        lines += [f"**{task}** (`{TASKS[task][0]}`" + "".join(f", `{o}`" for o in TASKS[task][1]) + ")", "",
+                  *arm_table(rows, task), ""]
+    lines.append(EPS_END)
+    section = "\n".join(lines)
+    path = docs / "results.md"
+    text = path.read_text() if path.is_file() else ""
+    if EPS_BEGIN in text:
+        text = text[:text.index(EPS_BEGIN)] + section + text[text.index(EPS_END) + len(EPS_END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+    (docs / "eps_study.json").write_text(json.dumps(rows, indent=1))
+    return section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="countdown,sudoku")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=2, help="Ray jobs at a time")
+    parser.add_argument("--out", default="runs/eps_study")
+    parser.add_argument("--docs", default="docs")
+    args = parser.parse_args()
+    from common.tasks import get_task
+
+    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    jobs = [(t, name, s, ARMS[name][1], get_task(t).metric) for t in tasks for s in seeds
+            for name in args.arms.split(",")]
+    start = time.perf_counter()
+    rows = run_all(jobs, steps=args.steps, out=Path(args.out), parallel=args.jobs, common=COMMON)
+    rows = [{**row, "seed": job[2]} for row, job in zip(rows, jobs)]
+    command = "python -m benchmarks.eps_study " + " ".join(sys.argv[1:])
+    print(write_section(Path(args.docs), rows, command=command, wall=time.perf_counter() - start, steps=args.steps))
+
+
+if __name__ == "__main__":
+    main()
