@@ -35,17 +35,22 @@ class LearnerGroup:
                                f"{PLACEMENT_TIMEOUT_S}s; the cluster has {ray.available_resources()} free (lower "
                                "learner.num_ranks / learner.cpus_per_rank or add nodes)") from None
         worker_cls = ray.remote(LearnerWorker)
-        self.workers = [
-            worker_cls.options(
-                name=f"learner-rank{rank}", num_cpus=lcfg.cpus_per_rank, num_gpus=lcfg.gpus_per_rank,
-                resources=lcfg.resources,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
-            ).remote(cfg, model_path, rank=rank, world_size=lcfg.num_ranks)
-            for rank in range(lcfg.num_ranks)
-        ]
-        master_addr, master_port = ray.get(self.workers[0].address.remote())
-        self.store_address = (master_addr, master_port)  # the weight bus rendezvous too
-        self.num_params = ray.get([w.setup.remote(master_addr, master_port) for w in self.workers])[0]
+        self.workers = []
+        try:
+            for rank in range(lcfg.num_ranks):
+                self.workers.append(worker_cls.options(
+                    name=f"learner-rank{rank}", num_cpus=lcfg.cpus_per_rank, num_gpus=lcfg.gpus_per_rank,
+                    resources=lcfg.resources, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        self.placement, placement_group_bundle_index=rank),
+                ).remote(cfg, model_path, rank=rank, world_size=lcfg.num_ranks))
+            master_addr, master_port = ray.get(self.workers[0].address.remote())
+            self.store_address = (master_addr, master_port)  # the weight bus rendezvous too
+            self.num_params = ray.get([w.setup.remote(master_addr, master_port) for w in self.workers])[0]
+        except BaseException:
+            # a rank that fails to start (bad model path, OOM) must not leave the named group and ranks behind:
+            # the next LearnerGroup in this Ray namespace (a restart, the next job or test) would fail on the names
+            self.shutdown()
+            raise
 
     def _all(self, method: str, *args, **kwargs) -> list[Any]:
         refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]

@@ -23,3 +23,13 @@ def test_learner_placement_strategy(ray_local, tiny_model_dir, placement):
         assert nodes == {"127.0.0.1"}
     finally:
         group.shutdown()
+
+
+def test_a_group_that_fails_to_start_leaves_no_names_behind(ray_local, tiny_model_dir, tmp_path):
+    """A rank failing in setup (here: no model at the path) removes the named placement group and kills the named
+    ranks, so the next group in the namespace (a learner restart, the next job) can take the names."""
+    cfg = load_config(None, ["learner.num_ranks=2", "learner.cpus_per_rank=1", "learner.micro_batch_rows=6"])
+    with pytest.raises(ray.exceptions.RayError, match="missing"):
+        LearnerGroup(cfg, str(tmp_path / "missing"))
+    group = LearnerGroup(cfg, tiny_model_dir)
+    group.shutdown()
