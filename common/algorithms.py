@@ -1,6 +1,6 @@
 """The algorithm registry: one `AlgorithmSpec` per `algorithm.name`, the only place algorithm names are listed.
 
-Everything else derives from it: config validation (`common/validate.py`), the S(x0) variant the actors compute
+Everything else derives from it: config validation (`common/validation.py`), the S(x0) variant the actors compute
 teacher targets with, the learner's loss registry (`learner/losses/__init__.py` resolves `loss` lazily), and the
 method list of `benchmarks/compare.py`. This module imports no torch (validating a YAML file must not), in the spirit
 of torchtitan's `protocols/train_spec.py`. Adding an algorithm = one entry here + its loss function in learner/losses.

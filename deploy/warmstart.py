@@ -1,7 +1,7 @@
 """The starting policy: a local HF model, or the tiny built-in one, optionally warm-started by SFT (learner/sft.py).
 
-Both are cached under the run directory, keyed by a hash of the settings that produce them, so a second `make run`
-reuses them."""
+Both are cached under `cache_dir` (default runs/cache, shared by runs), keyed by a hash of the settings that produce
+them, so a second `make run` reuses them."""
 from __future__ import annotations
 
 import hashlib
