@@ -9,11 +9,12 @@ import pytest
 import ray
 
 from common.config import load_config
+from records import deterministic  # tests/deploy/records.py
 from deploy.trainer import Trainer
 
+KEYS = ("reward", "version")  # the training outcome of a step
 pytestmark = pytest.mark.slow
 STEPS, KILL_AT = 4, 3
-TIMING = {"seconds"}
 
 
 def run(jobs, tmp_path, name: str, *overrides: str, kill: bool) -> tuple[dict, dict[int, dict]]:
@@ -42,11 +43,6 @@ def run(jobs, tmp_path, name: str, *overrides: str, kill: bool) -> tuple[dict, d
     return result, records
 
 
-def deterministic(record: dict) -> dict:
-    return {"reward": record["reward"], "version": record["version"],
-            "learner": {k: v for k, v in record["learner"].items() if k not in TIMING}}
-
-
 @pytest.mark.parametrize("weight_sync", ["object_store", "broadcast"])
 def test_dead_learner_rank_restarts_from_checkpoint(ray_local, jobs, tmp_path, weight_sync):
     sync = f"pipeline.weight_sync={weight_sync}"
@@ -54,7 +50,7 @@ def test_dead_learner_rank_restarts_from_checkpoint(ray_local, jobs, tmp_path, w
     result, got = run(jobs, tmp_path, "killed", sync, kill=True)
     assert ref_result["learner_restarts"] == 0 and result["learner_restarts"] == 1
     assert result["step"] == STEPS and sorted(got) == sorted(ref) == list(range(1, STEPS + 1))
-    assert {s: deterministic(r) for s, r in got.items()} == {s: deterministic(r) for s, r in ref.items()}
+    assert {s: deterministic(r, KEYS) for s, r in got.items()} == {s: deterministic(r, KEYS) for s, r in ref.items()}
     assert result["eval"] == ref_result["eval"]
 
 

@@ -13,17 +13,12 @@ import time
 import pytest
 from safetensors.torch import load_file
 
+from records import deterministic  # tests/deploy/records.py
+
 pytestmark = pytest.mark.slow
 # a checkpoint after every step, an evaluation after step 1 (it must survive the resume), and mu = 8 inner iterations:
 # a step long enough (~1 s) that the kill below lands between the step-1 checkpoint and the final one
 SETTINGS = ["steps=2", "checkpoint.every=1", "eval.every=1", "algorithm.mu=8"]
-TIMING = {"seconds"}  # wall-clock fields, the only ones allowed to differ
-
-
-def deterministic(record: dict) -> dict:
-    """A step record without its timings (time/*, tokens per second, learner seconds)."""
-    learner = {k: v for k, v in record["learner"].items() if k not in TIMING}
-    return {**{k: v for k, v in record.items() if k not in ("time", "timestamp", "rollout", "learner")}, "learner": learner}
 
 
 def test_resume_after_kill_matches_uninterrupted_run(jobs, tmp_path):

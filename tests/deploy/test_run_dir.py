@@ -32,10 +32,14 @@ def write_run(run_dir, *overrides):
     assert plot(run_dir, "cell_accuracy").parent == run_dir  # the report's training.png (the job's last write)
 
 
-def test_empty_or_missing_run_dir_is_claimed(tmp_path):
+def test_empty_or_missing_run_dir_is_claimed_and_left_untouched(tmp_path):
     claim(cfg_for(tmp_path / "new"), resume=False, overwrite=False)
     (tmp_path / "empty").mkdir()
     claim(cfg_for(tmp_path / "empty"), resume=False, overwrite=False)
+    assert not (tmp_path / "new").exists() and list((tmp_path / "empty").iterdir()) == []  # claim touches nothing
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="run_dir.*not a directory"):
+        claim(cfg_for(tmp_path / "file"), resume=False, overwrite=False)
 
 
 def test_used_run_dir_is_refused_without_a_flag(tmp_path):

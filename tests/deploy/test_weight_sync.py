@@ -9,12 +9,13 @@ import pytest
 import ray
 
 from common.config import load_config
+from records import deterministic  # tests/deploy/records.py
 from deploy.trainer import Trainer
 from deploy.weight_sync import BroadcastSync, ObjectStoreSync
 
+KEYS = ("reward", "version")  # the training outcome of a step
 pytestmark = pytest.mark.slow
 STEPS = 3
-TIMING = {"seconds"}
 
 
 def run(jobs, tmp_path, *overrides: str) -> tuple[Trainer, list[dict], list[int], dict]:
@@ -30,11 +31,6 @@ def run(jobs, tmp_path, *overrides: str) -> tuple[Trainer, list[dict], list[int]
     return trainer, jobs.step_records(trainer.run_dir), versions, result
 
 
-def deterministic(record: dict) -> dict:
-    return {"reward": record["reward"], "version": record["version"],
-            "learner": {k: v for k, v in record["learner"].items() if k not in TIMING}}
-
-
 def test_broadcast_trains_exactly_like_the_object_store(ray_local, jobs, tmp_path):
     two_ranks = ("learner.num_ranks=2", "learner.cpus_per_rank=1")
     store, ref, ref_versions, ref_result = run(jobs, tmp_path, f"run_dir={tmp_path / 'store'}", *two_ranks)
@@ -44,7 +40,7 @@ def test_broadcast_trains_exactly_like_the_object_store(ray_local, jobs, tmp_pat
     assert isinstance(store.weight_sync, ObjectStoreSync) and isinstance(bus.weight_sync, BroadcastSync)
     assert bus.weight_sync.generation == 0  # never rebuilt
     assert versions == ref_versions == [STEPS, STEPS]
-    assert [deterministic(r) for r in got] == [deterministic(r) for r in ref]
+    assert [deterministic(r, KEYS) for r in got] == [deterministic(r, KEYS) for r in ref]
     for r in got:  # S_old (actor) == S_theta (learner) before the first update: the weights arrived bit for bit
         assert r["learner"]["teacher_gap_max"] == 0.0 and r["learner"]["clamp_frac"][0] == 0.0
     assert result["eval"] == ref_result["eval"]  # evaluation loads the staged weights too

@@ -37,3 +37,9 @@ def actor_batches(cfg, model_dir):
         ray.kill(actor)
         ray.get(pool.shutdown.remote())
         ray.kill(pool)
+
+
+def full_state(group) -> dict:
+    """Every weight of a LearnerGroup, gathered through its export path (rank 0 -> object store)."""
+    ref, _ = group.export_weights()
+    return ray.get(ref)

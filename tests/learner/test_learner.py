@@ -8,7 +8,7 @@ from common.batch import RolloutBatch
 from common.config import ModelConfig, load_config
 from common.denoiser import load_denoiser
 from learner.group import LearnerGroup
-from rollouts import actor_batches, with_advantages  # tests/learner/rollouts.py
+from rollouts import actor_batches, full_state, with_advantages  # tests/learner/rollouts.py
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
@@ -20,11 +20,6 @@ BASE = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "
 def setup(ray_local, tiny_model_dir):
     with actor_batches(load_config(None, BASE), tiny_model_dir) as data:
         yield data
-
-
-def full_state(group: LearnerGroup) -> dict:
-    ref, _ = group.export_weights()
-    return ray.get(ref)
 
 
 def test_two_ranks_match_one_rank(setup, tiny_model_dir):

@@ -16,25 +16,12 @@ from common.tasks import make_prompts
 from deploy.fleet import RemoteRewardPool
 from learner.group import LearnerGroup
 from learner.token_update import onestep_prompt_mask
+from rollouts import full_state, with_advantages  # tests/learner/rollouts.py
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
 TOKEN = ["sampler.gen_length=32", "sampler.steps=8", "sampler.block_length=16", "algorithm.mu=2", "learner.lr=1e-3",
          "learner.cpus_per_rank=1"]
-
-
-def with_advantages(table, seed: int):
-    """Test data: the actor's batch with random (non-zero) rewards and their leave-one-out advantages (G = 6)."""
-    batch = RolloutBatch.from_arrow(table)
-    batch.reward = torch.rand(batch.num_rows, generator=torch.Generator().manual_seed(seed))
-    r = batch.reward.view(-1, 6)
-    batch.advantage = (r - (r.sum(1, keepdim=True) - r) / 5).reshape(-1)
-    return ray.put(batch.to_arrow())
-
-
-def full_state(group: LearnerGroup) -> dict:
-    ref, _ = group.export_weights()
-    return ray.get(ref)
 
 
 def config(name: str, *extra: str, ranks: int = 1):
