@@ -2,8 +2,8 @@
 
 No blocks: timesteps t = linspace(1, eps = 1e-3, steps + 1) over the whole completion; at step i (t -> s) every
 row reveals int(m * (1 - s / t)) of its m masked positions (all of them at the last step), computed in float32 as
-Dream does; all masked positions of a row compete. Per masked position: logits / T, then Dream's top_p filter,
-probs = softmax; T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^) (maskgit_plus /
+Dream does; all masked positions of a row compete. Per masked position: logits / T, then Dream's top_p and top_k
+filters (`sampler.top_k`: the official calls inherit 50), probs = softmax; T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^) (maskgit_plus /
 low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts, alg_temp 0 i.e.
 plain top-k). The mask token is never drawn (same rule as the block sampler). Padding and position ids for left
 pads are the denoiser's business (models), not this schedule's.
@@ -31,6 +31,12 @@ def dream_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
 
 
+def dream_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Dream's top_k_logits: logits below the k-th largest become the dtype's minimum (ties with the k-th stay)."""
+    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
+
+
 def reveal_counts(masked: int, steps: int) -> list[int]:
     """Tokens revealed per step for `masked` positions, exactly as Dream computes them (float32 timesteps)."""
     t = torch.linspace(1, EPS, steps + 1, device="cpu")
@@ -50,6 +56,8 @@ def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | 
         logits = logits / cfg.temperature
     if cfg.top_p is not None and cfg.top_p < 1:
         logits = dream_top_p(logits, cfg.top_p)
+    if cfg.top_k is not None:
+        logits = dream_top_k(logits, cfg.top_k)
     probs = logits.softmax(dim=-1)  # [N, V]
     if cfg.temperature > 0:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)

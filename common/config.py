@@ -97,6 +97,9 @@ class SamplerConfig(_Section):
         "low_confidence", description="confidence that orders the reveal: p(x^) (low_confidence; Dream calls it "
         "maskgit_plus), -entropy (entropy: official Dream rollouts), top1 - top2 probability (topk_margin), random")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus filter before sampling (Dream: 0.95)")
+    top_k: int | None = Field(None, gt=0, description="dream schedule: keep the k most likely tokens before the "
+                              "softmax that samples and scores (after top_p, as Dream's sample_tokens); None = off. "
+                              "The official GDSD calls inherit 50 from Dream's model config (transformers 4.x)")
     schedule: Literal["blocks", "dream"] = Field(
         "blocks", description="blocks = LLaDA generate (official LLaDA rollouts and eval); dream = Dream's "
         "diffusion_generate (official Dream rollouts and eval): timesteps linspace(1, 1e-3, steps + 1) over the whole "
@@ -113,6 +116,8 @@ class SamplerConfig(_Section):
     def _blocks_divide(self) -> "SamplerConfig":
         if self.schedule == "dream":
             return self
+        if self.top_k is not None:
+            raise ValueError("sampler.top_k applies to sampler.schedule=dream only (LLaDA's generate has no top_k)")
         if self.gen_length % self.block_length:
             raise ValueError(f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})")
         blocks = self.gen_length // self.block_length

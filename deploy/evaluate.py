@@ -33,7 +33,7 @@ def eval_sampler(cfg: RunConfig, ecfg: EvalConfig | None = None) -> SamplerConfi
     block = ecfg.block_length or min(cfg.sampler.block_length, gen)
     steps = ecfg.steps or max(gen // 2, gen // block)
     return SamplerConfig(gen_length=gen, steps=steps, block_length=block, temperature=0.0,
-                         remasking=cfg.sampler.remasking, schedule=cfg.sampler.schedule,
+                         remasking=cfg.sampler.remasking, schedule=cfg.sampler.schedule, top_k=cfg.sampler.top_k,
                          logits_budget_mb=cfg.sampler.logits_budget_mb)
 
 

@@ -11,9 +11,10 @@ from common.tokenize import encode_prompts
 
 
 def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: int, steps: int, alg: str,
-                            eps: float = 1e-3) -> tuple[list[int], list[int]]:
+                            eps: float = 1e-3, top_k: int | None = None) -> tuple[list[int], list[int]]:
     """Greedy Dream `diffusion_generate` (alg_temp 0, top_p 1, T 0) for one row, written as Dream writes it:
-    x == mask_id decides what is masked, full-vocab logits at every position, shifted for Dream-style models."""
+    x == mask_id decides what is masked, full-vocab logits at every position, shifted for Dream-style models;
+    `top_k` as Dream's top_k_logits (what the official GDSD calls inherit: 50)."""
     P = prompt.shape[0]
     x = torch.cat([prompt, torch.full((gen_length,), den.mask_id)])[None]  # [1, T]
     steps_of = [-1] * gen_length
@@ -26,6 +27,9 @@ def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: 
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         logits[..., den.mask_id] = float("-inf")  # the project's rule: a MASK is never drawn
         mask_logits = logits[mask_index].float()
+        if top_k is not None:  # below the k-th largest -> the dtype's minimum (written with sort, not topk)
+            kth = mask_logits.sort(dim=-1, descending=True).values[:, top_k - 1:top_k]
+            mask_logits = torch.where(mask_logits < kth, torch.finfo(mask_logits.dtype).min, mask_logits)
         probs = torch.softmax(mask_logits, dim=-1)
         confidence, x0 = probs.max(dim=-1)  # maskgit_plus at T = 0
         if alg == "topk_margin":
@@ -89,6 +93,33 @@ def test_dream_greedy_matches_one_row_reference(decisive, alg, shift, gen_length
         tokens, steps_of = dream_reference_one_row(den, ids[row], gen_length=gen_length, steps=steps, alg=alg)
         assert out.completion_ids[row].tolist() == tokens
         assert out.reveal_step[row].tolist() == steps_of
+
+
+@pytest.mark.parametrize("alg", ["entropy", "maskgit_plus"])
+def test_dream_top_k_matches_one_row_reference(decisive, alg):
+    """sampler.top_k filters before the softmax that orders the reveals (Dream's sample_tokens); k = 3 on the tiny
+    vocabulary changes the entropy order, so the test fails if the filter is skipped or misplaced."""
+    den = decisive(True)
+    prompts = ["sudoku 0120000000004300\n", "countdown 1,2,3 -> 6\n"]
+    ids, _ = encode_prompts(den.tokenizer, prompts)
+    changed = 0
+    for top_k in (3, 50):
+        cfg = SamplerConfig(gen_length=16, steps=8, temperature=0.0, remasking=alg, schedule="dream", top_k=top_k)
+        out = sample(den, ids, cfg)
+        plain = sample(den, ids, cfg.model_copy(update={"top_k": None}))
+        changed += int(not torch.equal(out.reveal_step, plain.reveal_step))
+        for row in range(len(prompts)):
+            tokens, steps_of = dream_reference_one_row(den, ids[row], gen_length=16, steps=8, alg=alg, top_k=top_k)
+            assert out.completion_ids[row].tolist() == tokens
+            assert out.reveal_step[row].tolist() == steps_of
+    if alg == "entropy":
+        assert changed, "top_k = 3 must change the entropy reveal order on this model"
+
+
+def test_top_k_is_refused_on_the_block_schedule():
+    with pytest.raises(ConfigError, match="top_k"):
+        load_config(None, ["sampler.top_k=50"])
+    assert load_config(None, ["sampler.top_k=50", "sampler.schedule=dream"]).sampler.top_k == 50
 
 
 def test_dream_sampling_with_temperature_and_top_p(denoiser):

@@ -36,7 +36,8 @@ def test_paper_config_loads_with_the_official_recipe(path):
                                                                                            "model")
         assert cfg.sampler.block_length == 32 and cfg.model.logits_shift is False
     else:
-        assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.top_p) == ("dream", "entropy", 0.95)
+        assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.top_p, cfg.sampler.top_k) == (
+            "dream", "entropy", 0.95, 50)
         assert cfg.model.logits_shift is True and cfg.model.mask_token_id == 151666
     if method in ("gdsd", "gdsd_tlc"):
         alg = cfg.algorithm
