@@ -6,9 +6,12 @@ Each step is one bidirectional forward over the whole sequence (no KV cache). Lo
 masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) with the noise
 in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0: argmax), its confidence is p(x^) (low_confidence),
 sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin) or uniform (random); the k most confident are
-revealed. Nothing is ever re-masked. Rows with nothing left to reveal in the block skip the forward. The mask token
-itself is never drawn (its logit is set to -inf): a trained dLLM gives it ~0 mass anyway, and an untrained one would
-otherwise "reveal" a MASK. `sampler.schedule: dream` hands over to Dream's own schedule (actors/sampler_dream.py).
+revealed. Nothing is ever re-masked. Rows with nothing left to reveal skip the forward. The MASK token
+(`sampler.draw_mask`): false = its logit is -inf, never drawn, every position of a block is revealed in that block
+(an untrained model would otherwise "reveal" MASKs); true = LLaDA's generate as GDSD runs it: argmax and softmax over
+the whole vocabulary, a position that draws MASK stays masked and competes again in the next steps and blocks
+(masked positions anywhere before the block's end compete; it may end as MASK, reveal_step -1).
+`sampler.schedule: dream` hands over to Dream's own schedule (actors/sampler_dream.py).
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
 from __future__ import annotations
@@ -122,7 +125,8 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
     for block in range(num_blocks):
         lo, hi = P + block * cfg.block_length, P + (block + 1) * cfg.block_length
         in_block = torch.zeros(1, P + L, dtype=torch.bool, device=device)
-        in_block[:, lo:hi] = True
+        # draw_mask: positions of earlier blocks that drew MASK compete too (official: x0_p[:, end:] = -inf only)
+        in_block[:, (P if cfg.draw_mask else lo):hi] = True
         for k in schedule:
             if k == 0:  # more steps than tokens in the block: nothing to reveal, no forward needed
                 step += 1
@@ -136,7 +140,8 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
             x_active, select_active = (x, select) if rows.numel() == B else (x[rows], select[rows])
             attention_active = attention if attention is None or rows.numel() == B else attention[rows]
             logits = denoiser.logits(x_active, positions=select_active, attention_mask=attention_active)  # [N, V]
-            logits[:, denoiser.mask_id] = float("-inf")
+            if not cfg.draw_mask:
+                logits[:, denoiser.mask_id] = float("-inf")
             if cfg.top_p is not None and cfg.top_p < 1:
                 logits = top_p_filter(logits, cfg.top_p)
             tokens = gumbel_argmax(logits, cfg.temperature, generator, noise_dtype(denoiser, cfg))  # [N]
@@ -150,6 +155,7 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
             keep = torch.arange(k, device=device)[None, :] < take[:, None]  # [b, k]
             reveal = torch.zeros_like(select_active).scatter(1, top, keep)  # [b, T]
             x_active = torch.where(reveal, drawn, x_active)
+            reveal &= drawn != denoiser.mask_id  # a drawn MASK leaves the position masked (draw_mask only)
             if rows.numel() == B:
                 x, masked = x_active, masked & ~reveal
             else:

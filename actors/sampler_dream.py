@@ -2,10 +2,12 @@
 
 No blocks: timesteps t = linspace(1, eps = 1e-3, steps + 1) over the whole completion; at step i (t -> s) every
 row reveals int(m * (1 - s / t)) of its m masked positions (all of them at the last step), computed in float32 as
-Dream does; all masked positions of a row compete. Per masked position: logits / T, then Dream's top_p and top_k
+Dream does, m counted per row (Dream divides the batch's count by the rows, the same when no row drew MASK); all
+masked positions of a row compete. Per masked position: logits / T, then Dream's top_p and top_k
 filters (`sampler.top_k`: the official calls inherit 50), probs = softmax; T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^) (maskgit_plus /
 low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts, alg_temp 0 i.e.
-plain top-k). The mask token is never drawn (same rule as the block sampler). Padding and position ids for left
+plain top-k). `sampler.draw_mask` as the block sampler: false = MASK never drawn; true = Dream's rule, a position
+that draws MASK stays masked and competes at the next step (it may end as MASK). Padding and position ids for left
 pads are the denoiser's business (models), not this schedule's.
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
@@ -83,18 +85,25 @@ def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfi
     masked[:, P:] = True
     reveal_step = torch.full((B, L), -1, dtype=torch.int32, device=device)
     forwards = 0
-    for step, k in enumerate(reveal_counts(L, cfg.steps)):
+    t = torch.linspace(1, EPS, cfg.steps + 1, device="cpu")  # float32, as Dream
+    for step in range(cfg.steps):
+        left = masked.sum(dim=1).float()  # [B] float32, as Dream's mask_index.sum() / rows
+        ks = (left if step == cfg.steps - 1 else left * (1 - t[step + 1] / t[step]).to(device)).long()  # [B] trunc
+        k = int(ks.max())
         if k == 0:  # Dream still runs the forward here; nothing it computes is used, so skip it
             continue
         logits = denoiser.logits(x, positions=masked, attention_mask=attention)  # [N, V], N = B * masked-per-row
-        logits[:, denoiser.mask_id] = float("-inf")
+        if not cfg.draw_mask:
+            logits[:, denoiser.mask_id] = float("-inf")
         tokens, conf = draw(logits, cfg, generator)
         full = torch.full((B, P + L), float("-inf"), device=device)  # [B, T]
         full[masked] = conf
         drawn = torch.zeros_like(x)
         drawn[masked] = tokens
-        reveal = torch.zeros_like(masked).scatter(1, full.topk(k, dim=1).indices, True)  # [B, T]
+        keep = torch.arange(k, device=device)[None, :] < ks[:, None]  # [B, k]: each row its own count
+        reveal = torch.zeros_like(masked).scatter(1, full.topk(k, dim=1).indices, keep)  # [B, T]
         x = torch.where(reveal, drawn, x)
+        reveal &= drawn != denoiser.mask_id  # a drawn MASK stays masked (draw_mask only)
         masked &= ~reveal
         reveal_step = torch.where(reveal[:, P:], step, reveal_step)
         forwards += 1

@@ -107,6 +107,11 @@ class SamplerConfig(_Section):
     logits_budget_mb: float = Field(
         4096, gt=0, description="largest logits tensor one sampler forward may produce (rows x positions x vocab in "
         "the model dtype); bigger rollout / evaluation batches are generated in row chunks that fit")
+    draw_mask: bool = Field(
+        False, description="True = the official loops (LLaDA generate, Dream diffusion_generate): argmax, sampling and "
+        "the confidence softmax run over the whole vocabulary, MASK included; a position that draws MASK stays masked "
+        "and is filled later (LLaDA: in a later block; it may end as MASK). False = MASK's logit is -inf (never drawn; "
+        "every position of a block is revealed in it). Paper configs and --protocol gdsd: true (docs/recipe.md)")
     gumbel_dtype: Literal["float64", "model"] = Field(
         "float64", description="precision of the Gumbel noise (blocks schedule): float64 as LLaDA's generate.py, or "
         "the model dtype as the official GDSD training rollouts (bf16 noise samples much more sharply, "

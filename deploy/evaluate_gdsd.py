@@ -53,7 +53,7 @@ def protocol_sampler(cfg: RunConfig, gen_length: int) -> SamplerConfig:
     config (paper configs: LLaDA blocks + low_confidence, Dream dream + entropy)."""
     return SamplerConfig(gen_length=gen_length, steps=max(gen_length // 2, 1), temperature=0.0,
                          block_length=min(OFFICIAL_BLOCK, gen_length), remasking=cfg.sampler.remasking,
-                         schedule=cfg.sampler.schedule)
+                         schedule=cfg.sampler.schedule, draw_mask=True)  # official: MASK stays in the vocabulary
 
 
 def evaluate_protocol(cfg: RunConfig, model_dir: str, task_name: str, *, limit: int | None = None,

@@ -31,6 +31,7 @@ def test_paper_config_loads_with_the_official_recipe(path):
     # the official per-device batch (GSM8K 10, MATH 8, Sudoku / Countdown 1); wd1: one prompt group per forward
     assert cfg.learner.micro_batch_rows == (G if method == "wd1" else {"gsm8k": 10, "math": 8}.get(task, 1))
     assert (cfg.sampler.gen_length, cfg.sampler.steps, cfg.sampler.temperature) == (256, diffusion_steps, 1.0)
+    assert cfg.sampler.draw_mask  # the official loops keep MASK in the vocabulary (docs/recipe.md)
     if model == "llada":
         assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.gumbel_dtype) == ("blocks", "low_confidence",
                                                                                            "model")
