@@ -59,6 +59,11 @@ def noise_dtype(denoiser: Denoiser, cfg: SamplerConfig) -> torch.dtype:
     return torch.float64 if cfg.gumbel_dtype == "float64" else next(denoiser.model.parameters()).dtype
 
 
+def confidence_dtype(denoiser: Denoiser, cfg: SamplerConfig) -> torch.dtype:
+    """The precision of `sampler.confidence_dtype`: float32, or the dtype of the model's weights."""
+    return torch.float32 if cfg.confidence_dtype == "float32" else next(denoiser.model.parameters()).dtype
+
+
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Set logits outside the smallest set of probability mass >= top_p to -inf (the top token always stays)."""
     sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -69,11 +74,12 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
-               generator: torch.Generator | None) -> torch.Tensor:
-    """float32 [N]: how sure the model is of each drawn token; the most confident are revealed first."""
+               generator: torch.Generator | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[N] in `dtype` (random: float32): how sure the model is of each drawn token; the most confident are revealed
+    first. The softmax runs in `dtype` (LLaDA's generate: float64; GDSD's rollouts: the model dtype)."""
     if remasking == "random":
         return torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    probs = logits.float().softmax(dim=-1)  # [N, V]
+    probs = logits.to(dtype).softmax(dim=-1)  # [N, V]
     if remasking in ("low_confidence", "maskgit_plus"):  # the same rule: LLaDA's name and Dream's
         return probs.gather(1, tokens[:, None]).squeeze(1)
     if remasking == "entropy":  # Dream: confidence = -entropy
@@ -146,7 +152,8 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
                 logits = top_p_filter(logits, cfg.top_p)
             tokens = gumbel_argmax(logits, cfg.temperature, generator, noise_dtype(denoiser, cfg))  # [N]
             conf = torch.full(select_active.shape, float("-inf"), device=device)  # [b, T]
-            conf[select_active] = confidence(logits, tokens, cfg.remasking, generator)
+            conf[select_active] = confidence(logits, tokens, cfg.remasking, generator,
+                                             confidence_dtype(denoiser, cfg)).float()  # bf16 values exactly
             drawn = torch.zeros_like(x_active)
             drawn[select_active] = tokens
             # reveal the k most confident masked positions of the block (k capped by what is left in a row)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from actors.sampler import SamplerOutput, confidence
+from actors.sampler import SamplerOutput, confidence, confidence_dtype
 from common.config import SamplerConfig
 from common.denoiser import Denoiser, padding_mask
 
@@ -50,10 +50,11 @@ def reveal_counts(masked: int, steps: int) -> list[int]:
     return counts
 
 
-def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens [N], confidence [N]) of Dream's sample_tokens for logits [N, V]."""
-    logits = logits.float()
+def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None,
+         dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [N], confidence [N]) of Dream's sample_tokens for logits [N, V], computed in `dtype`
+    (`sampler.confidence_dtype`; Dream itself: its bf16 logits)."""
+    logits = logits.to(dtype)
     if cfg.temperature > 0:
         logits = logits / cfg.temperature
     if cfg.top_p is not None and cfg.top_p < 1:
@@ -68,7 +69,7 @@ def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | 
     if cfg.remasking == "random":
         raise ValueError("sampler.remasking=random is not a Dream alg; with sampler.schedule=dream use "
                          "entropy, maskgit_plus (= low_confidence) or topk_margin")
-    return tokens, confidence(logits, tokens, cfg.remasking, generator)
+    return tokens, confidence(logits, tokens, cfg.remasking, generator, dtype)
 
 
 @torch.no_grad()
@@ -95,9 +96,9 @@ def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfi
         logits = denoiser.logits(x, positions=masked, attention_mask=attention)  # [N, V], N = B * masked-per-row
         if not cfg.draw_mask:
             logits[:, denoiser.mask_id] = float("-inf")
-        tokens, conf = draw(logits, cfg, generator)
+        tokens, conf = draw(logits, cfg, generator, confidence_dtype(denoiser, cfg))
         full = torch.full((B, P + L), float("-inf"), device=device)  # [B, T]
-        full[masked] = conf
+        full[masked] = conf.float()  # bf16 values exactly (confidence_dtype: model)
         drawn = torch.zeros_like(x)
         drawn[masked] = tokens
         keep = torch.arange(k, device=device)[None, :] < ks[:, None]  # [B, k]: each row its own count

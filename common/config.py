@@ -117,6 +117,11 @@ class SamplerConfig(_Section):
         "the model dtype as the official GDSD training rollouts (bf16 noise samples much more sharply, "
         "docs/recipe.md); the dream schedule samples from softmax probabilities as Dream does")
 
+    confidence_dtype: Literal["float32", "model"] = Field(
+        "float32", description="precision of the probabilities that order the reveals (and, on the dream schedule, "
+        "of Dream's whole sample_tokens: filters, softmax, draw): float32, or the model dtype as the official GDSD "
+        "rollouts (LLaDA: softmax(logits.to(model.dtype)); Dream: its bf16 logits as they come). docs/recipe.md")
+
     @model_validator(mode="after")
     def _blocks_divide(self) -> "SamplerConfig":
         if self.schedule == "dream":

@@ -34,7 +34,7 @@ def eval_sampler(cfg: RunConfig, ecfg: EvalConfig | None = None) -> SamplerConfi
     steps = ecfg.steps or max(gen // 2, gen // block)
     return SamplerConfig(gen_length=gen, steps=steps, block_length=block, temperature=0.0,
                          remasking=cfg.sampler.remasking, schedule=cfg.sampler.schedule, top_k=cfg.sampler.top_k,
-                         draw_mask=cfg.sampler.draw_mask,
+                         draw_mask=cfg.sampler.draw_mask, confidence_dtype=cfg.sampler.confidence_dtype,
                          logits_budget_mb=cfg.sampler.logits_budget_mb)
 
 

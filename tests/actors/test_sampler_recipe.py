@@ -11,8 +11,8 @@ from common.tokenize import encode_prompts
 
 
 def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: int, steps: int, alg: str,
-                            eps: float = 1e-3, top_k: int | None = None, draw_mask: bool = False
-                            ) -> tuple[list[int], list[int]]:
+                            eps: float = 1e-3, top_k: int | None = None, draw_mask: bool = False,
+                            dtype: torch.dtype = torch.float32) -> tuple[list[int], list[int]]:
     """Greedy Dream `diffusion_generate` (alg_temp 0, top_p 1, T 0) for one row, written as Dream writes it:
     x == mask_id decides what is masked, full-vocab logits at every position, shifted for Dream-style models;
     `top_k` as Dream's top_k_logits (what the official GDSD calls inherit: 50)."""
@@ -28,7 +28,7 @@ def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: 
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         if not draw_mask:
             logits[..., den.mask_id] = float("-inf")  # the project's other rule: a MASK is never drawn
-        mask_logits = logits[mask_index].float()
+        mask_logits = logits[mask_index].to(dtype)  # Dream: its bf16 logits as they come
         if top_k is not None:  # below the k-th largest -> the dtype's minimum (written with sort, not topk)
             kth = mask_logits.sort(dim=-1, descending=True).values[:, top_k - 1:top_k]
             mask_logits = torch.where(mask_logits < kth, torch.finfo(mask_logits.dtype).min, mask_logits)
@@ -42,7 +42,7 @@ def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: 
         t, s = timesteps[i], timesteps[i + 1]
         num_mask_token = mask_index.sum() / mask_index.shape[0]
         number_transfer_tokens = int(num_mask_token * (1 - s / t)) if i < steps - 1 else int(num_mask_token)
-        full_confidence = torch.full_like(x, -torch.inf, dtype=torch.float32)
+        full_confidence = torch.full_like(x, -torch.inf, dtype=confidence.dtype)  # Dream: the logits dtype
         full_confidence[mask_index] = confidence
         if number_transfer_tokens > 0:
             _, transfer_index = torch.topk(full_confidence, number_transfer_tokens)
@@ -55,10 +55,12 @@ def dream_reference_one_row(den: Denoiser, prompt: torch.Tensor, *, gen_length: 
     return x[0, P:].tolist(), steps_of
 
 
-def llada_official_one_row(den: Denoiser, prompt: torch.Tensor, cfg: SamplerConfig) -> tuple[list[int], list[int], int]:
+def llada_official_one_row(den: Denoiser, prompt: torch.Tensor, cfg: SamplerConfig,
+                           dtype: torch.dtype = torch.float32) -> tuple[list[int], list[int], int]:
     """Greedy LLaDA `generate` as GDSD's evaluation and rollouts call it, one row: x == mask_id decides what is
     masked; argmax and softmax over the whole vocabulary, MASK included; confidence -inf from the block's end on;
-    topk over the row; a drawn MASK leaves the position masked. Returns (tokens, step that set each position to a
+    topk over the row; a drawn MASK leaves the position masked; the softmax in `dtype` (GDSD's rollouts:
+    `F.softmax(logits.to(model.dtype))`, its evaluation: float32 under autocast). Returns (tokens, step that set each position to a
     non-MASK token or -1, MASK draws)."""
     P, L = prompt.shape[0], cfg.gen_length
     x = torch.cat([prompt, torch.full((L,), den.mask_id)])[None]  # [1, T]
@@ -76,7 +78,7 @@ def llada_official_one_row(den: Denoiser, prompt: torch.Tensor, cfg: SamplerConf
             if den.shift:
                 logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
             x0 = logits.argmax(dim=-1)
-            x0_p = logits.float().softmax(dim=-1).gather(-1, x0[..., None]).squeeze(-1)
+            x0_p = logits.to(dtype).softmax(dim=-1).gather(-1, x0[..., None]).squeeze(-1)
             x0_p[:, end:] = float("-inf")
             x0 = torch.where(mask_index, x0, x)
             conf = torch.where(mask_index, x0_p, torch.tensor(float("-inf")))
@@ -290,3 +292,44 @@ def test_dream_draw_mask_matches_one_row_reference(decisive, alg, ranks_mask_fir
         assert out.reveal_step[row].tolist() == steps_of
         if ranks_mask_first:
             assert tokens[-1] == den.mask_id and steps_of[-1] == -1
+
+
+@pytest.fixture(scope="module")
+def fresh_bf16(denoiser):
+    """The fresh tiny model in bfloat16 (as the paper's checkpoints run): its confidences are near-ties, where the
+    softmax precision decides the order."""
+    import copy
+
+    den = denoiser
+    model = copy.deepcopy(den.net).to(torch.bfloat16)
+
+    def view(shift: bool) -> Denoiser:
+        return Denoiser.wrap(model, den.tokenizer, mask_id=den.mask_id, eos_id=den.eos_id, shift=shift)
+
+    return view
+
+
+def test_confidence_dtype_model_matches_the_official_rollout_loops(fresh_bf16):
+    """sampler.confidence_dtype: model = GDSD's LLaDA rollouts (softmax(logits.to(bf16))) and Dream's sample_tokens
+    on its bf16 logits; float32 = the softmax in float32. Each against its one-row reference; the two precisions
+    must give different reveals somewhere, or the option would do nothing."""
+    ids, _ = encode_prompts(fresh_bf16(False).tokenizer, PROMPTS)
+    differ = 0
+    for shift, schedule in ((False, "blocks"), (True, "dream")):
+        den = fresh_bf16(shift)
+        outs = {}
+        for name, dtype in (("float32", torch.float32), ("model", torch.bfloat16)):
+            extra = {"block_length": 8} if schedule == "blocks" else {"remasking": "entropy", "top_k": 50}
+            cfg = SamplerConfig(gen_length=16, steps=8, temperature=0.0, schedule=schedule, draw_mask=True,
+                                confidence_dtype=name, **extra)
+            out = outs[name] = sample(den, ids, cfg)
+            for row in range(len(PROMPTS)):
+                if schedule == "blocks":
+                    tokens, steps_of, _ = llada_official_one_row(den, ids[row], cfg, dtype)
+                else:
+                    tokens, steps_of = dream_reference_one_row(den, ids[row], gen_length=16, steps=8, alg="entropy",
+                                                               top_k=50, draw_mask=True, dtype=dtype)
+                assert out.completion_ids[row].tolist() == tokens, (schedule, name)
+                assert out.reveal_step[row].tolist() == steps_of, (schedule, name)
+        differ += int(not torch.equal(outs["float32"].reveal_step, outs["model"].reveal_step))
+    assert differ, "bf16 and float32 confidences gave the same reveals on both schedules"

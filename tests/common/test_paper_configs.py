@@ -32,6 +32,7 @@ def test_paper_config_loads_with_the_official_recipe(path):
     assert cfg.learner.micro_batch_rows == (G if method == "wd1" else {"gsm8k": 10, "math": 8}.get(task, 1))
     assert (cfg.sampler.gen_length, cfg.sampler.steps, cfg.sampler.temperature) == (256, diffusion_steps, 1.0)
     assert cfg.sampler.draw_mask  # the official loops keep MASK in the vocabulary (docs/recipe.md)
+    assert cfg.sampler.confidence_dtype == "model"  # the official rollouts' softmax in bf16
     if model == "llada":
         assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.gumbel_dtype) == ("blocks", "low_confidence",
                                                                                            "model")
