@@ -6,7 +6,8 @@ Each step is one bidirectional forward over the whole sequence (no KV cache). Lo
 masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) with the noise
 in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0: argmax), its confidence is p(x^) (low_confidence),
 sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin) or uniform (random); the k most confident are
-revealed. Nothing is ever re-masked. Rows with nothing left to reveal skip the forward. The MASK token
+revealed. Noise and confidence run `draw_chunk` positions at a time (no float32 / float64 copy of the whole [N, V]
+logits; the chunk follows `sampler.logits_budget_mb`). Nothing is ever re-masked. Rows with nothing left to reveal skip the forward. The MASK token
 (`sampler.draw_mask`): false = its logit is -inf, never drawn, every position of a block is revealed in that block
 (an untrained model would otherwise "reveal" MASKs); true = LLaDA's generate as GDSD runs it: argmax and softmax over
 the whole vocabulary, a position that draws MASK stays masked and competes again in the next steps and blocks
@@ -90,6 +91,38 @@ def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
     raise ValueError(f"sampler.remasking: unknown {remasking!r}")
 
 
+DRAW_SHARE = 8  # one chunk's temporaries may take 1/DRAW_SHARE of sampler.logits_budget_mb
+
+
+def draw_chunk(cfg: SamplerConfig, vocab_size: int) -> int:
+    """Positions per chunk of the draw and the confidence: their float32 / float64 temporaries ([chunk, V], 8 bytes an
+    element at most: the float64 Gumbel noise) stay within 1/DRAW_SHARE of `sampler.logits_budget_mb`, so a step's
+    peak is the [N, V] logits in the model dtype (within the budget, rows_per_call) plus one chunk's temporaries."""
+    return max(1, int(cfg.logits_budget_mb * 2**20 / DRAW_SHARE // (vocab_size * 8)))
+
+
+def chunks(n: int, chunk: int) -> list[slice]:
+    return [slice(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+
+
+def draw_blocks(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None, *, mask_id: int,
+                noise: torch.dtype, conf_dtype: torch.dtype, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [N], float32 confidence [N]) of one LLaDA step over logits [N, V] (model dtype, edited in place: MASK's
+    logit, top_p), `chunk` positions at a time. The Gumbel noise of every chunk is drawn before any random
+    confidence, as in one unchunked pass, so a CPU generator gives the same draws whatever the chunk (CUDA's Philox
+    offsets depend on the call sizes: the same distribution, other numbers)."""
+    if not cfg.draw_mask:
+        logits[:, mask_id] = float("-inf")
+    parts = chunks(logits.shape[0], chunk)
+    if cfg.top_p is not None and cfg.top_p < 1:
+        for part in parts:
+            logits[part] = top_p_filter(logits[part], cfg.top_p)
+    tokens = torch.cat([gumbel_argmax(logits[part], cfg.temperature, generator, noise) for part in parts])
+    conf = torch.cat([confidence(logits[part], tokens[part], cfg.remasking, generator, conf_dtype).float()
+                      for part in parts])  # bf16 values exactly (confidence_dtype: model)
+    return tokens, conf
+
+
 def rows_per_call(cfg: SamplerConfig, *, vocab_size: int, dtype: torch.dtype) -> int:
     """How many rows one sampler call may take: the logits of one forward ([rows x positions, V], positions = the
     block, or the whole completion on Dream's schedule) must fit in `sampler.logits_budget_mb`. Callers split larger
@@ -146,14 +179,12 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
             x_active, select_active = (x, select) if rows.numel() == B else (x[rows], select[rows])
             attention_active = attention if attention is None or rows.numel() == B else attention[rows]
             logits = denoiser.logits(x_active, positions=select_active, attention_mask=attention_active)  # [N, V]
-            if not cfg.draw_mask:
-                logits[:, denoiser.mask_id] = float("-inf")
-            if cfg.top_p is not None and cfg.top_p < 1:
-                logits = top_p_filter(logits, cfg.top_p)
-            tokens = gumbel_argmax(logits, cfg.temperature, generator, noise_dtype(denoiser, cfg))  # [N]
+            tokens, conf_n = draw_blocks(logits, cfg, generator, mask_id=denoiser.mask_id,
+                                         noise=noise_dtype(denoiser, cfg), conf_dtype=confidence_dtype(denoiser, cfg),
+                                         chunk=draw_chunk(cfg, logits.shape[1]))  # [N] each
+            del logits
             conf = torch.full(select_active.shape, float("-inf"), device=device)  # [b, T]
-            conf[select_active] = confidence(logits, tokens, cfg.remasking, generator,
-                                             confidence_dtype(denoiser, cfg)).float()  # bf16 values exactly
+            conf[select_active] = conf_n
             drawn = torch.zeros_like(x_active)
             drawn[select_active] = tokens
             # reveal the k most confident masked positions of the block (k capped by what is left in a row)

@@ -6,7 +6,7 @@ Dream does, m counted per row (Dream divides the batch's count by the rows, the 
 masked positions of a row compete. Per masked position: logits / T, then Dream's top_p and top_k
 filters (`sampler.top_k`: the official calls inherit 50), probs = softmax; T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^) (maskgit_plus /
 low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts, alg_temp 0 i.e.
-plain top-k). `sampler.draw_mask` as the block sampler: false = MASK never drawn; true = Dream's rule, a position
+plain top-k). The draw runs `draw_chunk` positions at a time (actors/sampler.py). `sampler.draw_mask` as the block sampler: false = MASK never drawn; true = Dream's rule, a position
 that draws MASK stays masked and competes at the next step (it may end as MASK). Padding and position ids for left
 pads are the denoiser's business (models), not this schedule's.
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from actors.sampler import SamplerOutput, confidence, confidence_dtype
+from actors.sampler import SamplerOutput, chunks, confidence, confidence_dtype, draw_chunk
 from common.config import SamplerConfig
 from common.denoiser import Denoiser, padding_mask
 
@@ -72,6 +72,14 @@ def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | 
     return tokens, confidence(logits, tokens, cfg.remasking, generator, dtype)
 
 
+def draw_chunked(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None, dtype: torch.dtype,
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draw` `chunk` positions at a time: no `dtype` copy of the whole [N, V] logits; the generator is called per
+    chunk in order (a CPU generator gives the same draws as one pass; CUDA: same distribution, other numbers)."""
+    parts = [draw(logits[part], cfg, generator, dtype) for part in chunks(logits.shape[0], chunk)]
+    return torch.cat([t for t, _ in parts]), torch.cat([c for _, c in parts])
+
+
 @torch.no_grad()
 def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
                  generator: torch.Generator | None = None, *, prompt_len: torch.Tensor | None = None) -> SamplerOutput:
@@ -96,7 +104,9 @@ def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfi
         logits = denoiser.logits(x, positions=masked, attention_mask=attention)  # [N, V], N = B * masked-per-row
         if not cfg.draw_mask:
             logits[:, denoiser.mask_id] = float("-inf")
-        tokens, conf = draw(logits, cfg, generator, confidence_dtype(denoiser, cfg))
+        tokens, conf = draw_chunked(logits, cfg, generator, confidence_dtype(denoiser, cfg),
+                                    draw_chunk(cfg, logits.shape[1]))
+        del logits
         full = torch.full((B, P + L), float("-inf"), device=device)  # [B, T]
         full[masked] = conf.float()  # bf16 values exactly (confidence_dtype: model)
         drawn = torch.zeros_like(x)
