@@ -16,6 +16,11 @@ def test_official_eval_sampler_defaults():
     assert (s.gen_length, s.steps, s.block_length, s.temperature) == (256, 128, 32, 0.0)  # steps = gen_len / 2
     s = eval_sampler(cfg, cfg.eval.model_copy(update={"gen_length": 64, "steps": 64, "block_length": 64}))
     assert (s.gen_length, s.steps, s.block_length) == (64, 64, 64)
+    dream = load_config(None, ["sampler.schedule=dream", "sampler.remasking=entropy", "sampler.top_k=50",
+                               "sampler.top_p=0.95", "sampler.draw_mask=true", "sampler.confidence_dtype=model"])
+    s = eval_sampler(dream)  # the run's sampler rules, greedy (top_p only matters when sampling)
+    assert (s.schedule, s.remasking, s.top_k, s.draw_mask, s.confidence_dtype, s.temperature) == (
+        "dream", "entropy", 50, True, "model", 0.0)
 
 
 def test_summarize_sudoku_and_countdown():
