@@ -3,11 +3,13 @@
 x = [prompt, MASK * L]; the completion is split into blocks of `block_length` revealed left to right; `steps` are
 split evenly over blocks; in a block the masked count is split evenly over its steps, remainder to the first steps.
 Each step is one bidirectional forward over the whole sequence (no KV cache). Logits are computed only at the
-masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) with the noise
-in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0: argmax), its confidence is p(x^) (low_confidence),
-sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin) or uniform (random); the k most confident are
+masked positions of the current block (with `draw_mask`, also earlier ones still masked); a masked position draws
+x^ = argmax(exp(logits) / (-log u)^T) with the noise in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0:
+argmax), its confidence is p(x^) (low_confidence), sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin)
+or uniform (random), the softmax in float32 or the model dtype (`sampler.confidence_dtype`); the k most confident are
 revealed. Noise and confidence run `draw_chunk` positions at a time (no float32 / float64 copy of the whole [N, V]
-logits; the chunk follows `sampler.logits_budget_mb`). Nothing is ever re-masked. Rows with nothing left to reveal skip the forward. The MASK token
+logits; the chunk follows `sampler.logits_budget_mb`). Nothing is ever re-masked. Rows with nothing left to reveal
+skip the forward. The MASK token
 (`sampler.draw_mask`): false = its logit is -inf, never drawn, every position of a block is revealed in that block
 (an untrained model would otherwise "reveal" MASKs); true = LLaDA's generate as GDSD runs it: argmax and softmax over
 the whole vocabulary, a position that draws MASK stays masked and competes again in the next steps and blocks
