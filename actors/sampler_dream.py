@@ -3,12 +3,14 @@
 No blocks: timesteps t = linspace(1, eps = 1e-3, steps + 1) over the whole completion; at step i (t -> s) every
 row reveals int(m * (1 - s / t)) of its m masked positions (all of them at the last step), computed in float32 as
 Dream does, m counted per row (Dream divides the batch's count by the rows, the same when no row drew MASK); all
-masked positions of a row compete. Per masked position: logits / T, then Dream's top_p and top_k
-filters (`sampler.top_k`: the official calls inherit 50), probs = softmax; T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^) (maskgit_plus /
-low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts, alg_temp 0 i.e.
-plain top-k). The draw runs `draw_chunk` positions at a time (actors/sampler.py). `sampler.draw_mask` as the block sampler: false = MASK never drawn; true = Dream's rule, a position
-that draws MASK stays masked and competes at the next step (it may end as MASK). Padding and position ids for left
-pads are the denoiser's business (models), not this schedule's.
+masked positions of a row compete. Per masked position: logits / T, then Dream's top_p and top_k filters
+(`sampler.top_k`: the official calls inherit 50), probs = softmax, all in float32 or the model dtype
+(`sampler.confidence_dtype`); T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^)
+(maskgit_plus / low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts,
+alg_temp 0 i.e. plain top-k). The draw runs `draw_chunk` positions at a time (actors/sampler.py).
+`sampler.draw_mask` as the block sampler: false = MASK never drawn; true = Dream's rule, a position that draws MASK
+stays masked and competes at the next step (it may end as MASK). Padding and position ids for left pads are the
+denoiser's business (models), not this schedule's.
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
 from __future__ import annotations
