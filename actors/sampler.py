@@ -3,12 +3,18 @@
 x = [prompt, MASK * L]; the completion is split into blocks of `block_length` revealed left to right; `steps` are
 split evenly over blocks; in a block the masked count is split evenly over its steps, remainder to the first steps.
 Each step is one bidirectional forward over the whole sequence (no KV cache). Logits are computed only at the
-masked positions of the current block; a masked position draws x^ = argmax(exp(logits) / (-log u)^T) with the noise
-in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0: argmax), its confidence is p(x^) (low_confidence),
-sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin) or uniform (random); the k most confident are
-revealed. Nothing is ever re-masked. Rows with nothing left to reveal in the block skip the forward. The mask token
-itself is never drawn (its logit is set to -inf): a trained dLLM gives it ~0 mass anyway, and an untrained one would
-otherwise "reveal" a MASK. `sampler.schedule: dream` hands over to Dream's own schedule (actors/sampler_dream.py).
+masked positions of the current block (with `draw_mask`, also earlier ones still masked); a masked position draws
+x^ = argmax(exp(logits) / (-log u)^T) with the noise in float64 or the model dtype (`sampler.gumbel_dtype`; T = 0:
+argmax), its confidence is p(x^) (low_confidence), sum p log p (entropy, i.e. -entropy), top1 - top2 (topk_margin)
+or uniform (random), the softmax in float32 or the model dtype (`sampler.confidence_dtype`); the k most confident are
+revealed. Noise and confidence run `draw_chunk` positions at a time (no float32 / float64 copy of the whole [N, V]
+logits; the chunk follows `sampler.logits_budget_mb`). Nothing is ever re-masked. Rows with nothing left to reveal
+skip the forward. The MASK token
+(`sampler.draw_mask`): false = its logit is -inf, never drawn, every position of a block is revealed in that block
+(an untrained model would otherwise "reveal" MASKs); true = LLaDA's generate as GDSD runs it: argmax and softmax over
+the whole vocabulary, a position that draws MASK stays masked and competes again in the next steps and blocks
+(masked positions anywhere before the block's end compete; it may end as MASK, reveal_step -1).
+`sampler.schedule: dream` hands over to Dream's own schedule (actors/sampler_dream.py).
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
 from __future__ import annotations
@@ -56,6 +62,11 @@ def noise_dtype(denoiser: Denoiser, cfg: SamplerConfig) -> torch.dtype:
     return torch.float64 if cfg.gumbel_dtype == "float64" else next(denoiser.model.parameters()).dtype
 
 
+def confidence_dtype(denoiser: Denoiser, cfg: SamplerConfig) -> torch.dtype:
+    """The precision of `sampler.confidence_dtype`: float32, or the dtype of the model's weights."""
+    return torch.float32 if cfg.confidence_dtype == "float32" else next(denoiser.model.parameters()).dtype
+
+
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Set logits outside the smallest set of probability mass >= top_p to -inf (the top token always stays)."""
     sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -66,11 +77,12 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
-               generator: torch.Generator | None) -> torch.Tensor:
-    """float32 [N]: how sure the model is of each drawn token; the most confident are revealed first."""
+               generator: torch.Generator | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[N] in `dtype` (random: float32): how sure the model is of each drawn token; the most confident are revealed
+    first. The softmax runs in `dtype` (LLaDA's generate: float64; GDSD's rollouts: the model dtype)."""
     if remasking == "random":
         return torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    probs = logits.float().softmax(dim=-1)  # [N, V]
+    probs = logits.to(dtype).softmax(dim=-1)  # [N, V]
     if remasking in ("low_confidence", "maskgit_plus"):  # the same rule: LLaDA's name and Dream's
         return probs.gather(1, tokens[:, None]).squeeze(1)
     if remasking == "entropy":  # Dream: confidence = -entropy
@@ -79,6 +91,38 @@ def confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str,
         top2 = probs.topk(2, dim=-1).values  # [N, 2]
         return top2[:, 0] - top2[:, 1]
     raise ValueError(f"sampler.remasking: unknown {remasking!r}")
+
+
+DRAW_SHARE = 8  # one chunk's temporaries may take 1/DRAW_SHARE of sampler.logits_budget_mb
+
+
+def draw_chunk(cfg: SamplerConfig, vocab_size: int) -> int:
+    """Positions per chunk of the draw and the confidence: their float32 / float64 temporaries ([chunk, V], 8 bytes an
+    element at most: the float64 Gumbel noise) stay within 1/DRAW_SHARE of `sampler.logits_budget_mb`, so a step's
+    peak is the [N, V] logits in the model dtype (within the budget, rows_per_call) plus one chunk's temporaries."""
+    return max(1, int(cfg.logits_budget_mb * 2**20 / DRAW_SHARE // (vocab_size * 8)))
+
+
+def chunks(n: int, chunk: int) -> list[slice]:
+    return [slice(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+
+
+def draw_blocks(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None, *, mask_id: int,
+                noise: torch.dtype, conf_dtype: torch.dtype, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [N], float32 confidence [N]) of one LLaDA step over logits [N, V] (model dtype, edited in place: MASK's
+    logit, top_p), `chunk` positions at a time. The Gumbel noise of every chunk is drawn before any random
+    confidence, as in one unchunked pass, so a CPU generator gives the same draws whatever the chunk (CUDA's Philox
+    offsets depend on the call sizes: the same distribution, other numbers)."""
+    if not cfg.draw_mask:
+        logits[:, mask_id] = float("-inf")
+    parts = chunks(logits.shape[0], chunk)
+    if cfg.top_p is not None and cfg.top_p < 1:
+        for part in parts:
+            logits[part] = top_p_filter(logits[part], cfg.top_p)
+    tokens = torch.cat([gumbel_argmax(logits[part], cfg.temperature, generator, noise) for part in parts])
+    conf = torch.cat([confidence(logits[part], tokens[part], cfg.remasking, generator, conf_dtype).float()
+                      for part in parts])  # bf16 values exactly (confidence_dtype: model)
+    return tokens, conf
 
 
 def rows_per_call(cfg: SamplerConfig, *, vocab_size: int, dtype: torch.dtype) -> int:
@@ -122,7 +166,8 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
     for block in range(num_blocks):
         lo, hi = P + block * cfg.block_length, P + (block + 1) * cfg.block_length
         in_block = torch.zeros(1, P + L, dtype=torch.bool, device=device)
-        in_block[:, lo:hi] = True
+        # draw_mask: positions of earlier blocks that drew MASK compete too (official: x0_p[:, end:] = -inf only)
+        in_block[:, (P if cfg.draw_mask else lo):hi] = True
         for k in schedule:
             if k == 0:  # more steps than tokens in the block: nothing to reveal, no forward needed
                 step += 1
@@ -136,12 +181,12 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
             x_active, select_active = (x, select) if rows.numel() == B else (x[rows], select[rows])
             attention_active = attention if attention is None or rows.numel() == B else attention[rows]
             logits = denoiser.logits(x_active, positions=select_active, attention_mask=attention_active)  # [N, V]
-            logits[:, denoiser.mask_id] = float("-inf")
-            if cfg.top_p is not None and cfg.top_p < 1:
-                logits = top_p_filter(logits, cfg.top_p)
-            tokens = gumbel_argmax(logits, cfg.temperature, generator, noise_dtype(denoiser, cfg))  # [N]
+            tokens, conf_n = draw_blocks(logits, cfg, generator, mask_id=denoiser.mask_id,
+                                         noise=noise_dtype(denoiser, cfg), conf_dtype=confidence_dtype(denoiser, cfg),
+                                         chunk=draw_chunk(cfg, logits.shape[1]))  # [N] each
+            del logits
             conf = torch.full(select_active.shape, float("-inf"), device=device)  # [b, T]
-            conf[select_active] = confidence(logits, tokens, cfg.remasking, generator)
+            conf[select_active] = conf_n
             drawn = torch.zeros_like(x_active)
             drawn[select_active] = tokens
             # reveal the k most confident masked positions of the block (k capped by what is left in a row)
@@ -150,6 +195,7 @@ def sample(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
             keep = torch.arange(k, device=device)[None, :] < take[:, None]  # [b, k]
             reveal = torch.zeros_like(select_active).scatter(1, top, keep)  # [b, T]
             x_active = torch.where(reveal, drawn, x_active)
+            reveal &= drawn != denoiser.mask_id  # a drawn MASK leaves the position masked (draw_mask only)
             if rows.numel() == B:
                 x, masked = x_active, masked & ~reveal
             else:

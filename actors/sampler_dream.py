@@ -2,18 +2,22 @@
 
 No blocks: timesteps t = linspace(1, eps = 1e-3, steps + 1) over the whole completion; at step i (t -> s) every
 row reveals int(m * (1 - s / t)) of its m masked positions (all of them at the last step), computed in float32 as
-Dream does; all masked positions of a row compete. Per masked position: logits / T, then Dream's top_p filter,
-probs = softmax; T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^) (maskgit_plus /
-low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts, alg_temp 0 i.e.
-plain top-k). The mask token is never drawn (same rule as the block sampler). Padding and position ids for left
-pads are the denoiser's business (models), not this schedule's.
+Dream does, m counted per row (Dream divides the batch's count by the rows, the same when no row drew MASK); all
+masked positions of a row compete. Per masked position: logits / T, then Dream's top_p and top_k filters
+(`sampler.top_k`: the official calls inherit 50), probs = softmax, all in float32 or the model dtype
+(`sampler.confidence_dtype`); T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^)
+(maskgit_plus / low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts,
+alg_temp 0 i.e. plain top-k). The draw runs `draw_chunk` positions at a time (actors/sampler.py).
+`sampler.draw_mask` as the block sampler: false = MASK never drawn; true = Dream's rule, a position that draws MASK
+stays masked and competes at the next step (it may end as MASK). Padding and position ids for left pads are the
+denoiser's business (models), not this schedule's.
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
 from __future__ import annotations
 
 import torch
 
-from actors.sampler import SamplerOutput, confidence
+from actors.sampler import SamplerOutput, chunks, confidence, confidence_dtype, draw_chunk
 from common.config import SamplerConfig
 from common.denoiser import Denoiser, padding_mask
 
@@ -31,6 +35,12 @@ def dream_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
 
 
+def dream_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Dream's top_k_logits: logits below the k-th largest become the dtype's minimum (ties with the k-th stay)."""
+    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
+
+
 def reveal_counts(masked: int, steps: int) -> list[int]:
     """Tokens revealed per step for `masked` positions, exactly as Dream computes them (float32 timesteps)."""
     t = torch.linspace(1, EPS, steps + 1, device="cpu")
@@ -42,14 +52,17 @@ def reveal_counts(masked: int, steps: int) -> list[int]:
     return counts
 
 
-def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens [N], confidence [N]) of Dream's sample_tokens for logits [N, V]."""
-    logits = logits.float()
+def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None,
+         dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [N], confidence [N]) of Dream's sample_tokens for logits [N, V], computed in `dtype`
+    (`sampler.confidence_dtype`; Dream itself: its bf16 logits)."""
+    logits = logits.to(dtype)
     if cfg.temperature > 0:
         logits = logits / cfg.temperature
     if cfg.top_p is not None and cfg.top_p < 1:
         logits = dream_top_p(logits, cfg.top_p)
+    if cfg.top_k is not None:
+        logits = dream_top_k(logits, cfg.top_k)
     probs = logits.softmax(dim=-1)  # [N, V]
     if cfg.temperature > 0:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
@@ -58,7 +71,15 @@ def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | 
     if cfg.remasking == "random":
         raise ValueError("sampler.remasking=random is not a Dream alg; with sampler.schedule=dream use "
                          "entropy, maskgit_plus (= low_confidence) or topk_margin")
-    return tokens, confidence(logits, tokens, cfg.remasking, generator)
+    return tokens, confidence(logits, tokens, cfg.remasking, generator, dtype)
+
+
+def draw_chunked(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | None, dtype: torch.dtype,
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draw` `chunk` positions at a time: no `dtype` copy of the whole [N, V] logits; the generator is called per
+    chunk in order (a CPU generator gives the same draws as one pass; CUDA: same distribution, other numbers)."""
+    parts = [draw(logits[part], cfg, generator, dtype) for part in chunks(logits.shape[0], chunk)]
+    return torch.cat([t for t, _ in parts]), torch.cat([c for _, c in parts])
 
 
 @torch.no_grad()
@@ -75,18 +96,27 @@ def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfi
     masked[:, P:] = True
     reveal_step = torch.full((B, L), -1, dtype=torch.int32, device=device)
     forwards = 0
-    for step, k in enumerate(reveal_counts(L, cfg.steps)):
+    t = torch.linspace(1, EPS, cfg.steps + 1, device="cpu")  # float32, as Dream
+    for step in range(cfg.steps):
+        left = masked.sum(dim=1).float()  # [B] float32, as Dream's mask_index.sum() / rows
+        ks = (left if step == cfg.steps - 1 else left * (1 - t[step + 1] / t[step]).to(device)).long()  # [B] trunc
+        k = int(ks.max())
         if k == 0:  # Dream still runs the forward here; nothing it computes is used, so skip it
             continue
         logits = denoiser.logits(x, positions=masked, attention_mask=attention)  # [N, V], N = B * masked-per-row
-        logits[:, denoiser.mask_id] = float("-inf")
-        tokens, conf = draw(logits, cfg, generator)
+        if not cfg.draw_mask:
+            logits[:, denoiser.mask_id] = float("-inf")
+        tokens, conf = draw_chunked(logits, cfg, generator, confidence_dtype(denoiser, cfg),
+                                    draw_chunk(cfg, logits.shape[1]))
+        del logits
         full = torch.full((B, P + L), float("-inf"), device=device)  # [B, T]
-        full[masked] = conf
+        full[masked] = conf.float()  # bf16 values exactly (confidence_dtype: model)
         drawn = torch.zeros_like(x)
         drawn[masked] = tokens
-        reveal = torch.zeros_like(masked).scatter(1, full.topk(k, dim=1).indices, True)  # [B, T]
+        keep = torch.arange(k, device=device)[None, :] < ks[:, None]  # [B, k]: each row its own count
+        reveal = torch.zeros_like(masked).scatter(1, full.topk(k, dim=1).indices, keep)  # [B, T]
         x = torch.where(reveal, drawn, x)
+        reveal &= drawn != denoiser.mask_id  # a drawn MASK stays masked (draw_mask only)
         masked &= ~reveal
         reveal_step = torch.where(reveal[:, P:], step, reveal_step)
         forwards += 1

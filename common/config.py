@@ -97,6 +97,9 @@ class SamplerConfig(_Section):
         "low_confidence", description="confidence that orders the reveal: p(x^) (low_confidence; Dream calls it "
         "maskgit_plus), -entropy (entropy: official Dream rollouts), top1 - top2 probability (topk_margin), random")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus filter before sampling (Dream: 0.95)")
+    top_k: int | None = Field(None, gt=0, description="dream schedule: keep the k most likely tokens before the "
+                              "softmax that samples and scores (after top_p, as Dream's sample_tokens); None = off. "
+                              "The official GDSD calls inherit 50 from Dream's model config (transformers 4.x)")
     schedule: Literal["blocks", "dream"] = Field(
         "blocks", description="blocks = LLaDA generate (official LLaDA rollouts and eval); dream = Dream's "
         "diffusion_generate (official Dream rollouts and eval): timesteps linspace(1, 1e-3, steps + 1) over the whole "
@@ -104,15 +107,27 @@ class SamplerConfig(_Section):
     logits_budget_mb: float = Field(
         4096, gt=0, description="largest logits tensor one sampler forward may produce (rows x positions x vocab in "
         "the model dtype); bigger rollout / evaluation batches are generated in row chunks that fit")
+    draw_mask: bool = Field(
+        False, description="True = the official loops (LLaDA generate, Dream diffusion_generate): argmax, sampling and "
+        "the confidence softmax run over the whole vocabulary, MASK included; a position that draws MASK stays masked "
+        "and is filled later (LLaDA: in a later block; it may end as MASK). False = MASK's logit is -inf (never drawn; "
+        "every position of a block is revealed in it). Paper configs and --protocol gdsd: true (docs/recipe.md)")
     gumbel_dtype: Literal["float64", "model"] = Field(
         "float64", description="precision of the Gumbel noise (blocks schedule): float64 as LLaDA's generate.py, or "
         "the model dtype as the official GDSD training rollouts (bf16 noise samples much more sharply, "
         "docs/recipe.md); the dream schedule samples from softmax probabilities as Dream does")
 
+    confidence_dtype: Literal["float32", "model"] = Field(
+        "float32", description="precision of the probabilities that order the reveals (and, on the dream schedule, "
+        "of Dream's whole sample_tokens: filters, softmax, draw): float32, or the model dtype as the official GDSD "
+        "rollouts (LLaDA: softmax(logits.to(model.dtype)); Dream: its bf16 logits as they come). docs/recipe.md")
+
     @model_validator(mode="after")
     def _blocks_divide(self) -> "SamplerConfig":
         if self.schedule == "dream":
             return self
+        if self.top_k is not None:
+            raise ValueError("sampler.top_k applies to sampler.schedule=dream only (LLaDA's generate has no top_k)")
         if self.gen_length % self.block_length:
             raise ValueError(f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})")
         blocks = self.gen_length // self.block_length

@@ -18,6 +18,7 @@ cluster.local_env()  # before anything imports ray (common/cluster.py)
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ def eval_sampler(cfg: RunConfig, ecfg: EvalConfig | None = None) -> SamplerConfi
     block = ecfg.block_length or min(cfg.sampler.block_length, gen)
     steps = ecfg.steps or max(gen // 2, gen // block)
     return SamplerConfig(gen_length=gen, steps=steps, block_length=block, temperature=0.0,
-                         remasking=cfg.sampler.remasking, schedule=cfg.sampler.schedule,
+                         remasking=cfg.sampler.remasking, schedule=cfg.sampler.schedule, top_k=cfg.sampler.top_k,
+                         draw_mask=cfg.sampler.draw_mask, confidence_dtype=cfg.sampler.confidence_dtype,
                          logits_budget_mb=cfg.sampler.logits_budget_mb)
 
 
@@ -64,10 +66,14 @@ def main_gdsd(args: argparse.Namespace) -> None:
     if len(args.overrides) < 2 or "=" in args.overrides[0] or "=" in args.overrides[1]:
         raise SystemExit("usage: python -m deploy.evaluate --protocol gdsd MODEL_DIR TASK [key=value ...]")
     model_dir, task, overrides = args.overrides[0], args.overrides[1], args.overrides[2:]
-    # the protocol's prompt is GDSD's evaluation prompt unless --prompt-format or a config says otherwise
-    prompt_format = args.prompt_format or ("gdsd" if args.config is None else None)
-    cfg = load_config(args.config, [f"task.name={task}", *([f"task.prompt_format={prompt_format}"] if prompt_format
-                                                           else []), *overrides])
+    # the protocol's prompts are GDSD's evaluation prompts, whatever the config says; only --prompt-format (an
+    # explicit deviation, e.g. the tiny model's short prompts) changes them, and the table says so
+    given = load_config(args.config, [f"task.name={task}", *overrides]).task.prompt_format
+    prompt_format = args.prompt_format or "gdsd"
+    if given != prompt_format and not args.prompt_format:
+        print(f"--protocol gdsd: task.prompt_format={given} (from the config) replaced by gdsd, the official prompts",
+              file=sys.stderr)
+    cfg = load_config(args.config, [f"task.name={task}", *overrides, f"task.prompt_format={prompt_format}"])
     gens = [int(g) for g in args.gen_lengths.split(",")] if args.gen_lengths else None
     results = evaluate_protocol(cfg, model_dir, task, limit=args.limit, batch_size=args.batch_size,
                                 gen_lengths=gens, device=args.device or device_default())
@@ -88,7 +94,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="gdsd: only the first N protocol items (smoke runs)")
     parser.add_argument("--batch-size", type=int, default=1, help="gdsd: rows per sampler call (official: 1)")
     parser.add_argument("--gen-lengths", default=None, help="gdsd: comma-separated, instead of the protocol's")
-    parser.add_argument("--prompt-format", default=None, help="gdsd: instead of 'gdsd' (e.g. compact, tiny model)")
+    parser.add_argument("--prompt-format", default=None, help="gdsd: instead of GDSD's prompts (e.g. compact, tiny "
+                        "model); the table marks the result as not the official prompts")
     parser.add_argument("--device", default=None, help="gdsd: torch device (default cuda when available)")
     parser.add_argument("--out", default=None, help="gdsd: write results and generations as JSON here")
     parser.add_argument("overrides", nargs="*")

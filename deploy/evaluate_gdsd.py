@@ -4,9 +4,11 @@
 
 Exactly as the official scripts: the task's test set (data/, or task.test_path), `num_items` items drawn with
 `np.random.seed(42); np.random.choice(n, num_items, replace=False)` (all 256 Countdown rows, 256 of the 500 Sudoku
-puzzles); GDSD's evaluation prompt through the tokenizer's chat template and "<reasoning>" prefilled; greedy,
-steps = gen_length / 2, block 32 (sampler.schedule from the config: blocks for LLaDA, dream for Dream, whose
-official eval is diffusion_generate with alg entropy); every gen length of the protocol (Sudoku 128 and 256,
+puzzles); GDSD's evaluation prompt through the tokenizer's chat template and "<reasoning>" prefilled (whatever
+the config's task.prompt_format; only --prompt-format changes it, and the result says so); greedy, steps =
+gen_length / 2, block 32, the sampler of the checkpoint's family as eval.py picks it by model (config.json
+`model_type`, or model.family: LLaDA's generate, or Dream's diffusion_generate with alg entropy and the inherited
+top_k 50; `OFFICIAL_SAMPLERS`; the config's sampler settings do not apply); every gen length of the protocol (Sudoku 128 and 256,
 Countdown 128); the completion decoded whole with special tokens, parsed and scored by the task's official parser;
 the metric micro-averaged (Sudoku: correct cells / empty cells). Batch size 1 as run_eval.sh (no padding) unless
 --batch-size says otherwise. Runs in this process on one device (no Ray): it is a measurement, not a service.
@@ -48,12 +50,32 @@ def official_items(task: Task, *, test_path: str | None, prompt_format: str) -> 
     return [items[i] for i in order]
 
 
-def protocol_sampler(cfg: RunConfig, gen_length: int) -> SamplerConfig:
-    """Greedy, steps = gen_length / 2, block 32 (the completion when shorter); schedule and confidence rule from the
-    config (paper configs: LLaDA blocks + low_confidence, Dream dream + entropy)."""
+# What eval/eval.py runs for each family (it picks by model): LLaDA's `generate` (low_confidence, its softmax in
+# float32 under the evaluation's autocast) or Dream's `diffusion_generate(alg="entropy", alg_temp=0, top_p=1 at
+# T = 0)` with top_k 50 inherited from Dream's model config and everything on Dream's bf16 logits. Both keep MASK
+# in the vocabulary. docs/recipe.md sections 2-4 and 7.
+OFFICIAL_SAMPLERS: dict[str, dict[str, Any]] = {
+    "llada": dict(schedule="blocks", remasking="low_confidence", confidence_dtype="float32", draw_mask=True),
+    "dream": dict(schedule="dream", remasking="entropy", top_k=50, confidence_dtype="model", draw_mask=True),
+}
+
+
+def protocol_sampler(family: str, gen_length: int, *, logits_budget_mb: float | None = None) -> SamplerConfig:
+    """Greedy, steps = gen_length / 2, block 32 (the completion when shorter), the family's official sampler."""
+    if family not in OFFICIAL_SAMPLERS:
+        raise SystemExit(f"--protocol gdsd: no official sampler for model family {family!r} "
+                         f"(known: {', '.join(OFFICIAL_SAMPLERS)}; model.family picks one)")
+    budget = {} if logits_budget_mb is None else {"logits_budget_mb": logits_budget_mb}
     return SamplerConfig(gen_length=gen_length, steps=max(gen_length // 2, 1), temperature=0.0,
-                         block_length=min(OFFICIAL_BLOCK, gen_length), remasking=cfg.sampler.remasking,
-                         schedule=cfg.sampler.schedule)
+                         block_length=min(OFFICIAL_BLOCK, gen_length), **OFFICIAL_SAMPLERS[family], **budget)
+
+
+def describe(family: str, sampler: SamplerConfig) -> str:
+    """One line saying which sampler the protocol ran and why."""
+    what = {"llada": "LLaDA generate", "dream": "Dream diffusion_generate"}[family]
+    keys = ["schedule", "remasking", "top_k", "draw_mask", "confidence_dtype"]
+    return (f"sampler: {what} as the official evaluation runs it for a {family} checkpoint (from config.json "
+            f"model_type / model.family): " + ", ".join(f"{k}={getattr(sampler, k)}" for k in keys))
 
 
 def evaluate_protocol(cfg: RunConfig, model_dir: str, task_name: str, *, limit: int | None = None,
@@ -65,10 +87,11 @@ def evaluate_protocol(cfg: RunConfig, model_dir: str, task_name: str, *, limit: 
     items = official_items(task, test_path=cfg.task.test_path, prompt_format=cfg.task.prompt_format)
     items = items[:limit] if limit else items
     den = load_denoiser(cfg.model, model_dir, device=device)
+    family = den.net.args.family  # config.json model_type, or model.family
     template = bool(getattr(den.tokenizer, "chat_template", None))  # the official eval always applies it
     results = []
     for gen in gen_lengths or list(task.official.gen_lengths):
-        sampler = protocol_sampler(cfg, gen)
+        sampler = protocol_sampler(family, gen, logits_budget_mb=cfg.sampler.logits_budget_mb)
         correct = total = 0
         generations = []
         start = time.perf_counter()
@@ -81,9 +104,12 @@ def evaluate_protocol(cfg: RunConfig, model_dir: str, task_name: str, *, limit: 
                 text = den.tokenizer.decode(row.tolist(), skip_special_tokens=False)  # whole, as batch_decode
                 c, t = task.official.score(text, it)
                 correct, total = correct + c, total + t
-                generations.append({"uid": it.uid, "generation": text, "correct": c, "total": t})
+                generations.append({"uid": it.uid, "prompt": it.prompt, "generation": text, "correct": c,
+                                    "total": t})
         results.append({"task": task.name, "model": model_dir, "gen_length": gen, "steps": sampler.steps,
-                        "block_length": sampler.block_length, "schedule": sampler.schedule, "n": len(items),
+                        "block_length": sampler.block_length, "schedule": sampler.schedule, "family": family,
+                        "sampler": describe(family, sampler), "prompt_format": cfg.task.prompt_format,
+                        "n": len(items),
                         "correct": correct, "total": total, "metric": task.official.metric,
                         "value": correct / max(total, 1), "seconds": time.perf_counter() - start,
                         "generations": generations})
@@ -91,8 +117,12 @@ def evaluate_protocol(cfg: RunConfig, model_dir: str, task_name: str, *, limit: 
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """The paper's table row(s): accuracy in percent, one row per gen length."""
-    lines = ["| task | model | gen | steps | block | n | metric | % |", "|---|---|---|---|---|---|---|---|"]
+    """The paper's table row(s): accuracy in percent, one row per gen length; above them the sampler used, and a
+    warning when the prompts are not GDSD's."""
+    lines = sorted({r["sampler"] for r in results})
+    lines += [f"prompts: {f!r} (--prompt-format), NOT the official GDSD prompts" for f in
+              sorted({r["prompt_format"] for r in results}) if f != "gdsd"]
+    lines += ["| task | model | gen | steps | block | n | metric | % |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['task']} | {r['model']} | {r['gen_length']} | {r['steps']} | {r['block_length']} | "
                      f"{r['n']} | {r['metric']} | {100 * r['value']:.2f} |")

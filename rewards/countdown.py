@@ -4,33 +4,31 @@
 Official definition: GDSD `gdsd/rewards.py` `compute_score(..., format_score=0.1, score=1.0)` (from d1 / TinyZero).
 Where the official code calls `eval` behind the character regex `^[\\d+\\-*/().\\s]+$` (so `**` and `//` are
 accepted: `<answer>3**2*1</answer>` with numbers [3, 2, 1] and target 9 scores 1.0), this module never evaluates
-anything: the expression is parsed with `ast` and computed by `evaluate`, a walker that accepts only integer literals,
-`+ - * / // **`, parentheses and unary minus, on exact rationals (`Fraction`). `**` needs an integer exponent of at
-most MAX_EXPONENT in size, and every intermediate value is bounded to MAX_RESULT_BITS (numerator and denominator), so
-`9**9**9` is rejected before any big arithmetic happens; names, calls, attributes and `__import__('os')` are rejected
-by the parser check. Differences from the official checks, all deliberate: the numbers used are the integer literals
-of the parsed tree (the official regex `\\d+` would also accept `3.0` as the numbers 3 and 0); unary plus, floats,
-booleans and non-integer exponents (official: a float, or a complex for a negative base) are rejected (0.1).
+anything itself: the expression is parsed with `ast`, checked to be integer literals, `+ - * / // **`, parentheses
+and unary signs, and its value comes from the project's one Countdown evaluator, `common.arith.evaluate`
+(Python's own operators on Python's types, as `eval`; a size bound on integer results instead of `eval`'s none, so
+`9**9**9` is refused before any big arithmetic happens while `1**101+5` scores as officially). Differences from the
+official checks, all deliberate: the numbers used are the integer literals of the parsed tree (the official regex
+`\\d+` would also accept `3.0` as the numbers 3 and 0); float literals and booleans are rejected (0.1); an answer
+over MAX_EXPRESSION_CHARS characters or with a literal over MAX_LITERAL_DIGITS digits is rejected unparsed (0.1:
+such a literal cannot be one of the task's numbers, and a 3-number expression is ~20 characters).
 """
 from __future__ import annotations
 
 import ast
-from fractions import Fraction
 
 from common.messages import RewardResult
+from common import arith
 from rewards.common_text import MetaError, last_answer, require, single
 
 MAX_EXPRESSION_CHARS = 256  # a 3-number expression is ~20 chars; longer input only costs parse time
 MAX_LITERAL_DIGITS = 12  # the task's numbers are <= 100; bigger literals cannot be among them
-MAX_EXPONENT = 64  # |exponent| of **; more is no countdown solution, only work
-MAX_RESULT_BITS = 4096  # numerator and denominator of every intermediate value
-TOLERANCE = Fraction(1, 100_000)
-_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: Fraction(a // b), ast.Pow: lambda a, b: a ** b}
+TOLERANCE = 1e-5  # official: abs(result - target) < 1e-5
+_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Pow)
 
 
 class ExpressionError(ValueError):
-    """The expression is not a plain arithmetic expression over integer literals (or divides by zero)."""
+    """The expression is not a plain arithmetic expression over integer literals."""
 
 
 def parse_expression(expr: str) -> ast.expr:
@@ -43,10 +41,10 @@ def parse_expression(expr: str) -> ast.expr:
         raise ExpressionError(f"not an expression: {type(exc).__name__}") from exc
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp):
-            if type(node.op) not in _BINARY:
+            if not isinstance(node.op, _OPERATORS):
                 raise ExpressionError(f"operator {type(node.op).__name__} is not allowed")
         elif isinstance(node, ast.UnaryOp):
-            if not isinstance(node.op, ast.USub):
+            if not isinstance(node.op, (ast.USub, ast.UAdd)):
                 raise ExpressionError(f"unary {type(node.op).__name__} is not allowed")
         elif isinstance(node, ast.Constant):
             if type(node.value) is not int:  # bool is an int subclass: reject True/False explicitly
@@ -64,44 +62,6 @@ def literals(tree: ast.expr) -> list[int]:
     return [node.value for node in sorted(found, key=lambda n: (n.lineno, n.col_offset))]
 
 
-def evaluate(tree: ast.expr) -> Fraction:
-    """Exact value of a checked tree. Depth is bounded by MAX_EXPRESSION_CHARS, so recursion is safe."""
-    if isinstance(tree, ast.Constant):
-        return Fraction(tree.value)
-    if isinstance(tree, ast.UnaryOp):
-        return -evaluate(tree.operand)
-    if isinstance(tree, ast.BinOp):
-        left, right = evaluate(tree.left), evaluate(tree.right)
-        if isinstance(tree.op, (ast.Div, ast.FloorDiv)) and right == 0:
-            raise ExpressionError("division by zero")
-        if isinstance(tree.op, ast.Pow):
-            _check_power(left, right)
-        return _bounded(_BINARY[type(tree.op)](left, right))
-    raise ExpressionError(f"{type(tree).__name__} is not allowed")  # unreachable after parse_expression
-
-
-def _bits(value: Fraction) -> int:
-    return max(value.numerator.bit_length(), value.denominator.bit_length())
-
-
-def _bounded(value: Fraction) -> Fraction:
-    if _bits(value) > MAX_RESULT_BITS:
-        raise ExpressionError(f"intermediate value over {MAX_RESULT_BITS} bits")
-    return value
-
-
-def _check_power(base: Fraction, exponent: Fraction) -> None:
-    """Bounds of `base ** exponent`, checked before computing it."""
-    if exponent.denominator != 1:
-        raise ExpressionError("non-integer exponent")
-    if abs(exponent) > MAX_EXPONENT:
-        raise ExpressionError(f"exponent over {MAX_EXPONENT}")
-    if base == 0 and exponent < 0:
-        raise ExpressionError("division by zero")
-    if _bits(base) * abs(int(exponent)) > MAX_RESULT_BITS:
-        raise ExpressionError(f"power over {MAX_RESULT_BITS} bits")
-
-
 def countdown_reward(meta: dict, text: str) -> RewardResult:
     """meta: {"numbers": [a, b, c], "target": int}. Part name: 'countdown'."""
     numbers, target = require(meta, "numbers", "countdown"), require(meta, "target", "countdown")
@@ -114,9 +74,9 @@ def countdown_reward(meta: dict, text: str) -> RewardResult:
         return single("countdown", 0.0)
     try:
         tree = parse_expression(expression)
-        if sorted(literals(tree)) != sorted(numbers):
-            return single("countdown", 0.1)
-        value = evaluate(tree)
     except ExpressionError:
         return single("countdown", 0.1)
-    return single("countdown", 1.0 if abs(value - Fraction(target)) < TOLERANCE else 0.1)
+    if sorted(literals(tree)) != sorted(numbers):
+        return single("countdown", 0.1)
+    value = arith.evaluate(expression)  # +inf when Python would raise, or over the size bound
+    return single("countdown", 1.0 if abs(value - target) < TOLERANCE else 0.1)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from common.messages import PromptItem
-from common.tasks import arith
+from common import arith
 from common.tasks.base import (DATA_DIR, OfficialEval, Task, base_summary, check_format, check_split,
                                last_boxed_only_string, mean_of, remove_boxed)
 
@@ -141,7 +141,7 @@ def official_expression(text: str) -> str:
 
 def official_correct(text: str, item: PromptItem) -> tuple[int, int]:
     """(1, 1) when the official parser counts the reply correct: the numbers in the expression are exactly the given
-    ones and its value is within 1e-5 of the target (evaluated without eval, common/tasks/arith.py); else (0, 1)."""
+    ones and its value is within 1e-5 of the target (evaluated without eval, common/arith.py); else (0, 1)."""
     numbers, target = item.meta["numbers"], item.meta["target"]
     equation = official_expression(text)
     if sorted(int(n) for n in re.findall(r"\d+", equation)) != sorted(numbers):

@@ -31,12 +31,15 @@ def test_paper_config_loads_with_the_official_recipe(path):
     # the official per-device batch (GSM8K 10, MATH 8, Sudoku / Countdown 1); wd1: one prompt group per forward
     assert cfg.learner.micro_batch_rows == (G if method == "wd1" else {"gsm8k": 10, "math": 8}.get(task, 1))
     assert (cfg.sampler.gen_length, cfg.sampler.steps, cfg.sampler.temperature) == (256, diffusion_steps, 1.0)
+    assert cfg.sampler.draw_mask  # the official loops keep MASK in the vocabulary (docs/recipe.md)
+    assert cfg.sampler.confidence_dtype == "model"  # the official rollouts' softmax in bf16
     if model == "llada":
         assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.gumbel_dtype) == ("blocks", "low_confidence",
                                                                                            "model")
         assert cfg.sampler.block_length == 32 and cfg.model.logits_shift is False
     else:
-        assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.top_p) == ("dream", "entropy", 0.95)
+        assert (cfg.sampler.schedule, cfg.sampler.remasking, cfg.sampler.top_p, cfg.sampler.top_k) == (
+            "dream", "entropy", 0.95, 50)
         assert cfg.model.logits_shift is True and cfg.model.mask_token_id == 151666
     if method in ("gdsd", "gdsd_tlc"):
         alg = cfg.algorithm

@@ -10,7 +10,8 @@ import pytest
 
 from common.config import ConfigError, load_config
 from common.messages import PromptItem
-from common.tasks import TASKS, arith, countdown, get_task, gsm8k, make_prompts, math_task, sudoku
+from common import arith
+from common.tasks import TASKS, countdown, get_task, gsm8k, make_prompts, math_task, sudoku
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 REASONING = "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"

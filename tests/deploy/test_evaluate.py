@@ -16,6 +16,11 @@ def test_official_eval_sampler_defaults():
     assert (s.gen_length, s.steps, s.block_length, s.temperature) == (256, 128, 32, 0.0)  # steps = gen_len / 2
     s = eval_sampler(cfg, cfg.eval.model_copy(update={"gen_length": 64, "steps": 64, "block_length": 64}))
     assert (s.gen_length, s.steps, s.block_length) == (64, 64, 64)
+    dream = load_config(None, ["sampler.schedule=dream", "sampler.remasking=entropy", "sampler.top_k=50",
+                               "sampler.top_p=0.95", "sampler.draw_mask=true", "sampler.confidence_dtype=model"])
+    s = eval_sampler(dream)  # the run's sampler rules, greedy (top_p only matters when sampling)
+    assert (s.schedule, s.remasking, s.top_k, s.draw_mask, s.confidence_dtype, s.temperature) == (
+        "dream", "entropy", 50, True, "model", 0.0)
 
 
 def test_summarize_sudoku_and_countdown():
@@ -84,3 +89,116 @@ def test_gdsd_protocol_countdown_in_process_and_rejects_tasks_without_one(tiny_m
     assert "| countdown |" in table(results)
     with pytest.raises(SystemExit, match="lm-eval"):
         evaluate_protocol(load_config(None, ["task.name=gsm8k"]), tiny_model_dir, "gsm8k", limit=1)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def family_checkpoints(tmp_path_factory):
+    """Tiny checkpoints in the official LLaDA and Dream layouts (config.json model_type llada / Dream), long enough
+    for GDSD's Countdown evaluation prompt (~600 characters)."""
+    from common.config import TinyModelConfig
+    from common.tiny import make_tiny_model
+
+    import torch
+
+    from common.models.weights import build_model, export_checkpoint
+
+    root = tmp_path_factory.mktemp("families")
+    dirs = {}
+    for family in ("llada", "dream"):
+        path = make_tiny_model(TinyModelConfig(family=family, hidden_size=64, num_layers=2, num_heads=4,
+                                               num_kv_heads=2 if family == "dream" else None, intermediate_size=128,
+                                               max_positions=1024), root / family)
+        # matrices redrawn N(0, 1): a fresh tiny model writes one character everywhere, whatever the sampler
+        model, config = build_model(path), (path / "config.json").read_text()
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.copy_(torch.randn(p.shape, generator=gen))
+        export_checkpoint(model.state_dict(), model.args, path, source_dir=None)
+        (path / "config.json").write_text(config)
+        dirs[family] = str(path)
+    return dirs
+
+
+def run_protocol(model_dir: str, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "deploy.evaluate", "--protocol", "gdsd", model_dir, "countdown",
+                           "--limit", "2", "--gen-lengths", "16", "--device", "cpu", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def official_greedy(model_dir: str, items, sampler) -> list[str]:
+    """The completions of `items` under `sampler`, one row at a time as eval/run_eval.sh, decoded whole."""
+    from actors.sampler import sample
+    from common.config import ModelConfig
+    from common.denoiser import load_denoiser
+    from common.tokenize import encode_prompts
+
+    den = load_denoiser(ModelConfig(), model_dir, device="cpu")
+    texts = []
+    for it in items:
+        ids, lens = encode_prompts(den.tokenizer, [it.prompt], chat_template=bool(den.tokenizer.chat_template),
+                                   systems=[it.system], prefills=[it.prefill])
+        out = sample(den, ids, sampler, prompt_len=lens)
+        texts.append(den.tokenizer.decode(out.completion_ids[0].tolist(), skip_special_tokens=False))
+    return texts
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_gdsd_protocol_picks_the_sampler_from_the_checkpoint_family(family_checkpoints, tmp_path, family):
+    """Without --config, a Dream checkpoint is evaluated with Dream's diffusion_generate (entropy, top_k 50, bf16
+    sample_tokens, MASK in the vocabulary) and a LLaDA one with LLaDA's generate, as eval/eval.py picks by model;
+    the command says which. The generations are those of the official settings written out here."""
+    import json
+
+    from common.config import SamplerConfig
+    from common.tasks import get_task
+    from deploy.evaluate_gdsd import official_items
+
+    out = tmp_path / "r.json"
+    proc = run_protocol(family_checkpoints[family], out)
+    name = {"llada": "LLaDA generate", "dream": "Dream diffusion_generate"}[family]
+    assert f"sampler: {name} as the official evaluation runs it for a {family} checkpoint" in proc.stdout
+    (result,) = json.loads(out.read_text())
+    assert result["family"] == family and result["schedule"] == {"llada": "blocks", "dream": "dream"}[family]
+    official = {"llada": SamplerConfig(gen_length=16, steps=8, block_length=16, temperature=0.0,
+                                       remasking="low_confidence", draw_mask=True),
+                "dream": SamplerConfig(gen_length=16, steps=8, temperature=0.0, schedule="dream", remasking="entropy",
+                                       top_k=50, draw_mask=True, confidence_dtype="model")}
+    items = official_items(get_task("countdown"), test_path=None, prompt_format="gdsd")[:2]
+    texts = [g["generation"] for g in result["generations"]]
+    assert texts == official_greedy(family_checkpoints[family], items, official[family])
+    other = official["llada" if family == "dream" else "dream"]
+    assert texts != official_greedy(family_checkpoints[family], items, other), "the check cannot tell them apart"
+
+
+def test_gdsd_protocol_uses_gdsd_prompts_whatever_the_config_says(family_checkpoints, tmp_path):
+    """--config with task.prompt_format: compact (the make run config) still evaluates GDSD's test prompts and says it
+    replaced the key; only --prompt-format changes them, and then the table says they are not the official ones."""
+    import json
+
+    from common.tasks import get_task
+    from deploy.evaluate_gdsd import official_items
+
+    gdsd = [it.prompt for it in official_items(get_task("countdown"), test_path=None, prompt_format="gdsd")[:2]]
+    compact = [it.prompt for it in official_items(get_task("countdown"), test_path=None, prompt_format="compact")[:2]]
+    assert gdsd != compact
+    out = tmp_path / "r.json"
+    proc = run_protocol(family_checkpoints["llada"], out, "--config", "configs/sudoku_tiny.yaml")
+    assert "task.prompt_format=compact (from the config) replaced by gdsd" in proc.stderr
+    assert "NOT the official" not in proc.stdout
+    (result,) = json.loads(out.read_text())
+    assert result["prompt_format"] == "gdsd" and [g["prompt"] for g in result["generations"]] == gdsd
+    proc = run_protocol(family_checkpoints["llada"], out, "--config", "configs/sudoku_tiny.yaml",
+                        "--prompt-format", "compact")
+    assert "prompts: 'compact' (--prompt-format), NOT the official GDSD prompts" in proc.stdout
+    (result,) = json.loads(out.read_text())
+    assert result["prompt_format"] == "compact" and [g["prompt"] for g in result["generations"]] == compact
