@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from actors.advantages import leave_one_out
-from actors.sampler import rows_per_call, sample
+from actors.sampling import rows_per_call, sample
 from actors.teacher import draw_mask_seeds, teacher_logps
 from common.algorithms import get_algorithm
 from common.batch import RolloutBatch

@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from actors.engine import PolicyEngine
 from actors.episode import evaluate, run_episode
-from actors.sampler import rows_per_call
+from actors.sampling import rows_per_call
 from common.config import RunConfig, SamplerConfig
 from common.denoiser import DTYPES
 from common.devices import make_generator

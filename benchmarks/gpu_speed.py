@@ -19,7 +19,8 @@ import torch
 
 from actors.engine import PolicyEngine
 from actors.episode import run_episode
-from actors.sampler import reveal_schedule, sample
+from actors.sampling import sample
+from actors.sampling.blocks import reveal_schedule
 from benchmarks.gpu_model import Widths, body_flops, head_flops, lora_flops
 from benchmarks.gpu_parts import free_memory, make_prompts, score, start_learner, stop_learner, sync
 from common.config import RunConfig

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from actors.sampler import sample
+from actors.sampling import sample
 from common.config import SamplerConfig
 from common.denoiser import DTYPES, Denoiser
 from common.models import DiffusionLM, ModelArgs

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.sampler import sample
+from actors.sampling import sample
 from common.config import RunConfig, SamplerConfig
 from common.denoiser import load_denoiser
 from common.messages import PromptItem

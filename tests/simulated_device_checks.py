@@ -121,7 +121,7 @@ def evaluation_in_bounded_row_chunks(model):
     """Defect 5: an evaluation batch is generated in row chunks whose logits fit sampler.logits_budget_mb."""
     from actors.episode import evaluate
     from actors.rollout import RolloutActor
-    from actors.sampler import rows_per_call
+    from actors.sampling import rows_per_call
     from deploy.evaluate import eval_sampler
 
     cfg = load_config(None, BASE + ["sampler.logits_budget_mb=0.01"])

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from actors.sampler import reveal_schedule, sample
+from actors.sampling import sample
+from actors.sampling.blocks import reveal_schedule
 from common.config import SamplerConfig
 from common.denoiser import Denoiser
 from common.tokenize import encode_prompts
@@ -92,9 +93,37 @@ def test_sampling_is_seeded(denoiser):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_top_p_keeps_nucleus():
-    from actors.sampler import top_p_filter
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(top_p_filter(logits, 0.7))
-    assert kept.tolist() == [[True, True, False, False]]
-    assert torch.isfinite(top_p_filter(logits, 0.01)).tolist() == [[True, False, False, False]]
+def nucleus_reference(probs: list[float], top_p: float, keep_boundary: bool) -> list[bool]:
+    """Slow reference: walk the tokens from the most likely, keep each one while the mass before it is below top_p
+    (keep_boundary: at most top_p, Dream's top_p_logits); the top token always stays."""
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    kept, before = [False] * len(probs), 0.0
+    for rank, i in enumerate(order):
+        if rank == 0 or (before <= top_p if keep_boundary else before < top_p):
+            kept[i] = True
+        before += probs[i]
+    return kept
+
+
+@pytest.mark.parametrize("keep_boundary", [False, True])
+def test_top_p_keeps_nucleus(keep_boundary):
+    from actors.sampling.draw import top_p_filter
+    probs = [0.5, 0.3, 0.15, 0.05]
+    logits = torch.log(torch.tensor([probs], dtype=torch.float64))
+    for top_p in (0.7, 0.01, 0.9, 0.99):
+        kept = torch.isfinite(top_p_filter(logits, top_p, keep_boundary=keep_boundary, fill=float("-inf")))
+        assert kept.tolist() == [nucleus_reference(probs, top_p, keep_boundary)], top_p
+    assert torch.isfinite(top_p_filter(logits, 0.7, keep_boundary=keep_boundary,
+                                       fill=float("-inf"))).tolist() == [[True, True, False, False]]
+
+
+def test_top_p_boundary_per_family():
+    """At an exact tie (mass before a token == top_p) the block schedule drops the token (smallest set of mass >=
+    top_p; LLaDA's generate has no nucleus filter) and Dream's keeps it (`cumsum > top_p`, as Dream's top_p_logits),
+    which also fills with the dtype's minimum instead of -inf."""
+    from actors.sampling.draw import top_p_filter
+    logits = torch.zeros(1, 4)  # four tokens of probability 0.25 exactly
+    blocks = top_p_filter(logits, 0.5, keep_boundary=False, fill=float("-inf"))
+    dream = top_p_filter(logits, 0.5, keep_boundary=True, fill=torch.finfo(torch.float32).min)
+    assert int(torch.isfinite(blocks).sum()) == 2 == sum(nucleus_reference([0.25] * 4, 0.5, False))
+    assert int((dream > torch.finfo(torch.float32).min).sum()) == 3 == sum(nucleus_reference([0.25] * 4, 0.5, True))

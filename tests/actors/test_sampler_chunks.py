@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from actors.sampler import DRAW_SHARE, draw_blocks, draw_chunk, sample
-from actors.sampler_dream import draw_chunked
+from actors.sampling import sample
+from actors.sampling.blocks import draw_blocks
+from actors.sampling.draw import DRAW_SHARE, draw_chunk
+from actors.sampling.dream import draw_chunked
 from common.config import SamplerConfig
 from common.tokenize import encode_prompts
 

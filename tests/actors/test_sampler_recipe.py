@@ -3,8 +3,9 @@ generation_utils.py `_sample` line by line, and the Gumbel precision option (`sa
 import pytest
 import torch
 
-from actors.sampler import gumbel_argmax, sample
-from actors.sampler_dream import reveal_counts
+from actors.sampling import sample
+from actors.sampling.blocks import gumbel_argmax
+from actors.sampling.dream import reveal_counts
 from common.config import ConfigError, SamplerConfig, load_config
 from common.denoiser import Denoiser
 from common.tokenize import encode_prompts
@@ -237,7 +238,7 @@ def test_low_precision_gumbel_noise_sharpens_sampling():
 
 
 def test_gumbel_dtype_model_uses_the_weights_dtype(denoiser):
-    from actors.sampler import noise_dtype
+    from actors.sampling.draw import noise_dtype
 
     assert noise_dtype(denoiser, SamplerConfig(gumbel_dtype="float64")) == torch.float64
     assert noise_dtype(denoiser, SamplerConfig(gumbel_dtype="model")) == next(denoiser.model.parameters()).dtype

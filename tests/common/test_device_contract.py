@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from actors.sampler import rows_per_call
+from actors.sampling import rows_per_call
 from common.config import load_config
 from common.devices import bus_backend, group_backend, local_index, make_generator, service_device
 

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from actors.sampler import sample
+from actors.sampling import sample
 from common.config import ModelConfig, SamplerConfig, TinyModelConfig
 from common.denoiser import load_denoiser, load_tokenizer, padding_mask
 from common.models import save_model

@@ -137,7 +137,7 @@ def run_protocol(model_dir: str, out: Path, *extra: str) -> "subprocess.Complete
 
 def official_greedy(model_dir: str, items, sampler) -> list[str]:
     """The completions of `items` under `sampler`, one row at a time as eval/run_eval.sh, decoded whole."""
-    from actors.sampler import sample
+    from actors.sampling import sample
     from common.config import ModelConfig
     from common.denoiser import load_denoiser
     from common.tokenize import encode_prompts

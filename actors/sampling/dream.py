@@ -1,4 +1,4 @@
-"""Dream's sampler (`diffusion_generate` in Dream's generation_utils.py), batched and KV-free.
+"""Dream's timestep schedule (`diffusion_generate` in Dream's generation_utils.py), batched and KV-free.
 
 No blocks: timesteps t = linspace(1, eps = 1e-3, steps + 1) over the whole completion; at step i (t -> s) every
 row reveals int(m * (1 - s / t)) of its m masked positions (all of them at the last step), computed in float32 as
@@ -7,38 +7,26 @@ masked positions of a row compete. Per masked position: logits / T, then Dream's
 (`sampler.top_k`: the official calls inherit 50), probs = softmax, all in float32 or the model dtype
 (`sampler.confidence_dtype`); T > 0 draws x^ from probs, T = 0 takes the argmax; the confidence is p(x^)
 (maskgit_plus / low_confidence), top1 - top2 (topk_margin) or sum p log p (entropy: official GDSD Dream rollouts,
-alg_temp 0 i.e. plain top-k). The draw runs `draw_chunk` positions at a time (actors/sampler.py).
-`sampler.draw_mask` as the block sampler: false = MASK never drawn; true = Dream's rule, a position that draws MASK
+alg_temp 0 i.e. plain top-k). The draw runs `draw_chunk` positions at a time (actors/sampling/draw.py).
+`sampler.draw_mask` as the block schedule: false = MASK never drawn; true = Dream's rule, a position that draws MASK
 stays masked and competes at the next step (it may end as MASK). Padding and position ids for left pads are the
 denoiser's business (models), not this schedule's.
 Legend: B rows, P prompt, L completion, T = P + L, N selected positions, V vocab.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from actors.sampler import SamplerOutput, chunks, confidence, confidence_dtype, draw_chunk
-from common.config import SamplerConfig
-from common.denoiser import Denoiser, padding_mask
+from actors.sampling.draw import (SamplerOutput, chunks, confidence, confidence_dtype, draw_chunk, initial_state,
+                                  reveal_most_confident, top_k_filter, top_p_filter)
+from common.denoiser import Denoiser
+
+if TYPE_CHECKING:  # a type only: benchmarks/gpu_check.py imports the sampler where pydantic is absent
+    from common.config import SamplerConfig
 
 EPS = 1e-3  # Dream's DreamGenerationConfig.eps default (the official GDSD calls never set it)
-
-
-def dream_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Dream's top_p_logits: drop tokens once the sorted cumulative probability before them exceeds top_p (the top
-    token always stays); dropped logits become the dtype's minimum, as in Dream."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    remove = sorted_logits.softmax(dim=-1).cumsum(dim=-1) > top_p
-    remove[..., 1:] = remove[..., :-1].clone()
-    remove[..., 0] = False
-    drop = torch.zeros_like(remove).scatter(-1, order, remove)
-    return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
-
-
-def dream_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Dream's top_k_logits: logits below the k-th largest become the dtype's minimum (ties with the k-th stay)."""
-    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
 
 
 def reveal_counts(masked: int, steps: int) -> list[int]:
@@ -56,21 +44,21 @@ def draw(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator | 
          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens [N], confidence [N]) of Dream's sample_tokens for logits [N, V], computed in `dtype`
     (`sampler.confidence_dtype`; Dream itself: its bf16 logits)."""
+    if cfg.remasking == "random":
+        raise ValueError("sampler.remasking=random is not a Dream alg; with sampler.schedule=dream use "
+                         "entropy, maskgit_plus (= low_confidence) or topk_margin")
     logits = logits.to(dtype)
     if cfg.temperature > 0:
         logits = logits / cfg.temperature
-    if cfg.top_p is not None and cfg.top_p < 1:
-        logits = dream_top_p(logits, cfg.top_p)
+    if cfg.top_p is not None and cfg.top_p < 1:  # Dream's top_p_logits: `cumsum > top_p`, dtype-minimum fill
+        logits = top_p_filter(logits, cfg.top_p, keep_boundary=True, fill=torch.finfo(logits.dtype).min)
     if cfg.top_k is not None:
-        logits = dream_top_k(logits, cfg.top_k)
+        logits = top_k_filter(logits, cfg.top_k)
     probs = logits.softmax(dim=-1)  # [N, V]
     if cfg.temperature > 0:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
     else:
         tokens = probs.argmax(dim=-1)
-    if cfg.remasking == "random":
-        raise ValueError("sampler.remasking=random is not a Dream alg; with sampler.schedule=dream use "
-                         "entropy, maskgit_plus (= low_confidence) or topk_margin")
     return tokens, confidence(logits, tokens, cfg.remasking, generator, dtype)
 
 
@@ -82,19 +70,13 @@ def draw_chunked(logits: torch.Tensor, cfg: SamplerConfig, generator: torch.Gene
     return torch.cat([t for t, _ in parts]), torch.cat([c for _, c in parts])
 
 
-@torch.no_grad()
 def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfig,
-                 generator: torch.Generator | None = None, *, prompt_len: torch.Tensor | None = None) -> SamplerOutput:
-    """Generate cfg.gen_length tokens after each left-padded prompt of `prompt_ids` [B, P] on Dream's schedule
-    (`prompt_len` [B]: real tokens; pads are masked out of attention and positions start at the first real token,
-    as Dream's own generation does)."""
-    B, P = prompt_ids.shape
-    L, device = cfg.gen_length, prompt_ids.device
-    attention = padding_mask(None if prompt_len is None else prompt_len.to(device), P, L)  # [B, T] or None
-    x = torch.cat([prompt_ids, torch.full((B, L), denoiser.mask_id, dtype=torch.long, device=device)], dim=1)
-    masked = torch.zeros(B, P + L, dtype=torch.bool, device=device)  # [B, T]
-    masked[:, P:] = True
-    reveal_step = torch.full((B, L), -1, dtype=torch.int32, device=device)
+                 generator: torch.Generator | None, prompt_len: torch.Tensor | None) -> SamplerOutput:
+    """Dream's diffusion_generate on left-padded prompts `prompt_ids` [B, P] (`prompt_len` [B]: real tokens; pads
+    are masked out of attention and positions start at the first real token, as Dream's own generation does)."""
+    state = initial_state(denoiser, prompt_ids, cfg.gen_length, prompt_len)
+    x, masked, attention, reveal_step, P = state.x, state.masked, state.attention, state.reveal_step, state.prompt
+    B, device = prompt_ids.shape[0], prompt_ids.device
     forwards = 0
     t = torch.linspace(1, EPS, cfg.steps + 1, device="cpu")  # float32, as Dream
     for step in range(cfg.steps):
@@ -109,14 +91,8 @@ def sample_dream(denoiser: Denoiser, prompt_ids: torch.Tensor, cfg: SamplerConfi
         tokens, conf = draw_chunked(logits, cfg, generator, confidence_dtype(denoiser, cfg),
                                     draw_chunk(cfg, logits.shape[1]))
         del logits
-        full = torch.full((B, P + L), float("-inf"), device=device)  # [B, T]
-        full[masked] = conf.float()  # bf16 values exactly (confidence_dtype: model)
-        drawn = torch.zeros_like(x)
-        drawn[masked] = tokens
-        keep = torch.arange(k, device=device)[None, :] < ks[:, None]  # [B, k]: each row its own count
-        reveal = torch.zeros_like(masked).scatter(1, full.topk(k, dim=1).indices, keep)  # [B, T]
-        x = torch.where(reveal, drawn, x)
-        reveal &= drawn != denoiser.mask_id  # a drawn MASK stays masked (draw_mask only)
+        # conf.float(): bf16 values exactly (confidence_dtype: model)
+        x, reveal = reveal_most_confident(x, masked, tokens, conf.float(), ks, k, denoiser.mask_id)
         masked &= ~reveal
         reveal_step = torch.where(reveal[:, P:], step, reveal_step)
         forwards += 1
