@@ -13,12 +13,6 @@ import torch
 from common.denoiser import Denoiser, padding_mask
 
 
-def real_prompt_mask(prompt_len: torch.Tensor, prompt_width: int) -> torch.Tensor:
-    """bool [B, P]: True on the real prompt tokens of left-padded prompts (`prompt_len` [B] real tokens each)."""
-    positions = torch.arange(prompt_width, device=prompt_len.device)
-    return positions[None, :] >= (prompt_width - prompt_len)[:, None]
-
-
 def onestep_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, prompt_mask: torch.Tensor,
                    mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs [B, P+L], read bool [B, P+L]): masked prompt + all-MASK completion; `read` marks the completion."""

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
 from common.config import TinyModelConfig
+from common.families import get_family
 from common.models import DiffusionLM, args_from_hf, export_checkpoint, hf_config_from_args
 from common.models.args import ModelArgs
 
@@ -43,12 +44,14 @@ def make_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
 
 
 def tiny_args(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> ModelArgs:
-    dream = cfg.family == "dream"
+    """Sizes from `model.tiny`, the family's constants from its registry entry (common/families.py)."""
+    family = get_family(cfg.family, key="model.tiny.family")
     return ModelArgs(
-        family=cfg.family, vocab_size=len(tokenizer), dim=cfg.hidden_size, n_layers=cfg.num_layers,
+        family=family.name, vocab_size=len(tokenizer), dim=cfg.hidden_size, n_layers=cfg.num_layers,
         n_heads=cfg.num_heads, n_kv_heads=cfg.num_kv_heads or cfg.num_heads, ffn_dim=cfg.intermediate_size,
-        rope_theta=1e6 if dream else 5e5, norm_eps=1e-6 if dream else 1e-5, qkv_bias=dream, tied=False, shift=dream,
-        mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        rope_theta=family.tiny.rope_theta, norm_eps=family.tiny.norm_eps, qkv_bias=family.tiny.qkv_bias, tied=False,
+        shift=family.shift, mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
 
 
 def make_tiny_model(cfg: TinyModelConfig, path: str | Path) -> Path:

@@ -1,19 +1,18 @@
 """Config errors and the cross-section rules of a RunConfig (anchor: torchtitan `config/validation.py`).
 
 `validate(cfg)` runs every rule at once and raises one ConfigError listing each violated rule with the keys it names
-and the fix; the section schemas themselves (types, ranges, unknown keys) live in common/config.py, and `explain`
-turns their pydantic errors into the same one-line-per-key form.
+and the fix; the section schemas themselves (types, ranges, unknown keys) live in common/config_schema.py (imported
+here; it imports neither this module nor common/config.py, the loader above both), and `explain` turns their pydantic
+errors into the same one-line-per-key form.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from common.algorithms import TRAINABLE, get_algorithm
-
-if TYPE_CHECKING:
-    from common.config import RunConfig
+from common.config_schema import RunConfig
 
 
 class ConfigError(ValueError):

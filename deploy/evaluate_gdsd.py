@@ -8,7 +8,7 @@ puzzles); GDSD's evaluation prompt through the tokenizer's chat template and "<r
 the config's task.prompt_format; only --prompt-format changes it, and the result says so); greedy, steps =
 gen_length / 2, block 32, the sampler of the checkpoint's family as eval.py picks it by model (config.json
 `model_type`, or model.family: LLaDA's generate, or Dream's diffusion_generate with alg entropy and the inherited
-top_k 50; `OFFICIAL_SAMPLERS`; the config's sampler settings do not apply); every gen length of the protocol (Sudoku 128 and 256,
+top_k 50; `ModelFamily.sampler` in common/families.py; the config's sampler settings do not apply); every gen length of the protocol (Sudoku 128 and 256,
 Countdown 128); the completion decoded whole with special tokens, parsed and scored by the task's official parser;
 the metric micro-averaged (Sudoku: correct cells / empty cells). Batch size 1 as run_eval.sh (no padding) unless
 --batch-size says otherwise. Runs in this process on one device (no Ray): it is a measurement, not a service.
@@ -26,6 +26,7 @@ import torch
 from actors.sampling import sample
 from common.config import RunConfig, SamplerConfig
 from common.denoiser import load_denoiser
+from common.families import get_family
 from common.messages import PromptItem
 from common.tasks import Task, get_task
 from common.tokenize import encode_prompts
@@ -50,29 +51,22 @@ def official_items(task: Task, *, test_path: str | None, prompt_format: str) -> 
     return [items[i] for i in order]
 
 
-# What eval/eval.py runs for each family (it picks by model): LLaDA's `generate` (low_confidence, its softmax in
-# float32 under the evaluation's autocast) or Dream's `diffusion_generate(alg="entropy", alg_temp=0, top_p=1 at
-# T = 0)` with top_k 50 inherited from Dream's model config and everything on Dream's bf16 logits. Both keep MASK
-# in the vocabulary. docs/recipe.md sections 2-4 and 7.
-OFFICIAL_SAMPLERS: dict[str, dict[str, Any]] = {
-    "llada": dict(schedule="blocks", remasking="low_confidence", confidence_dtype="float32", draw_mask=True),
-    "dream": dict(schedule="dream", remasking="entropy", top_k=50, confidence_dtype="model", draw_mask=True),
-}
-
-
 def protocol_sampler(family: str, gen_length: int, *, logits_budget_mb: float | None = None) -> SamplerConfig:
-    """Greedy, steps = gen_length / 2, block 32 (the completion when shorter), the family's official sampler."""
-    if family not in OFFICIAL_SAMPLERS:
-        raise SystemExit(f"--protocol gdsd: no official sampler for model family {family!r} "
-                         f"(known: {', '.join(OFFICIAL_SAMPLERS)}; model.family picks one)")
+    """Greedy, steps = gen_length / 2, block 32 (the completion when shorter), the family's official sampler as
+    eval/eval.py runs it (it picks by model; `ModelFamily.sampler` in common/families.py, docs/recipe.md sections
+    2-4 and 7)."""
+    try:
+        official = get_family(family).sampler
+    except ValueError as err:
+        raise SystemExit(f"--protocol gdsd: no official sampler: {err}") from None
     budget = {} if logits_budget_mb is None else {"logits_budget_mb": logits_budget_mb}
     return SamplerConfig(gen_length=gen_length, steps=max(gen_length // 2, 1), temperature=0.0,
-                         block_length=min(OFFICIAL_BLOCK, gen_length), **OFFICIAL_SAMPLERS[family], **budget)
+                         block_length=min(OFFICIAL_BLOCK, gen_length), **official, **budget)
 
 
 def describe(family: str, sampler: SamplerConfig) -> str:
     """One line saying which sampler the protocol ran and why."""
-    what = {"llada": "LLaDA generate", "dream": "Dream diffusion_generate"}[family]
+    what = get_family(family).sampler_name
     keys = ["schedule", "remasking", "top_k", "draw_mask", "confidence_dtype"]
     return (f"sampler: {what} as the official evaluation runs it for a {family} checkpoint (from config.json "
             f"model_type / model.family): " + ", ".join(f"{k}={getattr(sampler, k)}" for k in keys))

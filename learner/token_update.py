@@ -21,8 +21,8 @@ import torch
 
 from common.batch import RolloutBatch
 from common.config import RunConfig
-from common.denoiser import Denoiser
-from common.logprob_tokens import onestep_token_logprob, real_prompt_mask
+from common.denoiser import Denoiser, padding_mask
+from common.logprob_tokens import onestep_token_logprob
 from learner.losses import LossSpec, diffu_grpo_prompt_mask
 from learner.update import MicroFn, check_on_policy
 
@@ -36,7 +36,7 @@ def onestep_prompt_mask(batch: RolloutBatch, j: int, p_mask_prompt: float) -> to
     generator = torch.Generator(device="cpu").manual_seed(int(batch.mask_seeds[0, j, 0]))
     full = diffu_grpo_prompt_mask(torch.ones(source_rows, width, dtype=torch.bool, device="cpu"), p_mask_prompt=p_mask_prompt,
                                   generator=generator)  # [source B, P], a pure function of (seed, source B, P)
-    return full[batch.mask_row] & real_prompt_mask(batch.prompt_len, width)
+    return full[batch.mask_row] & padding_mask(batch.prompt_len, width, 0)  # [b, P]: real prompt tokens
 
 
 def token_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, p_mask_prompt: float) -> torch.Tensor:

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# our block projection -> the official (peft target) name; LLaDA's own module names differ (docs/lora.md)
-OFFICIAL_TARGETS = {"wq": "q_proj", "wk": "k_proj", "wv": "v_proj", "wo": "o_proj", "w_gate": "gate_proj",
-                    "w_up": "up_proj", "w_down": "down_proj"}
-ALL_TARGETS = tuple(OFFICIAL_TARGETS)
+from common.families import LORA_TARGETS
+
+# our block projections that take an adapter; the official (peft target) names are common/families.py's LORA_TARGETS
+ALL_TARGETS = tuple(LORA_TARGETS)
 _MIX = 0x9E3779B97F4A7C15  # splitmix64 constants: row / layer seeds far apart even for neighbouring inputs
 _MASK64 = (1 << 64) - 1
 

@@ -1,6 +1,6 @@
 """Official checkpoint layouts: key maps, streaming load, and export under the same keys.
 
-Our module names (DiffusionLM) -> official safetensors keys:
+Our module names (DiffusionLM) -> official safetensors keys (each family's entry in common/families.py):
   llada (OLMo layout, LLaDA-8B):            dream (Qwen2 layout, Dream-v0-7B):
   body.embed.weight     model.transformer.wte.weight            model.embed_tokens.weight
   body.blocks.N.attn_norm  model.transformer.blocks.N.attn_norm   model.layers.N.input_layernorm
@@ -25,35 +25,28 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from common.families import get_family
 from common.models.args import ModelArgs, args_from_hf, family_of, hf_config_from_args, read_hf_config
 from common.models.transformer import DiffusionLM
 
 INDEX = "model.safetensors.index.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
-_BLOCK = {  # our block submodule -> (llada name, dream name)
-    "attn_norm": ("attn_norm", "input_layernorm"), "wq": ("q_proj", "self_attn.q_proj"),
-    "wk": ("k_proj", "self_attn.k_proj"), "wv": ("v_proj", "self_attn.v_proj"), "wo": ("attn_out", "self_attn.o_proj"),
-    "ffn_norm": ("ff_norm", "post_attention_layernorm"), "w_gate": ("ff_proj", "mlp.gate_proj"),
-    "w_up": ("up_proj", "mlp.up_proj"), "w_down": ("ff_out", "mlp.down_proj"),
-}
-_TOP = {"body.embed": ("model.transformer.wte", "model.embed_tokens"),
-        "body.norm": ("model.transformer.ln_f", "model.norm"), "head": ("model.transformer.ff_out", "lm_head")}
 
 
 def key_map(args: ModelArgs) -> dict[str, str]:
-    """Our parameter name -> the family's official key, for every tensor the official checkpoint stores."""
-    col = 0 if args.family == "llada" else 1
-    prefix = "model.transformer.blocks" if args.family == "llada" else "model.layers"
+    """Our parameter name -> the family's official key (common/families.py), for every tensor the official
+    checkpoint stores; an unregistered family is an error naming the registered ones."""
+    family = get_family(args.family)
     out = {}
-    for ours, names in _TOP.items():
+    for ours, official in family.top_keys.items():
         if ours == "head" and args.tied:
             continue  # a tied head is the embedding; the official checkpoints store it once
-        out[f"{ours}.weight"] = f"{names[col]}.weight"
+        out[f"{ours}.weight"] = f"{official}.weight"
     for n in range(args.n_layers):
-        for ours, names in _BLOCK.items():
-            out[f"body.blocks.{n}.{ours}.weight"] = f"{prefix}.{n}.{names[col]}.weight"
+        for ours, official in family.block_keys.items():
+            out[f"body.blocks.{n}.{ours}.weight"] = f"{family.block_prefix}.{n}.{official}.weight"
             if args.qkv_bias and ours in ("wq", "wk", "wv"):
-                out[f"body.blocks.{n}.{ours}.bias"] = f"{prefix}.{n}.{names[col]}.bias"
+                out[f"body.blocks.{n}.{ours}.bias"] = f"{family.block_prefix}.{n}.{official}.bias"
     return out
 
 

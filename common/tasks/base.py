@@ -18,6 +18,18 @@ from common.messages import PromptItem
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 PROMPT_FORMATS = ("gdsd", "d1", "compact")
+# The XML reply format of the reasoning tasks: one text under several official names (d1's SYSTEM_PROMPT and
+# REASONING_SYSTEM_PROMPT, GDSD's REASONING_SYSTEM_PROMPT and GSM8K_XML_SYSTEM_PROMPT in gdsd/data_utils.py and
+# eval/data_utils.py): Countdown, GSM8K and MATH prompts start with it.
+REASONING_SYSTEM_PROMPT = """
+Respond in the following format:
+<reasoning>
+...
+</reasoning>
+<answer>
+...
+</answer>
+"""
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,7 @@ class Task:
 
 def check_format(prompt_format: str) -> None:
     if prompt_format not in PROMPT_FORMATS:
-        hint = " ('official' was renamed: d1's prompt is 'd1', GDSD's is 'gdsd')" if prompt_format == "official" else ""
-        raise ValueError(f"task.prompt_format: unknown format {prompt_format!r}{hint}; choose one of {PROMPT_FORMATS}")
+        raise ValueError(f"task.prompt_format: unknown format {prompt_format!r}; choose one of {PROMPT_FORMATS}")
 
 
 def check_split(split: str) -> None:

@@ -16,19 +16,9 @@ import numpy as np
 
 from common.messages import PromptItem
 from common import arith
-from common.tasks.base import (DATA_DIR, OfficialEval, Task, base_summary, check_format, check_split,
+from common.tasks.base import (DATA_DIR, REASONING_SYSTEM_PROMPT, OfficialEval, Task, base_summary, check_format, check_split,
                                last_boxed_only_string, mean_of, remove_boxed)
 
-# d1's and GDSD's REASONING_SYSTEM_PROMPT (the same text in d1, gdsd/data_utils.py and eval/data_utils.py).
-REASONING_SYSTEM_PROMPT = """
-Respond in the following format:
-<reasoning>
-...
-</reasoning>
-<answer>
-...
-</answer>
-"""
 OPS = "+-*/"
 
 

@@ -10,19 +10,9 @@ from typing import Any
 
 from common.messages import PromptItem
 from common.tasks import hf
-from common.tasks.base import Task, base_summary, check_format, check_split, mean_of
+from common.tasks.base import REASONING_SYSTEM_PROMPT, Task, base_summary, check_format, check_split, mean_of
 
 HUB_NAME, HUB_CONFIG = "openai/gsm8k", "main"
-# GDSD's GSM8K_XML_SYSTEM_PROMPT (the same text as d1's SYSTEM_PROMPT).
-XML_SYSTEM_PROMPT = """
-Respond in the following format:
-<reasoning>
-...
-</reasoning>
-<answer>
-...
-</answer>
-"""
 
 
 def extract_hash_answer(text: str) -> str | None:
@@ -34,7 +24,7 @@ def format_prompt(question: str, prompt_format: str) -> str:
     check_format(prompt_format)
     if prompt_format == "compact":
         return f"{question}\n"
-    return f"{XML_SYSTEM_PROMPT}\n\n{question}"  # gdsd and d1 share this prompt
+    return f"{REASONING_SYSTEM_PROMPT}\n\n{question}"  # gdsd and d1 share this prompt
 
 
 def row_item(index: int, row: dict[str, Any], prompt_format: str) -> PromptItem:

@@ -11,9 +11,8 @@ from typing import Any
 
 from common.messages import PromptItem
 from common.tasks import hf
-from common.tasks.base import (Task, base_summary, check_format, check_split, last_boxed_only_string, mean_of,
+from common.tasks.base import (REASONING_SYSTEM_PROMPT, Task, base_summary, check_format, check_split, last_boxed_only_string, mean_of,
                                remove_boxed)
-from common.tasks.gsm8k import XML_SYSTEM_PROMPT
 
 HUB_NAME = "ankner/math-500"
 
@@ -22,7 +21,7 @@ def format_prompt(problem: str, prompt_format: str) -> str:
     check_format(prompt_format)
     if prompt_format == "compact":
         return f"{problem}\n"
-    return (f"{XML_SYSTEM_PROMPT}\n\nYou are a math expert. Solve the problem step by step. Wrap the final answer in a "
+    return (f"{REASONING_SYSTEM_PROMPT}\n\nYou are a math expert. Solve the problem step by step. Wrap the final answer in a "
             f"\\boxed{{}}.\n\n{problem}")
 
 

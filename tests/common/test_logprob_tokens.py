@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from common.denoiser import Denoiser
-from common.logprob_tokens import onestep_token_logprob, real_prompt_mask
+from common.denoiser import Denoiser, padding_mask
+from common.logprob_tokens import onestep_token_logprob
 
 
 def slow_onestep(denoiser: Denoiser, prompt: torch.Tensor, completion: torch.Tensor,
@@ -61,6 +61,6 @@ def test_gradients_flow(denoiser):
     denoiser.model.zero_grad(set_to_none=True)
 
 
-def test_real_prompt_mask_left_padding():
-    mask = real_prompt_mask(torch.tensor([3, 0, 5]), 5)
+def test_padding_mask_of_the_prompt_alone_marks_real_tokens():
+    mask = padding_mask(torch.tensor([3, 0, 5]), 5, 0)  # the one-step estimate's real prompt tokens
     assert mask.tolist() == [[False, False, True, True, True], [False] * 5, [True] * 5]

@@ -50,13 +50,13 @@ def test_gdsd_sudoku_prompts_match_the_official_text():
     assert test.endswith("</answer>\n\n\nSolve the following Sudoku puzzle: 0024001010402401\n")
 
 
-def test_d1_prompt_is_the_former_official_and_official_is_rejected():
+def test_d1_prompt_and_unknown_formats_are_rejected_by_name():
     prompt, prefill, _ = sudoku.format_prompt("0024001010402401", "d1")
     assert prompt.endswith("</answer>\n\nSolve the following Sudoku puzzle: 0024001010402401\n") and prefill == ""
     assert "Fill empty cells with digits 1-4\n" in prompt  # d1's rules have no full stops
-    with pytest.raises(ValueError, match="renamed"):
+    with pytest.raises(ValueError, match="task.prompt_format: unknown format 'official'; choose one of"):
         sudoku.format_prompt("0024001010402401", "official")
-    with pytest.raises(ConfigError, match="'d1' for d1's prompt"):
+    with pytest.raises(ConfigError, match="task.prompt_format.*'gdsd', 'd1' or 'compact'"):
         load_config(None, ["task.prompt_format=official"])
 
 
