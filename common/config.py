@@ -14,11 +14,16 @@ import yaml
 from pydantic import ValidationError
 
 from common.algorithms import get_algorithm
-from common.config_schema import (AlgorithmConfig, CheckpointConfig, ClusterConfig, EvalConfig,  # noqa: F401
-                                  LearnerConfig, LoRAConfig, MetricsConfig, ModelConfig, PipelineConfig,
-                                  RewardConfig, RolloutConfig, RunConfig, SamplerConfig, SFTConfig, TaskConfig,
-                                  TinyModelConfig)
-from common.validation import ConfigError, explain, validate  # noqa: F401  (re-exported)
+from common.config_schema import (AlgorithmConfig, CheckpointConfig, ClusterConfig, EvalConfig, LearnerConfig,
+                                  LoRAConfig, MetricsConfig, ModelConfig, PipelineConfig, RewardConfig, RolloutConfig,
+                                  RunConfig, SamplerConfig, SFTConfig, TaskConfig, TinyModelConfig)
+from common.validation import ConfigError, explain, validate
+
+__all__ = [  # the sections and the errors are re-exported: callers import the config from here alone
+    "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "EvalConfig", "LearnerConfig", "LoRAConfig",
+    "MetricsConfig", "ModelConfig", "PipelineConfig", "RewardConfig", "RolloutConfig", "RunConfig", "SamplerConfig",
+    "SFTConfig", "TaskConfig", "TinyModelConfig", "build_config", "dump_config", "explain", "load_config",
+    "parse_overrides", "validate"]
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

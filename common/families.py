@@ -102,10 +102,6 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
 )}
 
 
-def family_names() -> tuple[str, ...]:
-    return tuple(FAMILIES)
-
-
 def get_family(name: str, *, key: str | None = "model.family") -> ModelFamily:
     """The spec of family `name`; a ValueError naming `key` (None: the caller names it) and the registered families
     otherwise."""
@@ -124,8 +120,3 @@ def family_by_model_type(model_type: str) -> ModelFamily | None:
 def lora_official_names() -> dict[str, str]:
     """Official peft target name -> our projection, over every registered family (config accepts either name)."""
     return {official: ours for f in FAMILIES.values() for ours, official in f.lora_targets.items()}
-
-
-def lora_projections() -> tuple[str, ...]:
-    """Our projections any family can put an adapter on (common/models/lora.py)."""
-    return tuple(dict.fromkeys(p for f in FAMILIES.values() for p in f.lora_targets))
