@@ -273,6 +273,9 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         learner.lines.append(Line("grads + AdamW", n_base * 12 / W, "N_base x (4 grad + 8 AdamW state) / W",
                                   ("learner.num_ranks",)))
         n_train = n_base
+    learner.lines.append(Line("load (before sharding)", n_base * c + n_lora * 4 if lora else n_base * 4,
+                              "every rank loads the whole checkpoint, then shards it: N_base x " +
+                              ("c + N_lora x 4" if lora else "4"), (), "load"))
     blk = block_params(a) + lora_params(a, r, targets) / Lyr
     gather = (root_params(a) + 2 * blk) * c
     formula = "(root {:.3g} + 2 blocks x {:.3g}) x c: the root stays gathered, one block + one prefetched".format(

@@ -1,20 +1,16 @@
 """deploy/plan.py against what the code allocates, line by line, on real tiny models.
 
 Weights, adapters, AdamW state and the push are counted exactly from real tensors. Activation lines are measured:
-`LiveBytes` (below) is a TorchDispatchMode that adds the bytes of every new storage an op creates and subtracts them
+`LiveBytes` (benchmarks/live_bytes.py) is a TorchDispatchMode that adds the bytes of every new storage an op creates and subtracts them
 when the storage is freed (weak references: a tensor saved for backward stays counted), so its peak is what an
 allocator would have to hold for the ops run inside it. It runs the real forwards, samplers and arrow conversion.
 """
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-
 from actors.sampler import confidence, gumbel_argmax
 from actors.sampler_dream import draw as dream_draw
 from common.batch import RolloutBatch
@@ -23,36 +19,12 @@ from common.models.args import ModelArgs
 from common.models.lora import LoRASpec, apply_lora, lora_dropout
 from common.models.transformer import DiffusionLM
 from common.weight_bus import wire_format
+from benchmarks.live_bytes import LiveBytes
 from deploy import plan as P
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "sudoku_tiny.yaml")
 TOLERANCE = 0.2
-
-
-class LiveBytes(TorchDispatchMode):
-    """Live and peak bytes of the storages created by ops run inside (views and in-place results are not new)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, tuple[int, weakref.ref]] = {}
-        self.now = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = storage._cdata
-                if key not in self.live and key not in inputs:
-                    self.now += storage.nbytes()
-                    self.peak = max(self.peak, self.now)
-                    self.live[key] = (storage.nbytes(), weakref.ref(storage, lambda _, k=key: self._free(k)))
-        return out
-
-    def _free(self, key: int) -> None:
-        self.now -= self.live.pop(key)[0]
 
 
 def llada(**kw) -> ModelArgs:
