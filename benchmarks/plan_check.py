@@ -205,7 +205,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ckpt-dir", default=None)
     parser.add_argument("--toy", action="store_true", help="toy widths (a smoke run of seconds)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--recompare", default=None, help="a previous --out file: compare its measurements with the "
+                        "current plan (no new run)")
     args = parser.parse_args(argv)
+    if args.recompare:
+        return recompare(args.recompare, args.out)
     records: list[dict] = []
     work = Path(tempfile.mkdtemp(prefix="plan_check_"))
     widths = TOY if args.toy else LLADA_8B
@@ -214,11 +218,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rss = RssPeak()
         write_checkpoint(widths, args.layers, ckpt, device=torch.device("cpu"), seed=0)
         file_bytes = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
-        base = [f"model.path={ckpt}", "model.mask_token_id=null", "model.eos_token_id=null", "model.chat_template=false",
-                "sampler.gen_length=32", "sampler.block_length=32", "sampler.steps=4", "rollout.num_actors=1",
-                "rollout.prompts_per_step=2", "rollout.group_size=2", "learner.num_ranks=2",
-                "learner.micro_batch_rows=2", "algorithm.mu=1", "eval.num_prompts=0", "rollout.torch_threads=2",
-                "learner.torch_threads=1"]
+        # the same thread count on both sides: the GEMM reduction order (and so S_old vs S_theta) depends on it
+        base = [f"model.path={ckpt}", *BASE]
         from common.config import load_config
 
         cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "sudoku_llada.yaml",
@@ -243,6 +244,40 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return records
 
 
+BASE = ["model.mask_token_id=null", "model.eos_token_id=null", "model.chat_template=false", "sampler.gen_length=32",
+        "sampler.block_length=32", "sampler.steps=4", "rollout.num_actors=1", "rollout.prompts_per_step=2",
+        "rollout.group_size=2", "learner.num_ranks=2", "learner.micro_batch_rows=2", "algorithm.mu=1",
+        "eval.num_prompts=0", "rollout.torch_threads=1", "learner.torch_threads=1"]
+
+
+def recompare(path: str, out: str | None) -> list[dict]:
+    """The measurements of a previous run against the current plan (the shapes from its summary record)."""
+    from benchmarks.gpu_model import Widths, model_args
+    from common.models import hf_config_from_args
+    from common.tiny import make_tokenizer
+
+    old = json.loads(Path(path).read_text())
+    summary = old[-1]
+    w = Widths(**summary["widths"])
+    tok = make_tokenizer(w.vocab)
+    shapes = Path(tempfile.mkdtemp(prefix="plan_check_shapes_"))
+    try:
+        args = model_args(w, summary["layers"], mask_id=tok.mask_token_id, eos_id=tok.eos_token_id,
+                          pad_id=tok.pad_token_id)
+        (shapes / "config.json").write_text(json.dumps(hf_config_from_args(args)))
+        raw = summary["raw"]
+        plan = plan_for([f"model.path={shapes}", *BASE, f"cluster.plan_prompt_tokens={raw['rollout']['prompt_width']}"])
+        file_bytes = summary["checkpoint_gib"] * GIB
+        records = compare(plan, raw["load"], raw["rollout"], raw["ranks"], file_bytes) + [summary]
+    finally:
+        shutil.rmtree(shapes, ignore_errors=True)
+    for r in records:
+        print(json.dumps({k: v for k, v in r.items() if k != "raw"}), flush=True)
+    if out:
+        Path(out).write_text(json.dumps(records, indent=1))
+    return records
+
+
 def compare(plan, load: dict, rollout: dict, ranks: list[dict], file_bytes: int) -> list[dict]:
     """plan / measured for each line that a measurement isolates."""
     actor, learner, export = lines(plan.actor), lines(plan.learner), lines(plan.export)
@@ -256,15 +291,17 @@ def compare(plan, load: dict, rollout: dict, ranks: list[dict], file_bytes: int)
     add("checkpoint load: file pages mapped", file_bytes / GIB, load["rss_gib"] - load["rss_anon_gib"],
         "RSS - RssAnon at the peak (page cache, reclaimable)")
     add("actor weights", actor["weights"], rollout["load"]["rss_anon_gib"], "RssAnon after PolicyEngine()")
-    add("sampling (forward + logits + draw)", actor["sampling forward"] + actor["sampling logits + draw"],
+    add("sampling (max of forward, logits + draw)", max(actor["sampling forward"], actor["sampling logits + draw"]),
         rollout["sampling"]["live_gib"], "LiveBytes peak of generate()")
-    add("teacher (forward + head chunk)", actor["teacher forward"] + actor["teacher head chunk"],
-        rollout["teacher"]["live_gib"], "LiveBytes peak of teacher_targets()")
+    add("teacher (max of forward, head chunk)", max(actor["teacher forward"], actor["teacher head chunk"]),
+        rollout["teacher"]["live_gib"], "LiveBytes peak of teacher_targets() (misses logsumexp's internal exp "
+        "buffer, 4 B x chunk x V)")
     add("actor process peak", plan.actor.peak()[0] / GIB, rollout["process"]["rss_gib"],
         "peak RSS - baseline (weights + the largest phase)")
     for r in ranks:
         name = r["part"]
-        add(f"{name} load + shard", learner["load (before sharding)"], r["setup"]["rss_anon_gib"],
+        loaded = learner["load (before sharding)"] + learner["base shard"] + learner["LoRA params + grads + AdamW"] / 4
+        add(f"{name} load + shard", loaded, r["setup"]["rss_anon_gib"],
             "RssAnon peak during setup (whole model, then shards)")
         step_plan = (learner["all-gather buffers"] + learner["activations (micro-batch)"] + learner["head chunk"]
                      + learner["LoRA params + grads + AdamW"] * 0.75)  # grads + AdamW state appear in the step

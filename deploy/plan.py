@@ -248,10 +248,11 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         actor.lines.append(Line("teacher forward", rows * T * per_tok,
                                 f"2 x {b} rows x T {T} x {per_tok:.0f} B/token (no-grad forward peak; LoRA dropout "
                                 "hash included)", ("learner.micro_batch_rows", "cluster.plan_prompt_tokens"),
-                                "teacher"))
+                                "teacher: body"))
         n = min(HEAD_CHUNK, b * L)
-        actor.lines.append(Line("teacher head chunk", n * V * (c + 8), f"min({HEAD_CHUNK}, {b} x L {L}) x V x (c + "
-                                "4 float32 logits + 4 logsumexp)", ("learner.micro_batch_rows",), "teacher"))
+        actor.lines.append(Line("teacher head chunk", rows * T * H * c + n * V * (c + 8),
+                                f"final hidden 2 x {b} rows x T x c H + min({HEAD_CHUNK}, {b} x L {L}) x V x (c + 4 "
+                                "float32 logits + 4 logsumexp's exp)", ("learner.micro_batch_rows",), "teacher: head"))
     if cfg.eval.num_prompts:
         from deploy.evaluate import eval_sampler
 
@@ -273,15 +274,22 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         learner.lines.append(Line("grads + AdamW", n_base * 12 / W, "N_base x (4 grad + 8 AdamW state) / W",
                                   ("learner.num_ranks",)))
         n_train = n_base
-    learner.lines.append(Line("load (before sharding)", n_base * c + n_lora * 4 if lora else n_base * 4,
-                              "every rank loads the whole checkpoint, then shards it: N_base x " +
-                              ("c + N_lora x 4" if lora else "4"), (), "load"))
     blk = block_params(a) + lora_params(a, r, targets) / Lyr
-    gather = (root_params(a) + 2 * blk) * c
-    formula = "(root {:.3g} + 2 blocks x {:.3g}) x c: the root stays gathered, one block + one prefetched".format(
-        root_params(a), blk)
+    root = root_params(a)
+    if W > 1:
+        # every rank loads the whole checkpoint, then fully_shard replaces the blocks' tensors by shards one block at a
+        # time and the root last: the peak is the loaded model, or the block shards + the root and its new shard
+        cl = c if lora else 4
+        peak = cl * max(n_base, Lyr * block_params(a) / W + root * (1 + 1 / W))
+        learner.lines.append(Line("load (before sharding)", peak - n_base * cl / W,
+                                  f"max(N_base, Lyr x block / W + root x (1 + 1/W)) x {cl} - the rank's own shard "
+                                  "(every rank loads the whole checkpoint, then shards it)", (), "load"))
+    gather = max(2 * root, root + 3 * blk) * c
+    formula = ("max(2 x root {:.3g}, root + 3 blocks x {:.3g}) x c: FSDP2 copies an all-gather's output into the "
+               "unsharded parameters (2x a group while it is gathered); the root stays gathered, then a block, the "
+               "prefetched next one and a copy").format(root, blk)
     if not lora:
-        gather += (root_params(a) + blk) * 4
+        gather += (root + blk) * 4
         formula += "; + (root + block) x 4 unsharded float32 grads before reduce-scatter"
     learner.lines.append(Line("all-gather buffers", gather, formula, ("learner.num_ranks",)))
     token_path = not spec.sequence_level  # d1 / wd1: one forward of b rows (learner/token_update.py)
@@ -317,8 +325,10 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         export.lines.append(Line("push (adapters)", n_lora * (4 + c), "N_lora x (4 gathered float32 + c wire copy)",
                                  phase="push"))
         adapted = Lyr * sum(projections(a)[t][0] * projections(a)[t][1] for t in targets)
-        export.lines.append(Line("HF export", n_base * c + n_lora * 4 + adapted * c,
-                                 "full state N_base x c + adapters x 4 + merged projections x c", phase="export"))
+        largest = max(projections(a)[t][0] * projections(a)[t][1] for t in targets)
+        export.lines.append(Line("HF export", n_base * c + n_lora * 4 + adapted * c + 12 * largest,
+                                 "full state N_base x c + adapters x 4 + merged projections x c + the merge of the "
+                                 "largest one in float32 (W, B A, the sum: 12 x in x out)", phase="export"))
     else:
         export.lines.append(Line("push (full state)", n_base * (4 + c), "N_base x (4 gathered float32 + c wire copy)",
                                  phase="push"))
@@ -353,13 +363,15 @@ def _sampling_lines(section: Section, phase: str, a: ModelArgs, s, c: int, *, ro
     keys = ("sampler.logits_budget_mb", "eval.num_prompts" if phase == "evaluation" else "rollout.prompts_per_step",
             "cluster.plan_prompt_tokens")
     section.lines.append(Line(f"{phase} forward", rows * T * per_tok,
-                              f"{rows} rows x T {T} x {per_tok:.0f} B/token (no-grad forward peak)", keys, phase))
+                              f"{rows} rows x T {T} x {per_tok:.0f} B/token (no-grad forward peak)", keys,
+                              f"{phase}: body"))
     positions = s.gen_length if s.schedule == "dream" else s.block_length
     per_elem, how = draw_bytes(s, c)
-    section.lines.append(Line(f"{phase} logits + draw", rows * positions * a.vocab_size * per_elem,
-                              f"{rows} rows x {positions} positions x V x {per_elem} B ({how})",
+    section.lines.append(Line(f"{phase} logits + draw", rows * T * a.dim * c + rows * positions * a.vocab_size * per_elem,
+                              f"final hidden {rows} rows x T x c H + {rows} rows x {positions} positions x V x "
+                              f"{per_elem} B ({how})",
                               ("sampler.logits_budget_mb",) + (("sampler.gumbel_dtype",) if "Gumbel" in how else ()),
-                              phase))
+                              f"{phase}: head"))
 
 
 def draw_bytes(s, c: int) -> tuple[int, str]:
