@@ -289,6 +289,13 @@ class MetricsConfig(_Section):
 class ClusterConfig(_Section):
     address: str | None = Field(None, description="Ray address; None = the submitting cluster or a local instance")
     num_cpus: int | None = Field(None, description="CPUs of a local instance (None = all)")
+    gpu_mem_gib: float | None = Field(
+        None, gt=0, description="memory of one GPU (GiB) for the start-up memory plan (deploy/plan.py); None = the "
+        "driver's own GPU if it has one, else the cluster's accelerator_type when its memory is known (H200: 140), "
+        "else the plan is logged but not checked")
+    plan_prompt_tokens: int = Field(
+        512, gt=0, description="prompt width (tokens, chat template included) the memory plan assumes: the longest "
+        "left-padded prompt batch of the task")
 
 
 class RunConfig(_Section):

@@ -134,6 +134,11 @@ class RolloutFleet:
                                      weights.version)
         return refs, summaries
 
+    @staticmethod
+    def dead_nodes() -> int:
+        """Ray nodes the cluster has lost (a rollout node that died takes its actors along: they restart elsewhere)."""
+        return sum(not n.get("Alive") for n in ray.nodes())
+
     def wait_alive(self, actor: int) -> None:
         """Until the actor (restarted by Ray if it died) answers."""
         deadline = time.monotonic() + RESTART_TIMEOUT_S

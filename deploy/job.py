@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_dir: {cfg.run_dir}", flush=True)
         # a local instance gets at least the logical CPUs the services reserve (Ray CPUs are scheduling units)
         cluster.init_ray(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus or local_cpus(cfg))
+        preflight.check_memory(cfg)  # first: a config that fits no GPU fails whatever the cluster holds
         preflight.check_resources(cfg)
     except (ConfigError, preflight.PreflightError) as err:
         print(f"{'config' if isinstance(err, ConfigError) else 'preflight'} error: {err}", file=sys.stderr)

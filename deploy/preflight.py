@@ -3,6 +3,8 @@ first rollout later). Config-only rules live in common/config.py's validation; t
 cluster:
 
   check_files(cfg, resume=...)   before Ray: model.path is a model directory; --resume finds a checkpoint
+  check_memory(cfg)              after ray.init: the memory plan (deploy/plan.py) of every actor and rank fits the
+                                 GPU memory (cluster.gpu_mem_gib, the driver's GPU, or the cluster's accelerator type)
   check_resources(cfg)           after ray.init: the cluster has the CPUs / GPUs / custom resources the config asks
                                  for, in total and per actor / rank on some node (else Ray would queue them forever)
 
@@ -123,3 +125,54 @@ def _totals(wanted: list[tuple[str, int, dict[str, float]]]) -> dict[str, float]
             if amount:
                 out[name] += count * amount
     return dict(out)
+
+
+def device_memory_gib(cfg: RunConfig) -> tuple[float | None, str]:
+    """(GiB of one GPU, where the number comes from): cluster.gpu_mem_gib, else the driver's own GPU, else the Ray
+    cluster's `accelerator_type:<name>` resource when that name has one known memory size (deploy/plan.py)."""
+    if cfg.cluster.gpu_mem_gib is not None:
+        return cfg.cluster.gpu_mem_gib, "cluster.gpu_mem_gib"
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory / 2**30, "the driver's GPU"
+    try:
+        import ray
+
+        if ray.is_initialized():
+            from deploy.plan import ACCELERATOR_GIB
+
+            types = {k.split(":", 1)[1] for n in ray.nodes() if n.get("Alive") for k in n["Resources"]
+                     if k.startswith("accelerator_type:")}
+            known = [ACCELERATOR_GIB[t] for t in types if t in ACCELERATOR_GIB]
+            if known and len(known) == len(types):
+                return min(known), f"the cluster's accelerator_type {sorted(types)}"
+    except ImportError:
+        pass
+    return None, "unknown"
+
+
+def check_memory(cfg: RunConfig) -> None:
+    """The memory plan of one rollout actor and one learner rank must fit one GPU (only for what runs on GPUs)."""
+    if not (cfg.rollout.gpus_per_actor > 0 or cfg.learner.gpus_per_rank > 0):
+        return
+    from deploy.plan import build_plan, model_args, problems
+
+    gib, source = device_memory_gib(cfg)
+    try:
+        plan = build_plan(cfg, model_args(cfg), gpu_mem_gib=gib)
+    except (ValueError, FileNotFoundError) as err:
+        raise PreflightError(f"memory plan: {err}") from None
+    actor, _ = plan.actor.peak()
+    rank, _ = plan.learner.peak()
+    log.info("memory plan (deploy/plan.py): rollout actor %.1f GiB, learner rank %.1f GiB at their peaks; GPU memory "
+             "%s (%s)", actor / 2**30, rank / 2**30, "unknown" if gib is None else f"{gib:g} GiB", source)
+    if gib is None:
+        log.warning("GPU memory unknown: the memory plan is not checked (set cluster.gpu_mem_gib)")
+        return
+    found = [p for p in problems(plan)
+             if (p.startswith("one rollout") and cfg.rollout.gpus_per_actor > 0)
+             or (p.startswith("one learner") and cfg.learner.gpus_per_rank > 0)]
+    if found:
+        raise PreflightError(f"the memory plan does not fit a GPU of {gib:g} GiB ({source}): " + "; ".join(found)
+                             + ". Print the whole plan with `python -m deploy.plan --config ...`")

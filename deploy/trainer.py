@@ -132,6 +132,8 @@ class Trainer:
             "rollout": {f"actor{s['actor']}/tokens_per_s": s["tokens_per_second"] for s in summaries},
             "staleness": {"max": max(stats["staleness"], default=0)},
             "bytes": {"batches": sum(s["batch_bytes"] for s in summaries)},
+            # cumulative: chunks re-issued after an actor died (or restarted) and Ray nodes lost so far
+            "fleet": {"reissued_chunks": self.fleet.reissued, "dead_nodes": self.fleet.dead_nodes()},
             "time": times,
             "learner": {k: v for k, v in stats.items() if k not in ("staleness",)},
             "version": stats["version"],

@@ -42,12 +42,42 @@ def test_cluster_launcher_config():
     head_start = " ".join(raw["head_start_ray_commands"])
     assert "RAY_AUTH_MODE=disabled" in head_start and "--dashboard-host=127.0.0.1" in head_start
     assert all("RAY_AUTH_MODE=disabled" in c for c in raw["worker_start_ray_commands"] if "ray start" in c)
-    # the GPU node types hold exactly the paper configs' actors and ranks (the learner is one placement group on one
-    # node: GPUs beyond its ranks would sit idle)
-    for name in ("sudoku_llada", "countdown_llada", "sudoku_dream"):
-        cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    # the GPU node types hold exactly the 8 + 8 GPU paper configs' actors and ranks (the learner is one placement
+    # group on one node: GPUs beyond its ranks would sit idle)
+    for name in ("gsm8k_llada_gdsd", "gsm8k_llada_espo", "math_llada_gdsd", "math_llada_gdsd_tlc"):
+        cfg = load_config(REPO / "configs" / "paper" / f"{name}.yaml")
         assert types["rollout_gpu"]["resources"]["GPU"] == cfg.rollout.num_actors * cfg.rollout.gpus_per_actor, name
         assert types["learner_gpu"]["resources"]["GPU"] == cfg.learner.num_ranks * cfg.learner.gpus_per_rank, name
+        assert cfg.model.lora.enabled and cfg.learner.placement == "STRICT_PACK"
+        check_sized_from_plan(cfg, object_store=_flag(head_start, "--object-store-memory"),
+                              shm=_size(next(o for o in raw["docker"]["run_options"] if "--shm-size" in o)))
+    for command in raw["worker_start_ray_commands"]:
+        if "ray start" in command:
+            assert _flag(command, "--object-store-memory") == _flag(head_start, "--object-store-memory")
+    assert any("datasets" in c for c in raw["setup_commands"])  # GSM8K / MATH
+
+
+def _flag(command: str, name: str) -> int:
+    return int(command.split(f"{name}=")[1].split()[0])
+
+
+def _size(text: str) -> int:
+    """'24Gi', '--shm-size=24g' -> bytes."""
+    value = text.split("=")[-1].strip().lower().removesuffix("i").removesuffix("b")
+    return int(float(value[:-1]) * 2 ** {"k": 10, "m": 20, "g": 30}[value[-1]])
+
+
+def check_sized_from_plan(cfg, *, object_store: int, shm: int) -> None:
+    """Object store and /dev/shm sized from deploy/plan.py: the store holds the plan's bytes at once several times
+    over (pushes read by every actor of a node, evaluation rows), /dev/shm holds the store; every actor and rank fits
+    one H200."""
+    from deploy.plan import build_plan, model_args, problems
+
+    plan = build_plan(cfg, model_args(cfg, DEPLOY / "shapes" / "llada-8b-instruct.json"), gpu_mem_gib=140.0,
+                      nodes=2)
+    held = next(x.bytes for x in plan.traffic.lines if x.name == "held at once")
+    assert 8 * held <= object_store < shm, (held, object_store, shm)
+    assert problems(plan) == [] and plan.gpus_needed <= plan.nodes * plan.gpus_per_node
 
 
 def test_kuberay_rayjob():
@@ -80,3 +110,8 @@ def test_kuberay_rayjob():
         mounts = {m["mountPath"] for m in group["template"]["spec"]["containers"][0]["volumeMounts"]}
         assert "/mnt/runs" in mounts  # run_dir is shared: every rank writes its checkpoint shard there
     assert cfg.run_dir.startswith("/mnt/runs/") and cfg.cache_dir.startswith("/mnt/runs/")
+    assert cfg.model.lora.enabled and cfg.cluster.gpu_mem_gib == 140 and cfg.task.source.startswith("/mnt/data/")
+    shm = next(v for v in cluster["headGroupSpec"]["template"]["spec"]["volumes"] if v["name"] == "dshm")
+    for group in [cluster["headGroupSpec"], *groups.values()]:
+        check_sized_from_plan(cfg, object_store=int(group["rayStartParams"]["object-store-memory"]),
+                              shm=_size(shm["emptyDir"]["sizeLimit"]))

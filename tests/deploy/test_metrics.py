@@ -19,7 +19,7 @@ from deploy.metrics import Metrics, flatten, gauge_spec
 REPO = Path(__file__).resolve().parents[2]
 RECORD = {"reward": {"mean": 0.5, "sudoku": 0.5}, "reward_errors": 0, "zero_variance_groups": 1,
           "rollout": {"actor0/tokens_per_s": 100.0, "actor1/tokens_per_s": 120.0}, "staleness": {"max": 1},
-          "bytes": {"batches": 1000}, "time": {"rollout": 1.0, "update": 0.5, "sync_weights": 0.1},
+          "bytes": {"batches": 1000}, "fleet": {"reissued_chunks": 1, "dead_nodes": 1}, "time": {"rollout": 1.0, "update": 0.5, "sync_weights": 0.1},
           "learner": {"seconds": 0.4, "clamp_frac": [0.0, 0.25], "k2": [1e-6, 2e-6], "teacher_gap_max": 1e-3},
           "version": 3}
 

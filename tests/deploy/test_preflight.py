@@ -87,3 +87,20 @@ def test_each_actor_must_fit_on_one_node():
     cfg = load_config(CONFIG, ["learner.cpus_per_rank=3"])
     problems = shortfalls(demands(cfg), [{"CPU": 2.0}, {"CPU": 2.0}, {"CPU": 2.0}])
     assert len(problems) == 1 and "one learner rank asks for {'CPU': 3.0}" in problems[0]
+
+
+def test_config_whose_memory_plan_exceeds_the_gpu(ray_local, tmp_path, capsys):
+    """deploy/plan.py at start: an actor or rank that cannot fit one GPU fails before any actor exists, naming the
+    plan line and the keys that shrink it (the GPU memory from cluster.gpu_mem_gib here; no GPU on this box)."""
+    code, err, seconds = run_job(tmp_path, capsys, "learner.gpus_per_rank=1", "rollout.gpus_per_actor=1",
+                                 "cluster.gpu_mem_gib=3", "learner.micro_batch_rows=24",
+                                 "cluster.plan_prompt_tokens=4096")
+    assert code == 2 and seconds < 5
+    assert "preflight error: the memory plan does not fit a GPU of 3 GiB (cluster.gpu_mem_gib)" in err, err
+    assert "one learner rank needs" in err and "'activations (micro-batch)'" in err
+    assert "learner.micro_batch_rows" in err and "learner.activation_checkpointing" in err
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").iterdir())
+    # the same config with checkpointing and short prompts fits; the job then stops at the next check (no GPU here)
+    code, err, _ = run_job(tmp_path, capsys, "learner.gpus_per_rank=1", "rollout.gpus_per_actor=1",
+                           "cluster.gpu_mem_gib=3", "cluster.plan_prompt_tokens=64", "--overwrite")
+    assert code == 2 and "memory plan" not in err and "GPU: the config asks for 2" in err, err

@@ -1,0 +1,513 @@
+"""The memory and traffic plan of a config on a cluster (docs/plan.md): what one rollout actor and one learner rank
+hold on their device at their peak, rank 0's export peak in host memory, and the bytes that cross the object store per
+step and per weight push. Every line carries the formula it evaluates, written from what the code allocates (traced
+op by op: tests/deploy/test_plan.py measures each line on a real tiny model).
+
+  python -m deploy.plan --config C [key=value ...] [--gpus-per-node 8 --gpu-mem-gib 140 --nodes 1]
+                        [--model-config DIR_OR_config.json]
+
+The start-up checks run the same plan (deploy/preflight.py::check_memory): a config whose actor or rank does not fit
+its device fails before any actor exists, naming the line and the keys that shrink it.
+
+Symbols: V vocab, H hidden, Lyr layers, qd = heads x head dim, kv = kv heads x head dim, F FFN, D head dim, c bytes of
+model.dtype, r LoRA rank, P prompt tokens (cluster.plan_prompt_tokens), L gen length, T = P + L, G group size,
+J mu, M num_mc, W learner ranks. Sizes in GiB (2^30 bytes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.algorithms import get_algorithm
+from common.config import ConfigError, RunConfig, load_config
+from common.models.args import ModelArgs, args_from_hf, family_of
+
+GIB = 2**30
+HEAD_CHUNK = 2048  # DiffusionLM.forward's default `chunk`: positions per head + log_softmax pass
+# what a device holds besides the plan: the CUDA context, cuBLAS / NCCL workspaces, the caching allocator's slack
+DEVICE_RESERVE_GIB = 2.0
+FRAGMENTATION = 0.05  # of the device, kept free for allocator fragmentation
+# known memory of Ray's accelerator_type resource (GiB as torch reports it); types with several memory sizes
+# (A100 40/80 GB, H100 80/94 GB) are not listed: give cluster.gpu_mem_gib for them
+ACCELERATOR_GIB = {"H200": 140.0, "L40S": 44.4}
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str
+    bytes: float
+    formula: str
+    keys: tuple[str, ...] = ()  # config keys that make it smaller
+    phase: str | None = None  # None: held throughout; else held only during that phase (phases do not overlap)
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[Line] = field(default_factory=list)
+
+    def peak(self) -> tuple[float, str | None]:
+        """(bytes at the peak, the phase it is in): resident lines + the largest phase."""
+        resident = sum(x.bytes for x in self.lines if x.phase is None)
+        phases: dict[str, float] = {}
+        for x in self.lines:
+            if x.phase is not None:
+                phases[x.phase] = phases.get(x.phase, 0.0) + x.bytes
+        if not phases:
+            return resident, None
+        top = max(phases, key=phases.get)
+        return resident + phases[top], top
+
+    def worst_line(self) -> Line:
+        """The largest line of the peak (resident or in the peak phase): what to shrink first."""
+        _, phase = self.peak()
+        return max((x for x in self.lines if x.phase in (None, phase)), key=lambda x: x.bytes)
+
+
+@dataclass
+class Plan:
+    args: ModelArgs
+    actor: Section
+    learner: Section
+    export: Section
+    traffic: Section
+    gpus_needed: int
+    gpus_per_node: int
+    nodes: int
+    gpu_mem_gib: float | None
+    actors_per_gpu: int
+    ranks_per_gpu: int
+
+    @property
+    def usable_bytes(self) -> float | None:
+        if self.gpu_mem_gib is None:
+            return None
+        return self.gpu_mem_gib * GIB * (1 - FRAGMENTATION) - DEVICE_RESERVE_GIB * GIB
+
+
+# ---- model sizes ---------------------------------------------------------------------------------------------------
+def projections(a: ModelArgs) -> dict[str, tuple[int, int]]:
+    """(in, out) of each block projection."""
+    qd, kv = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
+    return {"wq": (a.dim, qd), "wk": (a.dim, kv), "wv": (a.dim, kv), "wo": (qd, a.dim),
+            "w_gate": (a.dim, a.ffn_dim), "w_up": (a.dim, a.ffn_dim), "w_down": (a.ffn_dim, a.dim)}
+
+
+def block_params(a: ModelArgs) -> int:
+    qd, kv = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
+    return sum(i * o for i, o in projections(a).values()) + 2 * a.dim + ((qd + 2 * kv) if a.qkv_bias else 0)
+
+
+def root_params(a: ModelArgs) -> int:
+    """Embedding, final norm, LM head (shared with the embedding when tied)."""
+    return a.vocab_size * a.dim * (1 if a.tied else 2) + a.dim
+
+
+def base_params(a: ModelArgs) -> int:
+    return root_params(a) + a.n_layers * block_params(a)
+
+
+def lora_params(a: ModelArgs, r: int, targets: tuple[str, ...]) -> int:
+    shapes = projections(a)
+    return a.n_layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
+
+
+def model_args(cfg: RunConfig, model_config: str | Path | None = None) -> ModelArgs:
+    """The shapes the plan uses: `model_config` (a config.json or its directory), else model.path's config.json,
+    else the built-in tiny model's."""
+    source = model_config or cfg.model.path
+    if source is None:
+        from common.tiny import make_tokenizer, tiny_args
+
+        return tiny_args(cfg.model.tiny, make_tokenizer())
+    path = Path(source)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"memory plan: no config.json at {str(file)!r} (model.path); give the model's shapes with "
+                          "--model-config (e.g. deploy/shapes/llada-8b-instruct.json)")
+    hf = json.loads(file.read_text())
+    return args_from_hf(hf, family_of(hf, cfg.model.family, where=str(file)), where=str(file))
+
+
+# ---- per-token activation bytes (traced from common/models/transformer.py and lora.py) ------------------------------
+def _lora_extra(a: ModelArgs, name: str, c: int, *, targets: tuple[str, ...], r: int, dropout: float,
+                rows: int, T: int) -> float:
+    """Transient bytes per token a LoRA projection adds over its base output: max(the dropout hash, 3 int64 words
+    per input element + the [T x in] int64 index shared by the rows (uniform_hash); the adapter path, A-out c r + the
+    scaled B-out and the sum 2 c out)."""
+    if name not in targets:
+        return 0.0
+    i, o = projections(a)[name]
+    hashing = (24 * i + 8 * i / max(rows, 1)) if dropout > 0 else 0.0
+    return max(hashing, c * r + 2 * c * o)
+
+
+def nograd_token_bytes(a: ModelArgs, c: int, *, targets: tuple[str, ...] = (), r: int = 0, dropout: float = 0.0,
+                       rows: int = 1, T: int = 1) -> float:
+    """Peak bytes per token of a forward under no_grad (sampling, teacher targets, evaluation), the largest of the
+    block's moments (Block._forward's fast path; Python locals q, k, v, y stay alive through the FFN):
+      tables 4D (RoPE cos + sin, float32) + x_in c H (the block's input, held by the caller), plus
+      wq..wv:  h c H + the outputs so far + LoRA transient
+      RoPE k:  h c H + q, k, v c(qd + 2 kv) + new q c qd + float32 copy and output 4 kv (+4 kv if c < 4) + cast c kv
+      FFN:     x c H + q, k, v, y c(2 qd + 2 kv) + h2 c H + gate c F + up c F (+ LoRA) | down: gate c F + out c H
+    """
+    qd, kv, H, F = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim, a.dim, a.ffn_dim
+    lo = lambda n: _lora_extra(a, n, c, targets=targets, r=r, dropout=dropout, rows=rows, T=T)  # noqa: E731
+    base = 4 * a.head_dim + c * H
+    upcast = 1 if c < 4 else 0
+    moments = [
+        base + c * H + c * qd + lo("wq"),
+        base + c * H + c * (qd + kv) + lo("wk"),
+        base + c * H + c * (qd + 2 * kv) + lo("wv"),
+        base + c * H + c * (qd + 2 * kv) + (4 * qd) * (1 + upcast) + upcast * c * qd,
+        base + c * H + c * (2 * qd + 2 * kv) + (4 * kv) * (1 + upcast) + upcast * c * kv,
+        base + c * H + c * (qd + 2 * kv) + 3 * c * qd + c * H + lo("wo"),
+    ]
+    ffn = base + c * H + c * (2 * qd + 2 * kv) + c * H
+    moments += [ffn + c * F + lo("w_gate"), ffn + 2 * c * F + lo("w_up"), ffn + c * F + c * H + lo("w_down")]
+    return float(max(moments))
+
+
+def grad_layer_bytes(a: ModelArgs, c: int, *, full: bool, targets: tuple[str, ...] = (), r: int = 0,
+                     dropout: float = 0.0) -> float:
+    """Bytes per token one block saves for backward:
+      norms    2 x (float32 input 4H [+ normed c H + output c H when the weights train])
+      SDPA     q, k, v, out c(2 qd + 2 kv) + logsumexp 4 heads
+      FFN      silu input, silu output, up output 3 c F
+      weights training (full fine-tuning): the inputs of wo (c qd) and w_down (c F)
+      LoRA     per target: dropout mask 1 in + dropped input c in (the input itself, once, without dropout) + A-out c r
+    """
+    qd, kv, H, F = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim, a.dim, a.ffn_dim
+    out = 2 * 4 * H + c * (2 * qd + 2 * kv) + 4 * a.n_heads + 3 * c * F
+    if full:
+        out += 2 * 2 * c * H + c * qd + c * F
+    inputs_seen = set()
+    for t in targets:
+        i, _ = projections(a)[t]
+        if dropout > 0:
+            out += (1 + c) * i
+        elif not full and (t in ("wq", "wk", "wv", "w_gate", "w_up") and t[:2] not in inputs_seen):
+            # no dropout: lora_A saves the projection's input itself (h or h2, shared by its projections)
+            inputs_seen.add(t[:2])
+            out += c * i
+        elif not full and t in ("wo", "w_down"):
+            out += c * i
+        out += c * r
+    return float(out)
+
+
+# ---- the plan ------------------------------------------------------------------------------------------------------
+def _gib(x: float) -> str:
+    return f"{x / GIB:.3g}"
+
+
+def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: int = 1,
+               gpu_mem_gib: float | None = None) -> Plan:
+    m, s, r_cfg, lcfg, alg = cfg.model, cfg.sampler, cfg.rollout, cfg.learner, cfg.algorithm
+    c = 2 if m.dtype == "bfloat16" else 4
+    lora = m.lora.enabled
+    targets = tuple(m.lora.target_modules) if lora else ()
+    r = m.lora.r if lora else 0
+    p_drop = m.lora.dropout if lora else 0.0
+    V, H, Lyr = a.vocab_size, a.dim, a.n_layers
+    P, L = cfg.cluster.plan_prompt_tokens, s.gen_length
+    T = P + L
+    G, J, M, W = r_cfg.group_size, alg.mu, alg.num_mc, lcfg.num_ranks
+    n_base, n_lora = base_params(a), lora_params(a, r, targets)
+    spec = get_algorithm(alg.name)
+    push = (n_lora if lora else n_base) * c
+
+    # ---- rollout actor ------------------------------------------------------------------------------------------
+    actor = Section("rollout actor (one device)")
+    actor.lines.append(Line("weights", (n_base + n_lora) * c, f"(N_base {n_base:.3g} + N_lora {n_lora:.3g}) x c {c}",
+                            ("model.dtype",)))
+    needs_ref = spec.sequence_level and spec.needs_ref and alg.beta > 0
+    if needs_ref and not lora:
+        actor.lines.append(Line("reference copy", n_base * c, "N_base x c (full fine-tuning, beta > 0; LoRA: adapters "
+                                "off, no copy)", ("model.lora.enabled", "algorithm.beta")))
+    if cfg.pipeline.weight_sync == "broadcast":
+        actor.lines.append(Line("staged push", push, "push bytes (received on the device, loaded before the next "
+                                "rollout)", ("pipeline.weight_sync",)))
+    rows_actor = math.ceil(r_cfg.prompts_per_step / r_cfg.num_actors) * G
+    from actors.sampling import rows_per_call  # the sampler's own rule: what it will do
+    import torch
+
+    dtype = torch.bfloat16 if c == 2 else torch.float32
+    _sampling_lines(actor, "sampling", a, s, c, rows=min(rows_per_call(s, vocab_size=V, dtype=dtype), rows_actor),
+                    P=P, targets=targets, r=r)
+    teacher_here = spec.sequence_level and (alg.teacher_source == "rollout" or needs_ref)
+    if teacher_here:
+        b = min(lcfg.micro_batch_rows, rows_actor)
+        rows = 2 * b  # x_t and its complement
+        drop = p_drop if alg.teacher_source == "rollout" else 0.0
+        per_tok = nograd_token_bytes(a, c, targets=targets, r=r, dropout=drop, rows=rows, T=T)
+        actor.lines.append(Line("teacher forward", rows * T * per_tok,
+                                f"2 x {b} rows x T {T} x {per_tok:.0f} B/token (no-grad forward peak; LoRA dropout "
+                                "hash included)", ("learner.micro_batch_rows", "cluster.plan_prompt_tokens"),
+                                "teacher: body"))
+        n = min(HEAD_CHUNK, b * L)
+        actor.lines.append(Line("teacher head chunk", rows * T * H * c + n * V * (c + 8),
+                                f"final hidden 2 x {b} rows x T x c H + min({HEAD_CHUNK}, {b} x L {L}) x V x (c + 4 "
+                                "float32 logits + 4 logsumexp's exp)", ("learner.micro_batch_rows",), "teacher: head"))
+    if cfg.eval.num_prompts:
+        from deploy.evaluate import eval_sampler
+
+        es = eval_sampler(cfg)
+        rows_eval = math.ceil(cfg.eval.num_prompts / r_cfg.num_actors)
+        _sampling_lines(actor, "evaluation", a, es, c, rows=min(rows_per_call(es, vocab_size=V, dtype=dtype),
+                                                                 rows_eval), P=P, targets=targets, r=r)
+
+    # ---- learner rank -------------------------------------------------------------------------------------------
+    learner = Section("learner rank (one device)")
+    if lora:
+        learner.lines.append(Line("base shard", n_base * c / W, f"N_base x c / W {W} (frozen, compute dtype)",
+                                  ("learner.num_ranks",)))
+        learner.lines.append(Line("LoRA params + grads + AdamW", n_lora * 16 / W,
+                                  "N_lora x (4 param + 4 grad + 8 exp_avg, exp_avg_sq) / W", ("learner.num_ranks",)))
+        n_train = n_lora
+    else:
+        learner.lines.append(Line("master weights", n_base * 4 / W, "N_base x 4 / W (float32)", ("learner.num_ranks",)))
+        learner.lines.append(Line("grads + AdamW", n_base * 12 / W, "N_base x (4 grad + 8 AdamW state) / W",
+                                  ("learner.num_ranks",)))
+        n_train = n_base
+    blk = block_params(a) + lora_params(a, r, targets) / Lyr
+    root = root_params(a)
+    if W > 1:
+        # every rank loads the whole checkpoint, then fully_shard replaces the blocks' tensors by shards one block at a
+        # time and the root last: the peak is the loaded model, or the block shards + the root and its new shard
+        cl = c if lora else 4
+        peak = cl * max(n_base, Lyr * block_params(a) / W + root * (1 + 1 / W))
+        learner.lines.append(Line("load (before sharding)", peak - n_base * cl / W,
+                                  f"max(N_base, Lyr x block / W + root x (1 + 1/W)) x {cl} - the rank's own shard "
+                                  "(every rank loads the whole checkpoint, then shards it)", (), "load"))
+    gather = max(2 * root, root + 3 * blk) * c
+    formula = ("max(2 x root {:.3g}, root + 3 blocks x {:.3g}) x c: FSDP2 copies an all-gather's output into the "
+               "unsharded parameters (2x a group while it is gathered); the root stays gathered, then a block, the "
+               "prefetched next one and a copy").format(root, blk)
+    if not lora:
+        gather += (root + blk) * 4
+        formula += "; + (root + block) x 4 unsharded float32 grads before reduce-scatter"
+    learner.lines.append(Line("all-gather buffers", gather, formula, ("learner.num_ranks",)))
+    token_path = not spec.sequence_level  # d1 / wd1: one forward of b rows (learner/token_update.py)
+    b = lcfg.micro_batch_rows
+    rows = b if token_path else 2 * b
+    per_layer = grad_layer_bytes(a, c, full=not lora, targets=targets, r=r, dropout=p_drop)
+    final = 4 * H + (2 * c * H if not lora else 0)
+    if lcfg.activation_checkpointing:
+        saved = rows * T * (Lyr * c * H + per_layer + final)
+        f = (f"{rows} rows x T {T} x (Lyr {Lyr} x c H block inputs + one recomputed block {per_layer:.0f} B + "
+             f"final norm {final} B)")
+    else:
+        saved = rows * T * (Lyr * per_layer + final)
+        f = f"{rows} rows x T {T} x (Lyr {Lyr} x {per_layer:.0f} B/token/block + final norm {final} B)"
+    f = ("d1 one-step forward: " if token_path else "x_t + complement: ") + f
+    learner.lines.append(Line("activations (micro-batch)", saved, f,
+                              ("learner.micro_batch_rows", "learner.activation_checkpointing"), "step"))
+    n = min(HEAD_CHUNK, b * L)
+    learner.lines.append(Line("head chunk", n * (H * c + V * (3 * c + 12)),
+                              f"min({HEAD_CHUNK}, {b} x L) x (c H + V x (3c + 12)): recomputed logits, float32 "
+                              "copy, softmax grad", ("learner.micro_batch_rows",), "step"))
+    if alg.teacher_source == "learner" or (token_path and spec.needs_old):
+        per_tok = nograd_token_bytes(a, c, targets=targets, r=r, rows=rows, T=T)
+        learner.lines.append(Line("teacher forward (no grad)", rows * T * per_tok,
+                                  f"{rows} rows x T {T} x {per_tok:.0f} B/token",
+                                  ("learner.micro_batch_rows",), "teacher"))
+    learner.lines.append(Line("AdamW step temporaries", n_train * 4 / W, "N_train x 4 / W (foreach AdamW: one float32 "
+                              "shard-sized temporary)", ("learner.num_ranks",), "optimizer"))
+
+    # ---- rank 0 export (host memory) ----------------------------------------------------------------------------
+    export = Section("learner rank 0, host memory")
+    if lora:
+        export.lines.append(Line("push (adapters)", n_lora * (4 + c), "N_lora x (4 gathered float32 + c wire copy)",
+                                 phase="push"))
+        adapted = Lyr * sum(projections(a)[t][0] * projections(a)[t][1] for t in targets)
+        largest = max(projections(a)[t][0] * projections(a)[t][1] for t in targets)
+        export.lines.append(Line("HF export", n_base * c + n_lora * 4 + adapted * c + 12 * largest,
+                                 "full state N_base x c + adapters x 4 + merged projections x c + the merge of the "
+                                 "largest one in float32 (W, B A, the sum: 12 x in x out)", phase="export"))
+    else:
+        export.lines.append(Line("push (full state)", n_base * (4 + c), "N_base x (4 gathered float32 + c wire copy)",
+                                 phase="push"))
+        export.lines.append(Line("HF export", n_base * 4, "N_base x 4 (gathered float32 state)", phase="export"))
+
+    # ---- object store ----------------------------------------------------------------------------------------------
+    traffic = Section("object store")
+    B = r_cfg.prompts_per_step * G
+    per_row = batch_row_bytes(P, L, J, M)
+    traffic.lines.append(Line("rollout batches per step", B * per_row,
+                              f"B {B} rows x {per_row:.0f} B (ids 8 (P + L), reveal step 4 L, mask bits L / 8, "
+                              "seeds 8 J M, S_old + S_ref 8 J M, row scalars, text ~4 L)"))
+    traffic.lines.append(Line("weight push", push, ("N_lora" if lora else "N_base") + " x c (one copy per node)"))
+    staleness = cfg.pipeline.max_staleness
+    traffic.lines.append(Line("held at once", (staleness + 1) * B * per_row + 2 * push,
+                              f"(max_staleness {staleness} + 1) steps of batches + 2 pushes (the new one while the "
+                              "old is still read)"))
+
+    gpus = r_cfg.num_actors * r_cfg.gpus_per_actor + W * lcfg.gpus_per_rank
+    per_gpu = lambda g: max(1, math.floor(1 / g + 1e-9)) if 0 < g < 1 else 1  # noqa: E731
+    return Plan(args=a, actor=actor, learner=learner, export=export, traffic=traffic, gpus_needed=math.ceil(gpus),
+                gpus_per_node=gpus_per_node, nodes=nodes, gpu_mem_gib=gpu_mem_gib,
+                actors_per_gpu=per_gpu(r_cfg.gpus_per_actor), ranks_per_gpu=per_gpu(lcfg.gpus_per_rank))
+
+
+def _sampling_lines(section: Section, phase: str, a: ModelArgs, s, c: int, *, rows: int, P: int,
+                    targets: tuple[str, ...], r: int) -> None:
+    """A sampler call of `rows` rows: the forward over T = P + L tokens, then the logits at the N selected positions
+    (the block, or the whole completion on Dream's schedule) and the draw's temporaries."""
+    T = P + s.gen_length
+    per_tok = nograd_token_bytes(a, c, targets=targets, r=r, rows=rows, T=T)
+    keys = ("sampler.logits_budget_mb", "eval.num_prompts" if phase == "evaluation" else "rollout.prompts_per_step",
+            "cluster.plan_prompt_tokens")
+    section.lines.append(Line(f"{phase} forward", rows * T * per_tok,
+                              f"{rows} rows x T {T} x {per_tok:.0f} B/token (no-grad forward peak)", keys,
+                              f"{phase}: body"))
+    positions = s.gen_length if s.schedule == "dream" else s.block_length
+    per_elem, how = draw_bytes(s, c)
+    N = rows * positions
+    from actors.sampling.draw import draw_chunk  # the sampler's own rule
+
+    chunk = min(N, draw_chunk(s, a.vocab_size))
+    section.lines.append(Line(f"{phase} logits + draw", rows * T * a.dim * c + draw_peak(s, c, N, a.vocab_size),
+                              f"final hidden {rows} rows x T x c H + logits {rows} rows x {positions} positions x V x "
+                              f"c + a draw chunk of {chunk} positions x V x {per_elem - c} B ({how})",
+                              ("sampler.logits_budget_mb",) + (("sampler.gumbel_dtype",) if "Gumbel" in how else ()),
+                              f"{phase}: head"))
+
+
+def draw_peak(s, c: int, N: int, V: int) -> int:
+    """Bytes at the draw's peak for logits [N, V] in c-byte floats: the logits, plus one chunk's temporaries
+    (actors/sampling/draw.py::draw_chunk positions at a time, sized from sampler.logits_budget_mb)."""
+    from actors.sampling.draw import draw_chunk
+
+    per_elem, _ = draw_bytes(s, c)
+    return N * V * c + min(N, draw_chunk(s, V)) * V * (per_elem - c)
+
+
+def draw_bytes(s, c: int) -> tuple[int, str]:
+    """Bytes per logit element at an unchunked draw's peak (actors/sampling/blocks.py, dream.py), logits included."""
+    if s.schedule == "dream":
+        # a float32 copy (none for float32 logits at T = 0), / T another, then top_p's sort / softmax / cumsum chain
+        # and the probabilities held through the confidence: 16 bytes per element at the deepest point, 3 more for
+        # the multinomial draw at T > 0 (measured by tests/deploy/test_plan.py::test_draw_bytes)
+        copies = (1 if (c < 4 or s.temperature > 0) else 0) + (1 if s.temperature > 0 else 0)
+        return c + 4 * copies + 16 + (3 if s.temperature > 0 else 0), \
+            "Dream draw: float32 copies, top_p sort, softmax, confidence"
+    if s.temperature == 0:
+        return c + (4 if c < 4 else 0) + 4, "greedy: argmax, float32 softmax of the confidence"
+    g = 8 if s.gumbel_dtype == "float64" else c
+    copies = 4 + (1 if g != c else 0)
+    return c + copies * g, f"Gumbel noise in {g}-byte floats: {copies} [N, V] temporaries (u, exp, -log u ^ T, ratio)"
+
+
+def batch_row_bytes(P: int, L: int, J: int, M: int) -> float:
+    """Arrow bytes of one RolloutBatch row (common/batch.py::to_arrow): int64 prompt / completion ids, int32 reveal
+    steps, the completion mask as bits, int64 seeds, float32 S_old / S_ref, 8 row scalars of 8 bytes and 2 of 4,
+    3 strings (offsets 4 each; the text ~4 bytes per completion token)."""
+    return 8 * (P + L) + 4 * L + L / 8 + 8 * J * M + 8 * J * M + 8 * 8 + 2 * 4 + 3 * 4 + 4 * L + 16
+
+
+# ---- checks and rendering ------------------------------------------------------------------------------------------
+FIX = {"rollout": "sampler.logits_budget_mb (rows per sampler call), learner.micro_batch_rows (teacher chunks), "
+                  "sampler.gumbel_dtype=model, a whole GPU per actor (rollout.gpus_per_actor=1)",
+       "learner": "learner.micro_batch_rows, learner.activation_checkpointing=true, more ranks (learner.num_ranks: a "
+                  "smaller shard), a whole GPU per rank (learner.gpus_per_rank=1)"}
+
+
+def problems(plan: Plan) -> list[str]:
+    """What does not fit on a device (empty: every actor and rank fits, or no device memory is known)."""
+    usable = plan.usable_bytes
+    if usable is None:
+        return []
+    out = []
+    for what, section, share, key in (("rollout", plan.actor, plan.actors_per_gpu, "rollout.gpus_per_actor"),
+                                      ("learner", plan.learner, plan.ranks_per_gpu, "learner.gpus_per_rank")):
+        peak, phase = section.peak()
+        if peak * share > usable:
+            worst = section.worst_line()
+            shared = f" x {share} per GPU ({key})" if share > 1 else ""
+            out.append(f"one {what} {'rank' if what == 'learner' else 'actor'} needs {_gib(peak)} GiB{shared} at its "
+                       f"peak ({phase or 'resident'}), a GPU holds {_gib(usable)} GiB usable of {plan.gpu_mem_gib:g} "
+                       f"GiB; the largest line is '{worst.name}' = {_gib(worst.bytes)} GiB ({worst.formula}); "
+                       f"shrink it with {', '.join(worst.keys) or FIX[what]}; other levers: {FIX[what]}")
+    return out
+
+
+def render(plan: Plan, title: str = "") -> str:
+    a = plan.args
+    out = [f"### {title}" if title else "",
+           f"model: {a.family}, V {a.vocab_size}, H {a.dim}, {a.n_layers} layers, {a.n_heads}/{a.n_kv_heads} heads, "
+           f"F {a.ffn_dim}; {plan.gpus_needed} GPUs asked, {plan.nodes} x {plan.gpus_per_node} available; "
+           f"GPU memory {plan.gpu_mem_gib if plan.gpu_mem_gib is not None else 'unknown'} GiB"
+           + (f" ({_gib(plan.usable_bytes)} usable)" if plan.usable_bytes is not None else ""), ""]
+    for section in (plan.actor, plan.learner, plan.export, plan.traffic):
+        out += [f"| {section.title} | GiB | phase | formula |", "|---|---|---|---|"]
+        out += [f"| {x.name} | {_gib(x.bytes)} | {x.phase or '-'} | {x.formula} |" for x in section.lines]
+        if section is not plan.traffic:
+            peak, phase = section.peak()
+            out.append(f"| **peak** | **{_gib(peak)}** | {phase or '-'} | resident + largest phase |")
+        out.append("")
+    if plan.gpus_needed > plan.nodes * plan.gpus_per_node:
+        out.append(f"**does not fit**: {plan.gpus_needed} GPUs asked, {plan.nodes * plan.gpus_per_node} available")
+    for p in problems(plan):
+        out.append(f"**does not fit**: {p}")
+    return "\n".join(out)
+
+
+SHAPES = Path(__file__).parent / "shapes"  # config.json shape fields of the released checkpoints
+
+
+def paper_table(gpu_mem_gib: float = 140.0, gpus_per_node: int = 8) -> str:
+    """docs/plan.md's table: every configs/paper/ file planned on one node of `gpus_per_node` GPUs, each with the
+    released checkpoint's shapes (the deploy/shapes/ file whose mask token is the config's `model.mask_token_id`)."""
+    shapes = {json.loads(f.read_text())["mask_token_id"]: f.stem for f in sorted(SHAPES.glob("*.json"))}
+    rows = ["| config | model | GPUs asked | actor peak GiB (phase) | largest actor line | rank peak GiB (phase) | "
+            "largest rank line | rank 0 host export GiB | batches / step MiB | push MiB | fits 1 x 8 H200 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted((Path(__file__).parents[1] / "configs" / "paper").glob("*.yaml")):
+        cfg = load_config(path)
+        model = shapes[cfg.model.mask_token_id]
+        plan = build_plan(cfg, model_args(cfg, SHAPES / f"{model}.json"), gpus_per_node=gpus_per_node,
+                          gpu_mem_gib=gpu_mem_gib)
+        (actor, a_phase), (rank, r_phase) = plan.actor.peak(), plan.learner.peak()
+        a_line, r_line = plan.actor.worst_line(), plan.learner.worst_line()
+        traffic = {x.name: x.bytes / 2**20 for x in plan.traffic.lines}
+        short = problems(plan) or ([f"{plan.gpus_needed} GPUs"] if plan.gpus_needed > gpus_per_node else [])
+        rows.append(f"| {path.stem} | {model} | {plan.gpus_needed} | {_gib(actor)} ({a_phase}) | {a_line.name} "
+                    f"{_gib(a_line.bytes)} | {_gib(rank)} ({r_phase}) | {r_line.name} {_gib(r_line.bytes)} | "
+                    f"{_gib(plan.export.peak()[0])} | {traffic['rollout batches per step']:.1f} | "
+                    f"{traffic['weight push']:.0f} | {'no: ' + '; '.join(short) if short else 'yes'} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="memory and traffic plan of a GDSD-RL config")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--model-config", default=None, help="config.json (or its directory) giving the model's "
+                        "shapes when model.path is not on this machine (deploy/shapes/)")
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--gpu-mem-gib", type=float, default=None, help="default: cluster.gpu_mem_gib")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--paper-table", action="store_true", help="print docs/plan.md's table of every "
+                        "configs/paper/ file on one node (--gpu-mem-gib, default 140; --gpus-per-node)")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    if args.paper_table:
+        print(paper_table(args.gpu_mem_gib or 140.0, args.gpus_per_node))
+        return 0
+    try:
+        cfg = load_config(args.config, args.overrides)
+        plan = build_plan(cfg, model_args(cfg, args.model_config), gpus_per_node=args.gpus_per_node,
+                          nodes=args.nodes, gpu_mem_gib=args.gpu_mem_gib or cfg.cluster.gpu_mem_gib)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    print(render(plan, args.config or "defaults"))
+    return 1 if problems(plan) or plan.gpus_needed > plan.nodes * plan.gpus_per_node else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
