@@ -37,7 +37,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards._communicate import Outcome, kill_group, relay
-from rewards._processes import bwrap_args, bwrap_problem, filter_fd, kill_uid, wait_for_namespace
+from rewards._processes import alive, bwrap_args, bwrap_problem, filter_fd, kill_uid, uid_pids, wait_for_namespace
 from rewards.cgroup import CgroupParent, RunCgroup
 from rewards.checker_pool import CheckerPool, CheckerStartError, in_sandbox_source
 from rewards.seccomp import SeccompUnsupported, seccomp_program
@@ -122,6 +122,7 @@ class Sandbox:
         self._filter: bytes | None = None
         self._records: list[tuple[float, str]] = []
         self._checkers: CheckerPool | None = None
+        self._run_orphans = 0
 
     def check_ready(self) -> dict[str, str]:
         """Probe once what this machine allows and return it ({"mode", "seccomp", "cgroup"}); raises
@@ -161,14 +162,43 @@ class Sandbox:
                 ready["cgroup"] = f"unavailable: {where}"
             else:
                 ready["cgroup"] = where
-        self._checkers = CheckerPool(self._checker_command, startup_s=max(cfg.startup_s, 10.0))
+        self._checkers = CheckerPool(self._checker_command, startup_s=max(cfg.startup_s, 10.0),
+                                     uids=self._checker_uid)
+        ready["orphans"] = str(self._lifecycle_probe())
         return ready
+
+    def _lifecycle_probe(self) -> int:
+        """Start a checker and kill it the way a timed-out run does: the processes left behind (orphans) must be 0,
+        else the sandbox would leak a process per timeout and eventually fail every row."""
+        assert self._checkers is not None
+        try:
+            checker = self._checkers.acquire()
+        except CheckerStartError as exc:
+            raise SandboxUnavailable(f"the test checker cannot start: {exc}") from exc
+        orphans = checker.kill()
+        if orphans:
+            raise SandboxUnavailable(f"{orphans} process(es) of a killed checker outlived it; the sandbox cannot "
+                                     "clean up after a timeout here")
+        return orphans
 
     def drain_records(self) -> list[tuple[float, str]]:
         """(seconds, outcome) of every run since the last call, outcome in OUTCOMES (for the metrics)."""
         with self._lock:
             out, self._records = self._records, []
         return out
+
+    def drain_orphans(self) -> int:
+        """Processes of runs or checkers found alive after their namespace was gone, since the last call (each
+        was killed then; there must be none: `sandbox/orphans`)."""
+        with self._lock:
+            out, self._run_orphans = self._run_orphans, 0
+            if self._checkers is not None:
+                out += self._checkers.take_orphans()
+        return out
+
+    def _count_orphans(self, count: int) -> None:
+        with self._lock:
+            self._run_orphans += count
 
     def _record(self, seconds: float, outcome: str) -> None:
         with self._lock:
@@ -236,8 +266,12 @@ class Sandbox:
             checker_ok = out.finished and not out.checker_failed
             if mode == "bwrap":
                 wait_for_namespace(info_r)
-            elif uid is not None:
-                kill_uid(uid)
+            if uid is not None:  # the namespace is gone: anything of this uid still alive is an orphan
+                left = [pid for pid in uid_pids(uid) if alive(pid)]
+                if left:
+                    kill_uid(uid)
+                    if mode == "bwrap":
+                        self._count_orphans(len(left))
         finally:
             self._checkers.release(checker, healthy=checker_ok)
             close(*list(ours))
@@ -302,17 +336,21 @@ class Sandbox:
         seccomp = ["--seccomp", str(filter_fd_)] if filter_fd_ >= 0 else []
         return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--info-fd", str(info_fd), "--", *inner]
 
-    def _checker_command(self, index: int, sock_fd: int) -> tuple[list[str], int]:
-        """(command, seccomp fd or -1) of checker number `index` (no CPU rlimit: it lives across runs)."""
+    def _checker_uid(self) -> int | None:
+        """A fresh uid for a checker start, drawn from [uid_base + uid_span, uid_base + 2 * uid_span) (root only)."""
         cfg = self.config
-        uid = cfg.uid_base + cfg.uid_span + index if os.geteuid() == 0 else None
+        return cfg.uid_base + cfg.uid_span + secrets.randbelow(cfg.uid_span) if os.geteuid() == 0 else None
+
+    def _checker_command(self, uid: int | None, sock_fd: int, info_fd: int) -> tuple[list[str], int]:
+        """(command, seccomp fd or -1) of a checker running as `uid` (no CPU rlimit: it lives across runs)."""
+        cfg = self.config
         inner = [*self._limits(None), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
                  in_sandbox_source("_checker.py"), str(sock_fd)]
         if self._ready is None or self._ready["mode"] != "bwrap":
             return inner, -1
         fd = filter_fd(self._filter) if self._filter is not None else -1
         seccomp = ["--seccomp", str(fd)] if fd >= 0 else []
-        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20, die_with_parent=False), *seccomp, "--", *inner], fd
+        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--info-fd", str(info_fd), "--", *inner], fd
 
     def close(self) -> None:
         """Stop the checker processes and remove this sandbox's cgroup directory."""
