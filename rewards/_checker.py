@@ -113,6 +113,10 @@ class RemoteFunction:
             return plain_decode(reply["value"])
         name = reply.get("raise")
         exc_type = getattr(_builtins, name, None) if type(name) is str else None
+        # StopIteration / StopAsyncIteration re-raised here would end the test's own iteration early (`all(map(f,
+        # xs))` passes): like PEP 479 for generators, they become a RuntimeError in the test.
+        if isinstance(exc_type, type) and issubclass(exc_type, (StopIteration, StopAsyncIteration)):
+            raise RuntimeError("the program raised %s" % name)
         if isinstance(exc_type, type) and issubclass(exc_type, Exception):
             raise exc_type("raised by the program")
         raise RuntimeError("the program's call failed")
@@ -151,8 +155,12 @@ def _run_tests(run, spec):
         return
     # Builtins stay the checker's own (a program defining `len` does not change the tests' len), except the
     # names the host forces (the entry point).
-    wanted = sorted((_free_names(tests) - _BUILTIN_NAMES) | set(spec.get("force", ())))
-    namespace = {"__name__": "__check__", "__builtins__": _builtins}
+    forced = set(spec.get("force", ()))
+    wanted = sorted((_free_names(tests) - _BUILTIN_NAMES) | forced)
+    # A forced name the program does not bind must raise NameError in the tests, not fall back to the builtin of
+    # that name (entry_point="sorted" with no `sorted` in the program): the tests see builtins without them.
+    test_builtins = {name: value for name, value in vars(_builtins).items() if name not in forced}
+    namespace = {"__name__": "__check__", "__builtins__": test_builtins}
     try:
         values = _with_alarm(timeout, run.request, {"op": "resolve", "names": wanted}).get("values")
         for name, entry in (values.items() if type(values) is dict else ()):

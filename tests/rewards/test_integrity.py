@@ -167,3 +167,22 @@ def test_per_run_cgroup_bounds_memory_when_the_host_allows(small_sandbox):
         assert over.passed == [False] and over.oom_killed
     finally:
         tight.close()
+
+
+@pytest.mark.parametrize("raised", ["StopIteration", "StopAsyncIteration"])
+def test_stop_iteration_from_the_program_fails_the_test(sandbox, raised):
+    """Re-raised inside the test, StopIteration would end `all(map(f, xs))` early and pass it (issue 23, class 3)."""
+    program = f"def is_even(n):\n    raise {raised}\n"
+    tests = ["assert all(map(is_even, [2, 4]))", "assert not any(map(is_even, [1, 3]))", "assert is_even(2)"]
+    assert sandbox.run(program, tests).passed == [False, False, False]
+
+
+def test_unbound_forced_entry_point_is_a_name_error(sandbox):
+    """A forced entry point the program does not bind must not fall back to the builtin of that name (class 4)."""
+    tests = ["assert sorted([3, 1, 2]) == [1, 2, 3]", "try:\n    sorted\nexcept NameError:\n    pass\nelse:\n"
+             "    raise AssertionError('bound')"]
+    assert sandbox.run("x = 1\n", tests, entry_point="sorted").passed == [False, True]
+    bound = sandbox.run("def sorted(xs):\n    return [1, 2, 3]\n", tests[:1], entry_point="sorted")
+    assert bound.passed == [True]
+    # Builtins the host does not force stay the checker's own.
+    assert sandbox.run("x = 1\n", ["assert len([1, 2]) == 2"], entry_point="f").passed == [True]
