@@ -259,7 +259,7 @@ class Sandbox:
             close(request_w, reply_r)  # the checker holds its own copies now
             if started:
                 out = relay(proc, checker.sock, program=plain_line({"program": program, "timeout": test_timeout_s}),
-                            deadline=start + wall_s, max_output=cfg.max_output_bytes)
+                            deadline=start + wall_s, max_output=cfg.max_output_bytes, tests=len(tests))
             else:
                 kill_group(proc)
                 out = Outcome(returncode=proc.wait(), checker_failed=True)
@@ -347,7 +347,8 @@ class Sandbox:
         inner = [*self._limits(None), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
                  in_sandbox_source("_checker.py"), str(sock_fd)]
         if self._ready is None or self._ready["mode"] != "bwrap":
-            return inner, -1
+            return [*inner, "0"], -1
+        inner.append("1")  # alone in its pid namespace
         fd = filter_fd(self._filter) if self._filter is not None else -1
         seccomp = ["--seccomp", str(fd)] if fd >= 0 else []
         return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--info-fd", str(info_fd), "--", *inner], fd
