@@ -1,5 +1,6 @@
 """Per-run cgroups: a memory limit (memory.max, or memory.limit_in_bytes on cgroup v1) and a process limit
-(pids.max) for each sandboxed program, counting what RLIMIT_AS does not (tmpfs pages, page cache, kernel memory).
+(pids.max) for each sandboxed program, counting what RLIMIT_AS does not (tmpfs pages, page cache, kernel memory),
+and the CPU seconds the run used (v2 cpu.stat; v1 cpuacct where it is a hierarchy of its own).
 
 `CgroupParent.probe()` looks for a hierarchy this process may create children in, below its own cgroup:
 cgroup v2 with the memory and pids controllers enabled for children (`cgroup.subtree_control`), else cgroup v1
@@ -53,6 +54,20 @@ class RunCgroup:
                     return True
         return False
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user + system) every process of the run used: cgroup v2 cpu.stat, or v1 cpuacct.usage."""
+        for directory in self.dirs:
+            try:
+                if (directory / "cpuacct.usage").exists():
+                    return int((directory / "cpuacct.usage").read_text()) / 1e9
+                if (directory / "cpu.stat").exists():
+                    fields = dict(line.split() for line in (directory / "cpu.stat").read_text().splitlines())
+                    if "usage_usec" in fields:
+                        return int(fields["usage_usec"]) / 1e6
+            except (OSError, ValueError):
+                continue
+        return None
+
     def remove(self) -> None:
         """rmdir each directory (retrying briefly while the last processes finish exiting)."""
         for directory in self.dirs:
@@ -96,12 +111,20 @@ class CgroupParent:
                 problems.append(f"cgroup v2 at {base}: {exc}")
         if "memory" in own and "pids" in own and (ROOT / "memory").is_dir() and (ROOT / "pids").is_dir():
             dirs = [ROOT / "memory" / own["memory"].lstrip("/") / name, ROOT / "pids" / own["pids"].lstrip("/") / name]
-            try:
-                parent = cls(1, dirs)
-                parent._try()
-                return parent, f"cgroup v1 at {dirs[0]} and {dirs[1]}"
-            except OSError as exc:
-                problems.append(f"cgroup v1: {exc}")
+            # cpuacct (CPU seconds per run) where it is a hierarchy of its own: joining it does not move the run
+            # into a CPU task group, so the kernel's per-session autogroup still gives each run one CPU share.
+            accounting = []
+            if "cpuacct" in own and (ROOT / "cpuacct").is_dir() and not (ROOT / "cpuacct").is_symlink() \
+                    and (ROOT / "cpuacct" / "cpuacct.usage").exists():
+                accounting = [ROOT / "cpuacct" / own["cpuacct"].lstrip("/") / name]
+            for extra in ([accounting, []] if accounting else [[]]):
+                try:
+                    parent = cls(1, dirs + extra)
+                    parent._try()
+                    return parent, f"cgroup v1 at {', '.join(map(str, dirs + extra))}"
+                except OSError as exc:
+                    parent.remove()
+                    problems.append(f"cgroup v1: {exc}")
         return None, "; ".join(problems) or "no writable cgroup v2 or v1 memory+pids hierarchy"
 
     def _try(self) -> None:

@@ -200,10 +200,13 @@ def _merge(results: list[RewardResult], batch_metrics: list[dict[str, float]]) -
         merged["sandbox/seconds_total"] = total
         merged["sandbox/seconds_mean"] = total / programs
         merged["sandbox/seconds_max"] = max(m.get("sandbox/seconds_max", 0.0) for m in batch_metrics)
+    if any("sandbox/cpu_seconds_max" in m for m in batch_metrics):
+        merged["sandbox/cpu_seconds_max"] = max(m.get("sandbox/cpu_seconds_max", 0.0) for m in batch_metrics)
     for m in batch_metrics:
         for key, value in m.items():
             if key.startswith("sandbox/") and key.split("/", 1)[1] not in ("programs", "seconds_total",
-                                                                          "seconds_mean", "seconds_max"):
+                                                                          "seconds_mean", "seconds_max",
+                                                                          "cpu_seconds_max"):
                 merged[key] = merged.get(key, 0.0) + value
     merged["pool/rows_scored"] = sum(m.get("rows", 0.0) for m in batch_metrics)
     return merged

@@ -89,6 +89,7 @@ class RunResult:
     timed_out: bool = False
     output_capped: bool = False
     oom_killed: bool = False
+    cpu_seconds: float | None = None  # CPU (user + system) of all the run's processes, where a per-run cgroup counts it
     returncode: int | None = None
     stdout: str = ""
     stderr: str = ""
@@ -123,6 +124,7 @@ class Sandbox:
         self._records: list[tuple[float, str]] = []
         self._checkers: CheckerPool | None = None
         self._run_orphans = 0
+        self._cpu_seconds: list[float] = []
 
     def check_ready(self) -> dict[str, str]:
         """Probe once what this machine allows and return it ({"mode", "seccomp", "cgroup"}); raises
@@ -194,6 +196,12 @@ class Sandbox:
             out, self._run_orphans = self._run_orphans, 0
             if self._checkers is not None:
                 out += self._checkers.take_orphans()
+        return out
+
+    def drain_cpu_seconds(self) -> list[float]:
+        """CPU seconds of each run since the last call, where a per-run cgroup counted them."""
+        with self._lock:
+            out, self._cpu_seconds = self._cpu_seconds, []
         return out
 
     def _count_orphans(self, count: int) -> None:
@@ -278,6 +286,7 @@ class Sandbox:
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
             oom_killed = cgroup is not None and cgroup.oom_killed()
+            cpu_seconds = cgroup.cpu_seconds() if cgroup is not None else None
             if cgroup is not None:
                 cgroup.remove()
         result = RunResult(passed=[out.program_ok and out.passed.get(i, False) for i in range(len(tests))],
@@ -285,7 +294,7 @@ class Sandbox:
                            output_capped=out.capped, returncode=out.returncode,
                            stdout=out.stdout.decode(errors="replace"), stderr=out.stderr.decode(errors="replace"),
                            seconds=time.monotonic() - start, mode=mode)
-        result.oom_killed = oom_killed
+        result.oom_killed, result.cpu_seconds = oom_killed, cpu_seconds
         if out.timed_out:
             result.error = f"wall-clock timeout after {wall_s:.1f}s"
         elif out.capped:
@@ -295,6 +304,9 @@ class Sandbox:
         elif not out.program_ok:
             result.error = f"program did not run to its end (exit code {out.returncode})"
         self._record(result.seconds, result.outcome)
+        if cpu_seconds is not None:
+            with self._lock:
+                self._cpu_seconds.append(cpu_seconds)
         return result
 
     def _run_cgroup(self) -> RunCgroup | None:

@@ -8,6 +8,9 @@ any CLONE_NEW* flag. clone3 fails with ENOSYS (its flags live in memory a filter
 to clone, whose flags it can). Also denied: ptrace, bpf, userfaultfd, io_uring, perf_event_open, the key syscalls,
 and the other ways into a process of the same uid (process_vm_readv/writev, pidfd_getfd, kcmp): a checker's test
 child must not reach the checker (which is also non-dumpable, so /proc/<pid>/mem is closed to it).
+setsid and setpgid fail too: bwrap starts each run in a session of its own (`--new-session`, before the filter
+is loaded), which with the kernel's autogroup scheduling is one CPU share per run however many processes it forks;
+a process that started a session of its own would get a share of its own (15 such children starved honest runs).
 socket and socketpair work only for AF_UNIX (EAFNOSUPPORT otherwise): the empty network namespace covers IP but
 not every family (AF_VSOCK reaches the VM host's transport); Python's own startup opens no socket.
 An unknown architecture (or the x32 ABI) is killed outright.
@@ -25,20 +28,20 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 DENIED = ("memfd_create", "memfd_secret", "shmget", "msgget", "mq_open", "unshare", "setns", "mount", "umount2",
           "pivot_root", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "ptrace", "bpf",
           "userfaultfd", "io_uring_setup", "perf_event_open", "keyctl", "add_key", "request_key", "process_vm_readv",
-          "process_vm_writev", "pidfd_getfd", "kcmp")
+          "process_vm_writev", "pidfd_getfd", "kcmp", "setsid", "setpgid")
 SYSCALLS = {
     "x86_64": {"memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "mq_open": 240, "unshare": 272,
                "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "open_tree": 428, "move_mount": 429,
                "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "ptrace": 101, "bpf": 321,
                "userfaultfd": 323, "io_uring_setup": 425, "perf_event_open": 298, "keyctl": 250, "add_key": 248,
                "request_key": 249, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438,
-               "kcmp": 312, "clone": 56, "clone3": 435, "socket": 41, "socketpair": 53},
+               "kcmp": 312, "setsid": 112, "setpgid": 109, "clone": 56, "clone3": 435, "socket": 41, "socketpair": 53},
     "aarch64": {"memfd_create": 279, "memfd_secret": 447, "shmget": 194, "msgget": 186, "mq_open": 180,
                 "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "open_tree": 428,
                 "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "ptrace": 117,
                 "bpf": 280, "userfaultfd": 282, "io_uring_setup": 425, "perf_event_open": 241, "keyctl": 219,
                 "add_key": 217, "request_key": 218, "process_vm_readv": 270, "process_vm_writev": 271,
-                "pidfd_getfd": 438, "kcmp": 272, "clone": 220, "clone3": 435, "socket": 198,
+                "pidfd_getfd": 438, "kcmp": 272, "setsid": 157, "setpgid": 154, "clone": 220, "clone3": 435, "socket": 198,
                 "socketpair": 199},
 }
 CLONE_NEW_FLAGS = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
