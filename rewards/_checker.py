@@ -7,7 +7,8 @@ process or a `RemoteFunction` whose calls travel to that process as plain data a
 
 Protocol with the host over a unix stream socket: the host starts a run with the byte b"N" carrying two file
 descriptors (SCM_RIGHTS: the write end of the program's request pipe, the read end of its reply pipe), followed by
-one JSON line {"tests": [...], "timeout": s, "ready_timeout": s, "force": [names], "max_line": bytes}. The checker
+one JSON line {"tests": [...], "timeout": s, "ready_timeout": s, "force": [names], "helpers": source,
+"max_line": bytes}. The checker
 talks to the program's process directly on those pipes (no host hop per call) and answers the host with
 b"R" + {"test": i, "passed": bool} per test, then b"R" + {"done": true, "program_ok": bool}.
 Test code that prints writes to /dev/null (fd 1).
@@ -117,6 +118,20 @@ class _Run:
                 pass
 
 
+def _apply_mutation(target, data):
+    """Change the test's argument in place as the program's call changed its copy (new contents are fresh builtins)."""
+    if data is None:
+        raise RuntimeError("the program put something that is not plain data into an argument")
+    new = plain_decode(data)
+    if type(new) is not type(target):
+        raise RuntimeError("the program's reply changed an argument's type")
+    if type(target) is dict or type(target) is set:
+        target.clear()
+        target.update(new)
+    else:  # list, bytearray
+        target[:] = new
+
+
 class RemoteFunction:
     """A function of the program: arguments go out as plain data, the result comes back as fresh builtins."""
 
@@ -127,7 +142,11 @@ class RemoteFunction:
         reply = self._run.request({"op": "call", "name": self._name, "args": plain_encode(list(args)),
                                    "kwargs": plain_encode(dict(kwargs))})
         if "value" in reply:
-            return plain_decode(reply["value"])
+            value = plain_decode(reply["value"])
+            mutated = reply.get("mutated")
+            for key, data in (mutated.items() if type(mutated) is dict else ()):
+                _apply_mutation(args[int(key)] if key.isdigit() else kwargs[key], data)
+            return value
         name = reply.get("raise")
         exc_type = getattr(_builtins, name, None) if type(name) is str else None
         # StopIteration / StopAsyncIteration re-raised here would end the test's own iteration early (`all(map(f,
@@ -175,7 +194,7 @@ def _test_namespace(run, wanted, test_builtins):
     return namespace
 
 
-def _test_child(run, index, source, wanted, test_builtins, verdict_fd):
+def _test_child(run, index, source, wanted, test_builtins, verdict_fd, helpers):
     """In the forked child: resolve the names, run one test, write b"r" (names resolved) then b"1" or b"0"."""
     try:
         _CONTROL.close()  # the child has no way to the host: it can only report its own test, on verdict_fd
@@ -187,6 +206,8 @@ def _test_child(run, index, source, wanted, test_builtins, verdict_fd):
             namespace = {"__name__": "__check__", "__builtins__": test_builtins}
         _os.write(verdict_fd, b"r")
         try:
+            if helpers:  # the prompt's own helper functions, from the dataset: they shadow the program's versions
+                exec(compile(helpers, "<helpers>", "exec"), namespace)
             exec(compile(source, "<test %d>" % index, "exec"), namespace)
             verdict = b"1"
         except BaseException:  # noqa: B036  (AssertionError, ProgramGone, anything: not passed)
@@ -261,7 +282,8 @@ def _run_tests(run, spec):
     # names the host forces (the entry point). A forced name the program does not bind must raise NameError, not
     # fall back to the builtin of that name (entry_point="sorted"): the tests see builtins without the forced names.
     forced = set(spec.get("force", ()))
-    wanted = sorted((_free_names(tests) - _BUILTIN_NAMES) | forced)
+    helpers = spec.get("helpers") or ""
+    wanted = sorted((_free_names(tests + ([helpers] if helpers else [])) - _BUILTIN_NAMES) | forced)
     test_builtins = {name: value for name, value in vars(_builtins).items() if name not in forced}
     # Each test runs in a forked child that can only write its own verdict byte: whatever a test executes (tests
     # that eval the program's output run program code) cannot touch this process, the host socket, another test
@@ -271,7 +293,7 @@ def _run_tests(run, spec):
         pid = _os.fork()
         if pid == 0:
             _os.close(verdict_r)
-            _test_child(run, index, source, wanted, test_builtins, verdict_w)
+            _test_child(run, index, source, wanted, test_builtins, verdict_w, helpers)
         _os.close(verdict_w)
         try:
             verdict = _read_verdict(verdict_r, timeout)

@@ -213,9 +213,11 @@ class Sandbox:
             self._records.append((seconds, outcome))
 
     def run(self, program: str, tests: list[str], test_timeout_s: float = 1.0, *,
-            entry_point: str | None = None) -> RunResult:
+            entry_point: str | None = None, helpers: str | None = None) -> RunResult:
         """Run `program`, then each test against it with `test_timeout_s` each; never raises for anything the
-        program does. `entry_point`: a program name the tests may use even if it shadows a builtin.
+        program does. `entry_point`: a program name the tests may use even if it shadows a builtin. `helpers`:
+        trusted source (the prompt's helper functions) run in each test's namespace before the test, so the tests
+        use these and not the program's versions of them.
         Raises SandboxUnavailable when it refuses to run code at all."""
         cfg = self.config
         mode = self.check_ready()["mode"]
@@ -260,7 +262,8 @@ class Sandbox:
             try:
                 checker.start_run(request_w, reply_r, plain_line({
                     "tests": list(tests), "timeout": test_timeout_s, "ready_timeout": cfg.startup_s + test_timeout_s,
-                    "force": [entry_point] if entry_point else [], "max_line": cfg.max_value_bytes}))
+                    "force": [entry_point] if entry_point else [], "helpers": helpers or "",
+                    "max_line": cfg.max_value_bytes}))
                 started = True
             except OSError:  # the checker died while idle: this run fails, the slot gets a fresh one
                 started = False

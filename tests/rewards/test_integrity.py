@@ -257,3 +257,21 @@ def test_host_accepts_one_verdict_per_test_in_order_and_nothing_after_done():
                   ('{"test": 0, "passed": true}', '{"test": 1, "passed": true}', '{"done": true, "program_ok": true}',
                    '{"test": 1, "passed": true}')]:  # after done
         assert feed(*lines).checker_failed, lines
+
+
+MUTATOR = ("def sort_in_place(xs):\n    xs.sort()\n    return len(xs)\n"
+           "def tag(d, s, b, key=None):\n    d['k'] = 1\n    s.add(2)\n    b[0] = 0\n    key.append('x')\n    return None\n"
+           "def pure(xs):\n    return sorted(xs)\n"
+           "def smuggle(xs):\n    xs.append(object())\n    return 1\n")
+
+
+def test_arguments_the_program_mutates_are_seen_by_the_test(sandbox):
+    """Issue 23, class 7: a test asserting that an argument was not mutated fails for a program that mutates it;
+    mutations a test expects are seen too."""
+    tests = ["xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [3, 1, 2]",  # 'must not mutate': fails
+             "xs = [3, 1, 2]\npure(xs)\nassert xs == [3, 1, 2]",
+             "xs = [3, 1, 2]\nassert sort_in_place(xs) == 3 and xs == [1, 2, 3]",
+             "d, s, b, k = {}, {1}, bytearray(b'ab'), []\ntag(d, s, b, key=k)\n"
+             "assert (d, s, b, k) == ({'k': 1}, {1, 2}, bytearray(b'\\x00b'), ['x'])",
+             "xs = []\nsmuggle(xs)"]  # something that is not plain data put into an argument: the call fails
+    assert sandbox.run(MUTATOR, tests).passed == [False, True, True, True, False]
