@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rewards._processes import alive
+
 ROOT = Path("/sys/fs/cgroup")
 JOIN_SCRIPT = 'for p in "$@"; do [ "$p" = -- ] && break; echo $$ > "$p" || exit 125; shift; done; shift; exec "$@"'
 
@@ -53,6 +55,16 @@ class RunCgroup:
                 if int(fields.get(key, 0)) > 0:
                     return True
         return False
+
+    def live_pids(self) -> list[int]:
+        """Processes still in the run's cgroups (zombies excluded)."""
+        pids: set[int] = set()
+        for directory in self.dirs:
+            try:
+                pids.update(int(line) for line in (directory / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                continue
+        return [pid for pid in sorted(pids) if alive(pid)]
 
     def cpu_seconds(self) -> float | None:
         """CPU seconds (user + system) every process of the run used: cgroup v2 cpu.stat, or v1 cpuacct.usage."""

@@ -278,7 +278,8 @@ class Sandbox:
             if mode == "bwrap":
                 wait_for_namespace(info_r)
             if uid is not None:  # the namespace is gone: anything of this uid still alive is an orphan
-                left = [pid for pid in uid_pids(uid) if alive(pid)]
+                # (the run's cgroup lists its processes cheaply; without one, scan /proc for the uid)
+                left = cgroup.live_pids() if cgroup is not None else [pid for pid in uid_pids(uid) if alive(pid)]
                 if left:
                     kill_uid(uid)
                     if mode == "bwrap":
