@@ -1,9 +1,13 @@
-"""The checker, a long-lived process in its own sandbox (`python3 -I -S -B -c <_plain.py + this file> <socket fd>`).
+"""The checker, a long-lived process in its own sandbox
+(`python3 -I -S -B -c <_plain.py + this file> <socket fd> <1 if alone in a pid namespace else 0>`).
 
-It decides every verdict and never runs the program's code: it executes the tests (trusted dataset source) in its own
-interpreter, where each name of the program that a test uses is either a plain value fetched once from the program's
-process or a `RemoteFunction` whose calls travel to that process as plain data and come back as fresh builtin objects
-(`plain_decode`). The program's process has no channel to this one except its reply pipe, whose lines are data.
+It decides every verdict and never receives the program's code: it executes the tests (trusted dataset source), each
+in a child forked for that test, where each name of the program that the test uses is either a plain value fetched
+from the program's process or a `RemoteFunction` whose calls travel to that process as plain data and come back as
+fresh builtin objects (`plain_decode`). The program's process has no channel to this one except its reply pipe,
+whose lines are data. A test that evaluates the program's output does run program code: hence the child, which has
+no way to the host (the control socket is closed in it), can only write its own verdict byte, and is killed with
+everything it started before the next test (see `_run_tests`).
 
 Protocol with the host over a unix stream socket: the host starts a run with the byte b"N" carrying two file
 descriptors (SCM_RIGHTS: the write end of the program's request pipe, the read end of its reply pipe), followed by

@@ -9,7 +9,9 @@ Two processes per run, neither able to touch the other:
   (`rewards/cgroup.py`: memory.max, pids.max) where the host allows one. It runs the program and then only answers
   "what is name X" and "call function X with these arguments" with plain data (`_plain.py`).
 - the checker (`_checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs the
-  tests and decides every verdict from fresh builtin values. It never receives program code.
+  tests, each in a forked child that can only report its own verdict, and decides every verdict from fresh builtin
+  values. It never receives program code. Checkers are started and killed by `checker_pool.py` (a killed checker
+  takes its whole pid namespace; leftovers are counted as orphans).
 The checker receives the two pipes of the program's process for each run and talks to it directly; the host
 (`_communicate.py`) feeds the program, kills the program's process group at the wall-clock deadline
 (`startup_s + timeout x (tests + 1)`, capped at `max_wall_s`) or when its output passes `max_output_bytes`, and
