@@ -3,8 +3,8 @@
 Each problem becomes a code-task row: the reply is one fenced python block holding prompt + body, the meta has one
 test, the problem's `check` function followed by `check(<entry_point>)`, and, where the prompt defines helper
 functions besides the entry point (HumanEval 32's `poly`, 38's `encode_cyclic`, 50's `encode_shift`), those as
-trusted `helpers`, so a program that rewrites a helper does not change what the tests call. Used by the tests (canonical bodies must score
-1.0, `pass` bodies less) and as a throughput benchmark:
+trusted `helpers`, so a program that rewrites a helper does not change what the tests call. Used by the tests
+(canonical bodies must score 1.0, `pass` bodies less) and as a throughput benchmark:
 
     .venv/bin/python -m rewards.humaneval --threads 2
 

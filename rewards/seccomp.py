@@ -41,8 +41,8 @@ SYSCALLS = {
                 "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "ptrace": 117,
                 "bpf": 280, "userfaultfd": 282, "io_uring_setup": 425, "perf_event_open": 241, "keyctl": 219,
                 "add_key": 217, "request_key": 218, "process_vm_readv": 270, "process_vm_writev": 271,
-                "pidfd_getfd": 438, "kcmp": 272, "setsid": 157, "setpgid": 154, "clone": 220, "clone3": 435, "socket": 198,
-                "socketpair": 199},
+                "pidfd_getfd": 438, "kcmp": 272, "setsid": 157, "setpgid": 154, "clone": 220, "clone3": 435,
+                "socket": 198, "socketpair": 199},
 }
 CLONE_NEW_FLAGS = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 AF_UNIX = 1

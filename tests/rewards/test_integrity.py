@@ -260,7 +260,8 @@ def test_host_accepts_one_verdict_per_test_in_order_and_nothing_after_done():
 
 
 MUTATOR = ("def sort_in_place(xs):\n    xs.sort()\n    return len(xs)\n"
-           "def tag(d, s, b, key=None):\n    d['k'] = 1\n    s.add(2)\n    b[0] = 0\n    key.append('x')\n    return None\n"
+           "def tag(d, s, b, key=None):\n    d['k'] = 1\n    s.add(2)\n    b[0] = 0\n    key.append('x')\n"
+           "    return None\n"
            "def pure(xs):\n    return sorted(xs)\n"
            "def smuggle(xs):\n    xs.append(object())\n    return 1\n")
 

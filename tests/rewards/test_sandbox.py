@@ -269,5 +269,6 @@ def test_no_new_sessions_or_process_groups(sandbox):
     """seccomp refuses setsid/setpgid: a run stays one session, i.e. one CPU share under autogroup scheduling."""
     program = ("import os\ndef attempt(call):\n    try:\n        call()\n        return 'allowed'\n"
                "    except PermissionError:\n        return 'EPERM'\n")
-    program += "def setsid():\n    return attempt(os.setsid)\ndef setpgid():\n    return attempt(lambda: os.setpgid(0, 0))\n"
+    program += ("def setsid():\n    return attempt(os.setsid)\n"
+                "def setpgid():\n    return attempt(lambda: os.setpgid(0, 0))\n")
     assert sandbox.run(program, ["assert setsid() == 'EPERM'", "assert setpgid() == 'EPERM'"]).passed == [True, True]
