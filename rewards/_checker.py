@@ -316,6 +316,12 @@ def _main():
     _signal.signal(_signal.SIGALRM, _on_alarm)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    # Every test needs a fork: a checker that cannot fork (its uid at the process limit) fails its start, so the
+    # host retries it under a fresh uid instead of failing the row it was started for.
+    pid = _os.fork()
+    if pid == 0:
+        _os._exit(0)
+    _os.waitpid(pid, 0)
     _report({"ready": True})
     buffer = b""
     while True:

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from rewards._processes import uid_pids
 from rewards.sandbox import Sandbox
 from tests.rewards.conftest import private_config, range_processes
 
@@ -86,3 +87,43 @@ def test_checkers_die_with_the_host_process():
         host.send_signal(signal.SIGKILL)
         host.wait()
     assert wait_until_none_left(config, 3.0) == [], "a checker outlived the host process that started it"
+
+
+def test_a_checker_that_cannot_start_is_retried_with_a_fresh_uid():
+    """The issue's failure mode, made directly: the uid a checker is about to get is at its process limit (as
+    leftovers of earlier checkers once made it), so that start fails; the pool starts it again under a fresh uid
+    instead of failing the row (and, before, every later row of that slot)."""
+    config = private_config(max_processes=4)
+    box = Sandbox(config)
+    full_uid = config.uid_base + config.uid_span + 7
+    squatters = [subprocess.Popen(["setpriv", f"--reuid={full_uid}", f"--regid={full_uid}", "--clear-groups",
+                                   "sleep", "60"]) for _ in range(config.max_processes)]
+    try:
+        deadline = time.monotonic() + 10
+        while len(uid_pids(full_uid)) < config.max_processes and time.monotonic() < deadline:
+            time.sleep(0.01)  # setpriv has switched every squatter to the uid
+        box.check_ready()
+        pool = box._checkers
+        while (checker := _idle_checker(pool)) is not None:  # no idle checker: the next run starts one
+            pool.release(checker, healthy=False)
+        fresh = box._checker_uid
+        uids = iter([full_uid])
+        pool._uids = lambda: next(uids, None) or fresh()
+        failures_before = pool.start_failures
+        result = box.run("def g():\n    return 2\n", ["assert g() == 2"])
+        assert result.passed == [True], result
+        assert pool.start_failures == failures_before + 1, "the start under the full uid should have failed"
+    finally:
+        for squatter in squatters:
+            squatter.kill()
+            squatter.wait()
+        box.close()
+
+
+def _idle_checker(pool):
+    import queue
+
+    try:
+        return pool._idle.get_nowait()
+    except queue.Empty:
+        return None
