@@ -93,6 +93,27 @@ class RunCgroup:
                     time.sleep(0.005)
 
 
+def _remove_stale_siblings(directory: Path) -> None:
+    """rmdir the empty `<tag>-<pid>` parents (and their empty run-N children) of processes that no longer exist: a
+    host killed mid-run (a reward worker killed by Ray) cannot remove its own, and they would pile up on a node."""
+    tag = directory.name.rsplit("-", 1)[0]
+    try:
+        siblings = [p for p in directory.parent.iterdir() if p.name.startswith(tag + "-")]
+    except OSError:
+        return
+    for sibling in siblings:
+        pid = sibling.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        try:
+            for child in sibling.iterdir():
+                if child.is_dir():
+                    child.rmdir()  # fails (and is left) if it still holds a process
+            sibling.rmdir()
+        except OSError:
+            continue
+
+
 class CgroupParent:
     """A directory per hierarchy, below this process's cgroup, holding one child cgroup per run."""
 
@@ -141,6 +162,7 @@ class CgroupParent:
 
     def _try(self) -> None:
         for directory in self.parents:
+            _remove_stale_siblings(directory)
             directory.mkdir(exist_ok=True)
         if self.version == 2:
             (self.parents[0] / "cgroup.subtree_control").write_text("+memory +pids")

@@ -13,6 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from rewards._processes import uid_pids
 from rewards.sandbox import Sandbox
 from tests.rewards.conftest import private_config, range_processes
@@ -127,3 +129,33 @@ def _idle_checker(pool):
         return pool._idle.get_nowait()
     except queue.Empty:
         return None
+
+
+def test_cgroups_of_dead_hosts_are_removed_at_the_next_probe():
+    """A host killed mid-run leaves its per-run cgroup directories; the next sandbox on the node removes the empty
+    ones of processes that no longer exist (and keeps those of live processes)."""
+    from rewards.cgroup import CgroupParent
+
+    parent, where = CgroupParent.probe()
+    if parent is None:
+        pytest.skip(f"no per-run cgroups here: {where}")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive_host = subprocess.Popen(["sleep", "60"])
+    base = parent.parents[0].parent
+    stale, live = base / f"gdsd-sandbox-{dead.pid}", base / f"gdsd-sandbox-{alive_host.pid}"
+    parent.remove()
+    (stale / "run-0").mkdir(parents=True)
+    live.mkdir()
+    try:
+        again, _ = CgroupParent.probe()
+        assert again is not None
+        again.remove()
+        assert not stale.exists(), "the dead host's cgroup was left"
+        assert live.exists()
+    finally:
+        alive_host.kill()
+        alive_host.wait()
+        for directory in (stale / "run-0", stale, live):
+            if directory.exists():
+                directory.rmdir()
