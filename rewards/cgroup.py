@@ -175,6 +175,11 @@ class CgroupParent:
         dirs = [parent / f"run-{index}" for parent in self.parents]
         run = RunCgroup(dirs)
         try:
+            for parent in self.parents:  # removed from outside (another host's stale-directory sweep)? make it again
+                if not parent.is_dir():
+                    parent.mkdir(exist_ok=True)
+                    if self.version == 2:
+                        (parent / "cgroup.subtree_control").write_text("+memory +pids")
             for directory in dirs:
                 directory.mkdir()
             if self.version == 2:
