@@ -63,7 +63,8 @@ def gauge_spec(key: str) -> tuple[str, dict[str, str]]:
 
 def _reward_service(parts: list[str], tags: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """reward/<f>_mean -> reward_mean{function}, errors/<kind> -> errors{kind}, sandbox/seconds_<stat> ->
-    sandbox_seconds{stat}, sandbox/<outcome> -> sandbox_outcomes{outcome}; rows, pool/*, sandbox/programs as named."""
+    sandbox_seconds{stat}, sandbox/cpu_seconds_<stat> -> sandbox_cpu_seconds{stat}, sandbox/<outcome> ->
+    sandbox_outcomes{outcome}; rows, pool/*, sandbox/programs, sandbox/orphans as named."""
     head = ["reward_service"]
     if len(parts) == 2 and parts[0] == "reward" and parts[1].endswith("_mean"):
         return head + ["reward", "mean"], {**tags, "function": parts[1].removesuffix("_mean")}
@@ -71,7 +72,9 @@ def _reward_service(parts: list[str], tags: dict[str, str]) -> tuple[list[str], 
         return head + ["errors"], {**tags, "kind": parts[1]}
     if len(parts) == 2 and parts[0] == "sandbox" and parts[1].startswith("seconds_"):
         return head + ["sandbox", "seconds"], {**tags, "stat": parts[1].removeprefix("seconds_")}
-    if len(parts) == 2 and parts[0] == "sandbox" and parts[1] != "programs":
+    if len(parts) == 2 and parts[0] == "sandbox" and parts[1].startswith("cpu_seconds_"):
+        return head + ["sandbox", "cpu", "seconds"], {**tags, "stat": parts[1].removeprefix("cpu_seconds_")}
+    if len(parts) == 2 and parts[0] == "sandbox" and parts[1] not in ("programs", "orphans"):
         return head + ["sandbox", "outcomes"], {**tags, "outcome": parts[1]}
     return head + parts, tags
 

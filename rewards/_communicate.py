@@ -40,7 +40,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def relay(proc: subprocess.Popen, checker: socket.socket, *, program: bytes, deadline: float,
-          max_output: int) -> Outcome:
+          max_output: int, tests: int) -> Outcome:
     """Run one program until the checker is done, the deadline passes, or the checker fails; the program's group
     is killed at the end in every case (after "done" it only waits for requests that will not come)."""
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -84,8 +84,8 @@ def relay(proc: subprocess.Popen, checker: socket.socket, *, program: bytes, dea
                     while b"\n" in verdicts and not out.checker_failed:
                         line, _, rest = bytes(verdicts).partition(b"\n")
                         verdicts = bytearray(rest)
-                        _verdict(line, out)
-                    if len(verdicts) > 1 << 20:
+                        _verdict(line, out, tests)
+                    if len(verdicts) > 1 << 20 or (out.finished and verdicts):  # bytes after "done"
                         out.checker_failed = True
                 else:
                     try:
@@ -115,16 +115,24 @@ def relay(proc: subprocess.Popen, checker: socket.socket, *, program: bytes, dea
     return out
 
 
-def _verdict(line: bytes, out: Outcome) -> None:
-    if line[:1] != b"R":
-        out.checker_failed = True
-        return
+def _verdict(line: bytes, out: Outcome, tests: int) -> None:
+    """Accept exactly one verdict per test, in order, then "done" after the last one; anything else (a repeated,
+    skipped or out-of-range test, a line after "done", garbage) fails the checker, which is then replaced."""
     try:
-        message = json.loads(line[1:])
+        message = json.loads(line[1:]) if line[:1] == b"R" else None
     except ValueError:
+        message = None
+    if out.finished or type(message) is not dict:
         out.checker_failed = True
-        return
-    if "test" in message:
-        out.passed[int(message["test"])] = message["passed"] is True
-    elif message.get("done"):
-        out.finished, out.program_ok = True, message.get("program_ok") is True
+    elif set(message) == {"test", "passed"}:
+        if message["test"] != len(out.passed) or len(out.passed) >= tests or type(message["passed"]) is not bool:
+            out.checker_failed = True
+        else:
+            out.passed[len(out.passed)] = message["passed"]
+    elif set(message) == {"done", "program_ok"} and message["done"] is True:
+        if message["program_ok"] is True and len(out.passed) != tests:
+            out.checker_failed = True  # "done" before every test was reported
+        else:
+            out.finished, out.program_ok = True, message["program_ok"] is True
+    else:
+        out.checker_failed = True

@@ -11,7 +11,9 @@ request fd (both pipes lead straight to the checker), one reply line each:
 - {"id": n, "op": "resolve", "names": [...]} -> {"id": n, "values": {name: {"callable": true} | {"value": plain}}}
   (names the program does not bind, or binds to a value that is not plain data, are left out);
 - {"id": n, "op": "call", "name": str, "args": plain list, "kwargs": plain dict}
-  -> {"id": n, "value": plain} or {"id": n, "raise": builtin exception name} under a `timeout` interval timer.
+  -> {"id": n, "value": plain} or {"id": n, "raise": builtin exception name} under a `timeout` interval timer;
+  a reply with a value also carries {"mutated": {position or name: plain or null}} for the list / dict / set /
+  bytearray arguments the call changed in place.
 """
 import builtins as _builtins
 import os as _os
@@ -31,6 +33,25 @@ def _exception_name(exc):
     name = type(exc).__name__
     known = getattr(_builtins, name, None)
     return name if isinstance(known, type) and issubclass(known, Exception) else "Exception"
+
+
+def _mutated(request, args, kwargs):
+    """{position or name: the argument's new plain value (None if it is no longer plain data)} for each list, dict,
+    set or bytearray argument the call changed in place, so the checker can change the test's object the same way."""
+    sent = dict(enumerate(request["args"]))
+    sent.update((pair[0], pair[1]) for pair in request["kwargs"]["dict"])
+    out = {}
+    for key, value in list(enumerate(args)) + list(kwargs.items()):
+        if type(value) not in (list, dict, set, bytearray):
+            continue
+        try:
+            encoded = plain_encode(value)
+        except PlainError:
+            out[str(key)] = None
+            continue
+        if encoded != sent[key]:
+            out[str(key)] = encoded
+    return out
 
 
 def _main():
@@ -103,6 +124,9 @@ def _main():
                     args = plain_decode(request["args"])
                     kwargs = plain_decode(request["kwargs"])
                     reply = {"id": ident, "value": plain_encode(function(*args, **kwargs))}
+                    mutated = _mutated(request, args, kwargs)
+                    if mutated:
+                        reply["mutated"] = mutated
             finally:
                 setitimer(real, 0)
         except BaseException as exc:  # noqa: B036  (the call failed: the checker raises this in the test)

@@ -1,5 +1,6 @@
 """Per-run cgroups: a memory limit (memory.max, or memory.limit_in_bytes on cgroup v1) and a process limit
-(pids.max) for each sandboxed program, counting what RLIMIT_AS does not (tmpfs pages, page cache, kernel memory).
+(pids.max) for each sandboxed program, counting what RLIMIT_AS does not (tmpfs pages, page cache, kernel memory),
+and the CPU seconds the run used (v2 cpu.stat; v1 cpuacct where it is a hierarchy of its own).
 
 `CgroupParent.probe()` looks for a hierarchy this process may create children in, below its own cgroup:
 cgroup v2 with the memory and pids controllers enabled for children (`cgroup.subtree_control`), else cgroup v1
@@ -17,6 +18,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from rewards._processes import alive
 
 ROOT = Path("/sys/fs/cgroup")
 JOIN_SCRIPT = 'for p in "$@"; do [ "$p" = -- ] && break; echo $$ > "$p" || exit 125; shift; done; shift; exec "$@"'
@@ -53,6 +56,30 @@ class RunCgroup:
                     return True
         return False
 
+    def live_pids(self) -> list[int]:
+        """Processes still in the run's cgroups (zombies excluded)."""
+        pids: set[int] = set()
+        for directory in self.dirs:
+            try:
+                pids.update(int(line) for line in (directory / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                continue
+        return [pid for pid in sorted(pids) if alive(pid)]
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user + system) every process of the run used: cgroup v2 cpu.stat, or v1 cpuacct.usage."""
+        for directory in self.dirs:
+            try:
+                if (directory / "cpuacct.usage").exists():
+                    return int((directory / "cpuacct.usage").read_text()) / 1e9
+                if (directory / "cpu.stat").exists():
+                    fields = dict(line.split() for line in (directory / "cpu.stat").read_text().splitlines())
+                    if "usage_usec" in fields:
+                        return int(fields["usage_usec"]) / 1e6
+            except (OSError, ValueError):
+                continue
+        return None
+
     def remove(self) -> None:
         """rmdir each directory (retrying briefly while the last processes finish exiting)."""
         for directory in self.dirs:
@@ -64,6 +91,27 @@ class RunCgroup:
                     break
                 except OSError:
                     time.sleep(0.005)
+
+
+def _remove_stale_siblings(directory: Path) -> None:
+    """rmdir the empty `<tag>-<pid>` parents (and their empty run-N children) of processes that no longer exist: a
+    host killed mid-run (a reward worker killed by Ray) cannot remove its own, and they would pile up on a node."""
+    tag = directory.name.rsplit("-", 1)[0]
+    try:
+        siblings = [p for p in directory.parent.iterdir() if p.name.startswith(tag + "-")]
+    except OSError:
+        return
+    for sibling in siblings:
+        pid = sibling.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        try:
+            for child in sibling.iterdir():
+                if child.is_dir():
+                    child.rmdir()  # fails (and is left) if it still holds a process
+            sibling.rmdir()
+        except OSError:
+            continue
 
 
 class CgroupParent:
@@ -96,16 +144,25 @@ class CgroupParent:
                 problems.append(f"cgroup v2 at {base}: {exc}")
         if "memory" in own and "pids" in own and (ROOT / "memory").is_dir() and (ROOT / "pids").is_dir():
             dirs = [ROOT / "memory" / own["memory"].lstrip("/") / name, ROOT / "pids" / own["pids"].lstrip("/") / name]
-            try:
-                parent = cls(1, dirs)
-                parent._try()
-                return parent, f"cgroup v1 at {dirs[0]} and {dirs[1]}"
-            except OSError as exc:
-                problems.append(f"cgroup v1: {exc}")
+            # cpuacct (CPU seconds per run) where it is a hierarchy of its own: joining it does not move the run
+            # into a CPU task group, so the kernel's per-session autogroup still gives each run one CPU share.
+            accounting = []
+            if "cpuacct" in own and (ROOT / "cpuacct").is_dir() and not (ROOT / "cpuacct").is_symlink() \
+                    and (ROOT / "cpuacct" / "cpuacct.usage").exists():
+                accounting = [ROOT / "cpuacct" / own["cpuacct"].lstrip("/") / name]
+            for extra in ([accounting, []] if accounting else [[]]):
+                try:
+                    parent = cls(1, dirs + extra)
+                    parent._try()
+                    return parent, f"cgroup v1 at {', '.join(map(str, dirs + extra))}"
+                except OSError as exc:
+                    parent.remove()
+                    problems.append(f"cgroup v1: {exc}")
         return None, "; ".join(problems) or "no writable cgroup v2 or v1 memory+pids hierarchy"
 
     def _try(self) -> None:
         for directory in self.parents:
+            _remove_stale_siblings(directory)
             directory.mkdir(exist_ok=True)
         if self.version == 2:
             (self.parents[0] / "cgroup.subtree_control").write_text("+memory +pids")
@@ -118,6 +175,11 @@ class CgroupParent:
         dirs = [parent / f"run-{index}" for parent in self.parents]
         run = RunCgroup(dirs)
         try:
+            for parent in self.parents:  # removed from outside (another host's stale-directory sweep)? make it again
+                if not parent.is_dir():
+                    parent.mkdir(exist_ok=True)
+                    if self.version == 2:
+                        (parent / "cgroup.subtree_control").write_text("+memory +pids")
             for directory in dirs:
                 directory.mkdir()
             if self.version == 2:

@@ -10,7 +10,9 @@ text may follow the closing fence.
 
 meta: {"tests": ["assert add(1, 2) == 3", ...], "timeout_s": 1.0 (optional, per test),
        "entry_point": "add" (optional: if the program does not define it, it is bound to the program's first
-       top-level function, as d1 renames the generated function to the tested name)}.
+       top-level function, as d1 renames the generated function to the tested name),
+       "helpers": source (optional: trusted definitions from the prompt, e.g. HumanEval 32's `poly`, run before each
+       test so the tests use them and not the program's versions)}.
 Each test is Python source (one assert, or several statements such as HumanEval's `check` function plus a call);
 the program runs first, then the tests in order in the program's namespace.
 """
@@ -79,6 +81,9 @@ def code_tests(meta: dict, text: str, *, sandbox: Sandbox) -> RewardResult:
     if program is None or format_score < 1.0:
         return single("code_tests", 0.0)
     entry_point = meta.get("entry_point")
+    helpers = meta.get("helpers")
+    if helpers is not None and not isinstance(helpers, str):
+        raise MetaError(f"code meta: helpers must be Python source (a string), got {type(helpers).__name__}")
     program = bind_entry_point(program, entry_point)
-    result = sandbox.run(program, tests, test_timeout_s=timeout, entry_point=entry_point)
+    result = sandbox.run(program, tests, test_timeout_s=timeout, entry_point=entry_point, helpers=helpers)
     return single("code_tests", result.fraction_passed)

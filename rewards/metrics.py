@@ -2,7 +2,9 @@
 
 Keys: `reward/total_mean`, `reward/<part>_mean` (over rows that have the part), `errors/total`, `errors/<kind>`
 (kinds: registry.ERROR_KINDS), `sandbox/programs`, `sandbox/seconds_total|mean|max` (wall seconds per sandboxed
-program), `sandbox/<outcome>` (finished, timeout, output_cap, crashed, refused: how programs ended), `rows`.
+program), `sandbox/<outcome>` (finished, timeout, output_cap, crashed, refused: how programs ended),
+`sandbox/orphans` (processes that outlived their run or checker and had to be killed: must be 0),
+`sandbox/cpu_seconds_total|max` (CPU seconds of all of a run's processes, where per-run cgroups count them), `rows`.
 The pool adds `pool/worker_restarts`, `pool/chunks_retried`, `pool/rows_scored`.
 """
 from __future__ import annotations
@@ -13,8 +15,10 @@ from common.messages import RewardResult
 from rewards.registry import error_kind
 
 
-def summarize(results: list[RewardResult], sandbox_records: list[tuple[float, str]]) -> dict[str, float]:
-    """Metrics of one batch: its results and the (seconds, outcome) of every sandboxed program it ran."""
+def summarize(results: list[RewardResult], sandbox_records: list[tuple[float, str]],
+              orphans: int | None = None, cpu_seconds: list[float] | None = None) -> dict[str, float]:
+    """Metrics of one batch: its results, the (seconds, outcome) of every sandboxed program it ran and the number of
+    sandbox processes found alive after their run or checker ended (`sandbox/orphans`, must stay 0)."""
     metrics: dict[str, float] = {"rows": float(len(results))}
     if results:
         metrics["reward/total_mean"] = sum(r.total for r in results) / len(results)
@@ -36,4 +40,9 @@ def summarize(results: list[RewardResult], sandbox_records: list[tuple[float, st
         metrics["sandbox/seconds_max"] = max(seconds)
     for outcome, count in sorted(Counter(o for _, o in sandbox_records).items()):
         metrics[f"sandbox/{outcome}"] = float(count)
+    if orphans is not None:
+        metrics["sandbox/orphans"] = float(orphans)
+    if cpu_seconds:
+        metrics["sandbox/cpu_seconds_total"] = sum(cpu_seconds)
+        metrics["sandbox/cpu_seconds_max"] = max(cpu_seconds)
     return metrics

@@ -9,7 +9,9 @@ Two processes per run, neither able to touch the other:
   (`rewards/cgroup.py`: memory.max, pids.max) where the host allows one. It runs the program and then only answers
   "what is name X" and "call function X with these arguments" with plain data (`_plain.py`).
 - the checker (`_checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs the
-  tests and decides every verdict from fresh builtin values. It never receives program code.
+  tests, each in a forked child that can only report its own verdict, and decides every verdict from fresh builtin
+  values. It never receives program code. Checkers are started and killed by `checker_pool.py` (a killed checker
+  takes its whole pid namespace; leftovers are counted as orphans).
 The checker receives the two pipes of the program's process for each run and talks to it directly; the host
 (`_communicate.py`) feeds the program, kills the program's process group at the wall-clock deadline
 (`startup_s + timeout x (tests + 1)`, capped at `max_wall_s`) or when its output passes `max_output_bytes`, and
@@ -37,7 +39,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards._communicate import Outcome, kill_group, relay
-from rewards._processes import bwrap_args, bwrap_problem, filter_fd, kill_uid, wait_for_namespace
+from rewards._processes import alive, bwrap_args, bwrap_problem, filter_fd, kill_uid, uid_pids, wait_for_namespace
 from rewards.cgroup import CgroupParent, RunCgroup
 from rewards.checker_pool import CheckerPool, CheckerStartError, in_sandbox_source
 from rewards.seccomp import SeccompUnsupported, seccomp_program
@@ -89,6 +91,7 @@ class RunResult:
     timed_out: bool = False
     output_capped: bool = False
     oom_killed: bool = False
+    cpu_seconds: float | None = None  # CPU (user + system) of all the run's processes, where a per-run cgroup counts it
     returncode: int | None = None
     stdout: str = ""
     stderr: str = ""
@@ -122,6 +125,8 @@ class Sandbox:
         self._filter: bytes | None = None
         self._records: list[tuple[float, str]] = []
         self._checkers: CheckerPool | None = None
+        self._run_orphans = 0
+        self._cpu_seconds: list[float] = []
 
     def check_ready(self) -> dict[str, str]:
         """Probe once what this machine allows and return it ({"mode", "seccomp", "cgroup"}); raises
@@ -161,8 +166,24 @@ class Sandbox:
                 ready["cgroup"] = f"unavailable: {where}"
             else:
                 ready["cgroup"] = where
-        self._checkers = CheckerPool(self._checker_command, startup_s=max(cfg.startup_s, 10.0))
+        self._checkers = CheckerPool(self._checker_command, startup_s=max(cfg.startup_s, 10.0),
+                                     uids=self._checker_uid)
+        ready["orphans"] = str(self._lifecycle_probe())
         return ready
+
+    def _lifecycle_probe(self) -> int:
+        """Start a checker and kill it the way a timed-out run does: the processes left behind (orphans) must be 0,
+        else the sandbox would leak a process per timeout and eventually fail every row."""
+        assert self._checkers is not None
+        try:
+            checker = self._checkers.acquire()
+        except CheckerStartError as exc:
+            raise SandboxUnavailable(f"the test checker cannot start: {exc}") from exc
+        orphans = checker.kill()
+        if orphans:
+            raise SandboxUnavailable(f"{orphans} process(es) of a killed checker outlived it; the sandbox cannot "
+                                     "clean up after a timeout here")
+        return orphans
 
     def drain_records(self) -> list[tuple[float, str]]:
         """(seconds, outcome) of every run since the last call, outcome in OUTCOMES (for the metrics)."""
@@ -170,14 +191,35 @@ class Sandbox:
             out, self._records = self._records, []
         return out
 
+    def drain_orphans(self) -> int:
+        """Processes of runs or checkers found alive after their namespace was gone, since the last call (each
+        was killed then; there must be none: `sandbox/orphans`)."""
+        with self._lock:
+            out, self._run_orphans = self._run_orphans, 0
+            if self._checkers is not None:
+                out += self._checkers.take_orphans()
+        return out
+
+    def drain_cpu_seconds(self) -> list[float]:
+        """CPU seconds of each run since the last call, where a per-run cgroup counted them."""
+        with self._lock:
+            out, self._cpu_seconds = self._cpu_seconds, []
+        return out
+
+    def _count_orphans(self, count: int) -> None:
+        with self._lock:
+            self._run_orphans += count
+
     def _record(self, seconds: float, outcome: str) -> None:
         with self._lock:
             self._records.append((seconds, outcome))
 
     def run(self, program: str, tests: list[str], test_timeout_s: float = 1.0, *,
-            entry_point: str | None = None) -> RunResult:
+            entry_point: str | None = None, helpers: str | None = None) -> RunResult:
         """Run `program`, then each test against it with `test_timeout_s` each; never raises for anything the
-        program does. `entry_point`: a program name the tests may use even if it shadows a builtin.
+        program does. `entry_point`: a program name the tests may use even if it shadows a builtin. `helpers`:
+        trusted source (the prompt's helper functions) run in each test's namespace before the test, so the tests
+        use these and not the program's versions of them.
         Raises SandboxUnavailable when it refuses to run code at all."""
         cfg = self.config
         mode = self.check_ready()["mode"]
@@ -222,28 +264,35 @@ class Sandbox:
             try:
                 checker.start_run(request_w, reply_r, plain_line({
                     "tests": list(tests), "timeout": test_timeout_s, "ready_timeout": cfg.startup_s + test_timeout_s,
-                    "force": [entry_point] if entry_point else [], "max_line": cfg.max_value_bytes}))
+                    "force": [entry_point] if entry_point else [], "helpers": helpers or "",
+                    "max_line": cfg.max_value_bytes}))
                 started = True
             except OSError:  # the checker died while idle: this run fails, the slot gets a fresh one
                 started = False
             close(request_w, reply_r)  # the checker holds its own copies now
             if started:
                 out = relay(proc, checker.sock, program=plain_line({"program": program, "timeout": test_timeout_s}),
-                            deadline=start + wall_s, max_output=cfg.max_output_bytes)
+                            deadline=start + wall_s, max_output=cfg.max_output_bytes, tests=len(tests))
             else:
                 kill_group(proc)
                 out = Outcome(returncode=proc.wait(), checker_failed=True)
             checker_ok = out.finished and not out.checker_failed
             if mode == "bwrap":
                 wait_for_namespace(info_r)
-            elif uid is not None:
-                kill_uid(uid)
+            if uid is not None:  # the namespace is gone: anything of this uid still alive is an orphan
+                # (the run's cgroup lists its processes cheaply; without one, scan /proc for the uid)
+                left = cgroup.live_pids() if cgroup is not None else [pid for pid in uid_pids(uid) if alive(pid)]
+                if left:
+                    kill_uid(uid)
+                    if mode == "bwrap":
+                        self._count_orphans(len(left))
         finally:
             self._checkers.release(checker, healthy=checker_ok)
             close(*list(ours))
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
             oom_killed = cgroup is not None and cgroup.oom_killed()
+            cpu_seconds = cgroup.cpu_seconds() if cgroup is not None else None
             if cgroup is not None:
                 cgroup.remove()
         result = RunResult(passed=[out.program_ok and out.passed.get(i, False) for i in range(len(tests))],
@@ -251,7 +300,7 @@ class Sandbox:
                            output_capped=out.capped, returncode=out.returncode,
                            stdout=out.stdout.decode(errors="replace"), stderr=out.stderr.decode(errors="replace"),
                            seconds=time.monotonic() - start, mode=mode)
-        result.oom_killed = oom_killed
+        result.oom_killed, result.cpu_seconds = oom_killed, cpu_seconds
         if out.timed_out:
             result.error = f"wall-clock timeout after {wall_s:.1f}s"
         elif out.capped:
@@ -261,6 +310,9 @@ class Sandbox:
         elif not out.program_ok:
             result.error = f"program did not run to its end (exit code {out.returncode})"
         self._record(result.seconds, result.outcome)
+        if cpu_seconds is not None:
+            with self._lock:
+                self._cpu_seconds.append(cpu_seconds)
         return result
 
     def _run_cgroup(self) -> RunCgroup | None:
@@ -302,17 +354,22 @@ class Sandbox:
         seccomp = ["--seccomp", str(filter_fd_)] if filter_fd_ >= 0 else []
         return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--info-fd", str(info_fd), "--", *inner]
 
-    def _checker_command(self, index: int, sock_fd: int) -> tuple[list[str], int]:
-        """(command, seccomp fd or -1) of checker number `index` (no CPU rlimit: it lives across runs)."""
+    def _checker_uid(self) -> int | None:
+        """A fresh uid for a checker start, drawn from [uid_base + uid_span, uid_base + 2 * uid_span) (root only)."""
         cfg = self.config
-        uid = cfg.uid_base + cfg.uid_span + index if os.geteuid() == 0 else None
+        return cfg.uid_base + cfg.uid_span + secrets.randbelow(cfg.uid_span) if os.geteuid() == 0 else None
+
+    def _checker_command(self, uid: int | None, sock_fd: int, info_fd: int) -> tuple[list[str], int]:
+        """(command, seccomp fd or -1) of a checker running as `uid` (no CPU rlimit: it lives across runs)."""
+        cfg = self.config
         inner = [*self._limits(None), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
                  in_sandbox_source("_checker.py"), str(sock_fd)]
         if self._ready is None or self._ready["mode"] != "bwrap":
-            return inner, -1
+            return [*inner, "0"], -1
+        inner.append("1")  # alone in its pid namespace
         fd = filter_fd(self._filter) if self._filter is not None else -1
         seccomp = ["--seccomp", str(fd)] if fd >= 0 else []
-        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20, die_with_parent=False), *seccomp, "--", *inner], fd
+        return [*bwrap_args(cfg.bwrap, cfg.tmpfs_mb << 20), *seccomp, "--info-fd", str(info_fd), "--", *inner], fd
 
     def close(self) -> None:
         """Stop the checker processes and remove this sandbox's cgroup directory."""

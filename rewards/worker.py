@@ -45,6 +45,8 @@ class RewardWorkerImpl:
         """Results in input order and this batch's metrics (see rewards/metrics.py)."""
         check_batch(texts, metas, tasks)
         self.scorer.sandbox.drain_records()  # records of an abandoned earlier batch are not this batch's
+        orphans_before = self.scorer.sandbox.drain_orphans()  # never lost: counted into this batch
+        self.scorer.sandbox.drain_cpu_seconds()
         threads = self.config.threads or _assigned_cpus()
         # The safety net scales with the rows each thread has to do; inner timeouts normally end a row far sooner.
         deadline = time.monotonic() + self.config.row_timeout_s * math.ceil(max(1, len(texts)) / threads)
@@ -63,7 +65,9 @@ class RewardWorkerImpl:
         finally:
             # A row stuck past the safety net keeps its thread; do not wait for it.
             pool.shutdown(wait=False, cancel_futures=True)
-        return results, summarize(results, self.scorer.sandbox.drain_records())
+        return results, summarize(results, self.scorer.sandbox.drain_records(),
+                                  orphans_before + self.scorer.sandbox.drain_orphans(),
+                                  self.scorer.sandbox.drain_cpu_seconds())
 
     def pid(self) -> int:
         """The worker's process id (tests use it; also a cheap liveness check)."""

@@ -125,3 +125,16 @@ def test_a_second_sink_appends_to_the_same_file(tmp_path):
         sink.log(step, {"x": step})
         sink.close()
     assert [json.loads(line)["x"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_reward_service_sandbox_metrics_are_named_and_documented():
+    """rewards/metrics.py's sandbox keys (issue 23 added orphans and cpu_seconds_*): each maps to a documented name."""
+    docs = documented()
+    cpu = "gdsd_reward_service_sandbox_cpu_seconds"
+    expected = {"reward_service/sandbox/orphans": ("gdsd_reward_service_sandbox_orphans", {}),
+                "reward_service/sandbox/cpu_seconds_total": (cpu, {"stat": "total"}),
+                "reward_service/sandbox/cpu_seconds_max": (cpu, {"stat": "max"}),
+                "reward_service/sandbox/timeout": ("gdsd_reward_service_sandbox_outcomes", {"outcome": "timeout"})}
+    for key, (name, tags) in expected.items():
+        assert gauge_spec(key) == (name, tags), key
+        assert docs[f"ray_{name}"] == {"run", *tags}, name

@@ -167,3 +167,112 @@ def test_per_run_cgroup_bounds_memory_when_the_host_allows(small_sandbox):
         assert over.passed == [False] and over.oom_killed
     finally:
         tight.close()
+
+
+@pytest.mark.parametrize("raised", ["StopIteration", "StopAsyncIteration"])
+def test_stop_iteration_from_the_program_fails_the_test(sandbox, raised):
+    """Re-raised inside the test, StopIteration would end `all(map(f, xs))` early and pass it (issue 23, class 3)."""
+    program = f"def is_even(n):\n    raise {raised}\n"
+    tests = ["assert all(map(is_even, [2, 4]))", "assert not any(map(is_even, [1, 3]))", "assert is_even(2)"]
+    assert sandbox.run(program, tests).passed == [False, False, False]
+
+
+def test_unbound_forced_entry_point_is_a_name_error(sandbox):
+    """A forced entry point the program does not bind must not fall back to the builtin of that name (class 4)."""
+    tests = ["assert sorted([3, 1, 2]) == [1, 2, 3]", "try:\n    sorted\nexcept NameError:\n    pass\nelse:\n"
+             "    raise AssertionError('bound')"]
+    assert sandbox.run("x = 1\n", tests, entry_point="sorted").passed == [False, True]
+    bound = sandbox.run("def sorted(xs):\n    return [1, 2, 3]\n", tests[:1], entry_point="sorted")
+    assert bound.passed == [True]
+    # Builtins the host does not force stay the checker's own.
+    assert sandbox.run("x = 1\n", ["assert len([1, 2]) == 2"], entry_point="f").passed == [True]
+
+
+# Tests that evaluate the program's output run program code in the checker (issue 23, class 2). What the evaluated
+# code can reach there: the checker's module (`__main__`), its reporting function, the process itself.
+FORGE_REMAINING = ("[__import__('__main__')._report({'test': i, 'passed': True}) for i in range(3)], "
+                   "__import__('__main__')._report({'done': True, 'program_ok': True}), __import__('os')._exit(0)")
+POISON_LATER_RUNS = ("setattr(__import__('__main__'), '_run_tests', lambda run, spec: ([__import__('__main__')._report("
+                     "{'test': i, 'passed': True}) for i in range(len(spec['tests']))], __import__('__main__')._report("
+                     "{'done': True, 'program_ok': True}))) or 4")
+POISON_CALLS = "setattr(__import__('__main__').RemoteFunction, '__call__', lambda self, *a, **k: 2) or 4"
+KILL_CHECKER = "__import__('os').kill(__import__('os').getppid(), 9) or 4"
+EVAL_TESTS = ["assert eval(f(2)) == 4", "assert f(3) == 'nine'", "assert f(5) == 'twenty-five'"]
+
+
+def test_evaluated_output_cannot_report_other_tests(sandbox):
+    result = sandbox.run(f"def f(n):\n    return {FORGE_REMAINING!r}\n", EVAL_TESTS)
+    assert result.passed == [False, False, False], result
+
+
+@pytest.mark.parametrize("payload", [POISON_LATER_RUNS, POISON_CALLS], ids=["rebind_run_tests", "rebind_calls"])
+def test_evaluated_output_cannot_poison_later_tests_or_rows(sandbox, payload):
+    """The evaluated code passes its own test (it chose the value) but must not change any other verdict: not the
+    later tests of this row, not a wrong program scored next on the same checker."""
+    result = sandbox.run(f"def f(n):\n    return {payload!r}\n", EVAL_TESTS + ["assert 1 == 2"])
+    assert result.passed == [True, False, False, False], result
+    wrong = sandbox.run("def g():\n    return 1\n", ["assert g() == 2", "assert g() == 3"])
+    assert wrong.passed == [False, False], "a poisoned checker passed another program's row"
+    right = sandbox.run("def g():\n    return 2\n", ["assert g() == 2", "assert g() != 3"])
+    assert right.passed == [True, True]
+
+
+def test_evaluated_output_killing_the_checker_fails_only_its_row(sandbox):
+    result = sandbox.run(f"def f(n):\n    return {KILL_CHECKER!r}\n", EVAL_TESTS)
+    assert not any(result.passed)
+    assert sandbox.run("def g():\n    return 2\n", ["assert g() == 2"]).passed == [True]
+
+
+def test_a_test_cannot_read_or_write_the_checkers_memory(sandbox):
+    probe = ("(lambda os: (lambda p: 'denied' if not os.access(p, os.R_OK) else (lambda: open(p, 'r+b') and 'open')())"
+             "('/proc/%d/mem' % os.getppid()))(__import__('os'))")
+    result = sandbox.run(f"def f():\n    return {probe!r}\n",
+                         ["try:\n    r = eval(f())\nexcept PermissionError:\n    r = 'denied'\nassert r == 'denied'"])
+    assert result.passed == [True], result
+
+
+def test_tests_share_nothing_but_the_program(sandbox):
+    """Each test sees the program's names afresh: a test mutating a fetched value or defining a name does not
+    change what the next test sees."""
+    tests = ["xs.append(4)\nhelper = 1", "assert xs == [1, 2, 3]", "assert 'helper' not in dir()"]
+    assert sandbox.run("xs = [1, 2, 3]\n", tests).passed == [True, True, True]
+
+
+def test_host_accepts_one_verdict_per_test_in_order_and_nothing_after_done():
+    from rewards._communicate import Outcome, _verdict
+
+    def feed(*lines: str, tests: int = 2) -> Outcome:
+        out = Outcome()
+        for line in lines:
+            _verdict(b"R" + line.encode(), out, tests)
+        return out
+
+    good = feed('{"test": 0, "passed": true}', '{"test": 1, "passed": false}', '{"done": true, "program_ok": true}')
+    assert good.finished and not good.checker_failed and good.passed == {0: True, 1: False}
+    for lines in [('{"test": 1, "passed": true}',),  # skipped test 0
+                  ('{"test": 0, "passed": true}', '{"test": 0, "passed": false}'),  # repeated
+                  ('{"test": 0, "passed": true}', '{"test": 1, "passed": true}', '{"test": 2, "passed": true}'),
+                  ('{"test": 0, "passed": true}', '{"done": true, "program_ok": true}'),  # done too early
+                  ('{"test": 0, "passed": 1}',),  # not a bool
+                  ('{"test": 0, "passed": true}', '{"test": 1, "passed": true}', '{"done": true, "program_ok": true}',
+                   '{"test": 1, "passed": true}')]:  # after done
+        assert feed(*lines).checker_failed, lines
+
+
+MUTATOR = ("def sort_in_place(xs):\n    xs.sort()\n    return len(xs)\n"
+           "def tag(d, s, b, key=None):\n    d['k'] = 1\n    s.add(2)\n    b[0] = 0\n    key.append('x')\n"
+           "    return None\n"
+           "def pure(xs):\n    return sorted(xs)\n"
+           "def smuggle(xs):\n    xs.append(object())\n    return 1\n")
+
+
+def test_arguments_the_program_mutates_are_seen_by_the_test(sandbox):
+    """Issue 23, class 7: a test asserting that an argument was not mutated fails for a program that mutates it;
+    mutations a test expects are seen too."""
+    tests = ["xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [3, 1, 2]",  # 'must not mutate': fails
+             "xs = [3, 1, 2]\npure(xs)\nassert xs == [3, 1, 2]",
+             "xs = [3, 1, 2]\nassert sort_in_place(xs) == 3 and xs == [1, 2, 3]",
+             "d, s, b, k = {}, {1}, bytearray(b'ab'), []\ntag(d, s, b, key=k)\n"
+             "assert (d, s, b, k) == ({'k': 1}, {1, 2}, bytearray(b'\\x00b'), ['x'])",
+             "xs = []\nsmuggle(xs)"]  # something that is not plain data put into an argument: the call fails
+    assert sandbox.run(MUTATOR, tests).passed == [False, True, True, True, False]

@@ -132,6 +132,35 @@ def test_no_network_to_a_loopback_server(sandbox):
             conn.close()
 
 
+SOCKET_FAMILIES = {"AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16, "AF_PACKET": 17, "AF_VSOCK": 40}
+SOCKET_PROGRAM = """import errno, socket
+def attempt(family):
+    try:
+        socket.socket(family, socket.SOCK_STREAM).close()
+        return 'created'
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+def pair(family):
+    try:
+        a, b = socket.socketpair(family)
+        a.sendall(b'x')
+        return b.recv(1) == b'x'
+    except OSError:
+        return False
+"""
+
+
+@pytest.mark.parametrize("family", sorted(SOCKET_FAMILIES))
+def test_only_unix_sockets_can_be_created(sandbox, family):
+    """seccomp (issue 23, class 6): socket/socketpair fail at once for every family but AF_UNIX; the network
+    namespace alone does not cover AF_VSOCK (its connect reached the VM transport)."""
+    number = SOCKET_FAMILIES[family]
+    tests = [f"assert attempt({number}) == 'EAFNOSUPPORT'", f"assert not pair({number})", "assert pair(1)",
+             "assert attempt(1) == 'created'"]
+    result = sandbox.run(SOCKET_PROGRAM, tests)
+    assert result.passed == [True, True, True, True], result
+
+
 @pytest.mark.parametrize("path", ["/root", "/etc/passwd", str(REPO / "pyproject.toml"), str(REPO)])
 def test_cannot_read_host_files(sandbox, path):
     program = ("import os\ndata = None\ntry:\n"
@@ -234,3 +263,12 @@ def test_checker_outlives_the_thread_that_started_it(sandbox):
         thread.join()
         time.sleep(0.2)
     assert results == [[True]] * 3
+
+
+def test_no_new_sessions_or_process_groups(sandbox):
+    """seccomp refuses setsid/setpgid: a run stays one session, i.e. one CPU share under autogroup scheduling."""
+    program = ("import os\ndef attempt(call):\n    try:\n        call()\n        return 'allowed'\n"
+               "    except PermissionError:\n        return 'EPERM'\n")
+    program += ("def setsid():\n    return attempt(os.setsid)\n"
+                "def setpgid():\n    return attempt(lambda: os.setpgid(0, 0))\n")
+    assert sandbox.run(program, ["assert setsid() == 'EPERM'", "assert setpgid() == 'EPERM'"]).passed == [True, True]

@@ -218,3 +218,56 @@ def test_check_ready_fails_the_job_when_a_code_task_cannot_run_its_sandbox(ray_l
         assert ready["mode"] == "bwrap" and ready["seccomp"] == "on"
     finally:
         good.shutdown()
+
+
+def _numbered_rows(first: int, n: int, sleep_s: float = 0.0) -> tuple[list[str], list[dict]]:
+    """Rows whose program returns its own number: a row scored for another caller's meta fails its test."""
+    texts = [f"```python\nimport time\ntime.sleep({sleep_s})\ndef row():\n    return {i}\n```\n"
+             for i in range(first, first + n)]
+    return texts, [{"tests": [f"assert row() == {i}"], "timeout_s": 5.0} for i in range(first, first + n)]
+
+
+def test_pool_actor_serves_callers_concurrently(ray_local):
+    """Issue 23, class 8: a caller with fast rows is not queued behind another caller's slow row (the pool used to
+    serve one score call at a time), and concurrent callers each get their own rows back, in order."""
+    pool = RemoteRewardPool.remote(2, config={"threads": 1})
+    try:
+        ray.get(pool.check_ready.remote())
+        slow_texts, slow_metas = _numbered_rows(1000, 1, sleep_s=4.0)
+        fast_texts, fast_metas = _numbered_rows(0, 3)
+        slow = pool.score.remote(slow_texts, slow_metas, ["code"])
+        time.sleep(0.5)  # the slow row holds one worker now
+        start = time.monotonic()
+        fast_results, _ = ray.get(pool.score.remote(fast_texts, fast_metas, ["code"] * 3), timeout=120)
+        fast_s = time.monotonic() - start
+        assert [r.total for r in fast_results] == [2.0] * 3
+        assert not ray.wait([slow], timeout=0)[0], f"the fast call ({fast_s:.1f}s) waited for the slow one"
+        assert [r.total for r in ray.get(slow, timeout=120)[0]] == [2.0]
+        calls = [pool.score.remote(*_numbered_rows(100 * c, 5), ["code"] * 5) for c in range(4)]
+        for results, metrics in ray.get(calls, timeout=300):
+            assert [r.total for r in results] == [2.0] * 5 and metrics["pool/rows_scored"] == 5
+    finally:
+        ray.get(pool.shutdown.remote())
+        ray.kill(pool)
+
+
+def test_concurrent_callers_survive_a_killed_worker(ray_local):
+    """Dead-worker replacement with several calls in flight: the worker is replaced once, every caller gets all of
+    its rows, each scored for its own meta."""
+    pool = RemoteRewardPool.remote(2, config={"threads": 1}, chunk_size=1)
+    try:
+        victim = ray.get(pool.worker_handles.remote())[0]
+        assert _alive(victim)
+        calls = [pool.score.remote(*_numbered_rows(100 * c, 4, sleep_s=0.4), ["code"] * 4) for c in range(3)]
+        time.sleep(1.5)  # 12 rows x 0.4 s over 2 workers: the calls are in flight now
+        assert len(ray.wait(calls, num_returns=3, timeout=0)[0]) < 3, "the calls finished before the kill"
+        ray.kill(victim)
+        outs = ray.get(calls, timeout=300)
+        for results, _ in outs:
+            assert [r.total for r in results] == [2.0] * 4, results
+        assert sum(m["pool/worker_restarts"] for _, m in outs) == 1
+        workers = ray.get(pool.worker_handles.remote())
+        assert victim not in workers and all(_alive(w) for w in workers)
+    finally:
+        ray.get(pool.shutdown.remote())
+        ray.kill(pool)
