@@ -1,4 +1,6 @@
 """Evaluation harness pieces without Ray: the official greedy sampler settings, metrics, the paper's test sets."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,9 +126,7 @@ def family_checkpoints(tmp_path_factory):
     return dirs
 
 
-def run_protocol(model_dir: str, out: Path, *extra: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
+def run_protocol(model_dir: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
     proc = subprocess.run([sys.executable, "-m", "deploy.evaluate", "--protocol", "gdsd", model_dir, "countdown",
                            "--limit", "2", "--gen-lengths", "16", "--device", "cpu", "--out", str(out), *extra],
