@@ -187,7 +187,7 @@ def main() -> None:
     print(json.dumps({"bench": "learner_setup", "quick": args.quick, "cores": cores, "load_avg_1m": load_before,
                       "hidden": p["hidden"], "layers": p["layers"], "ffn": p["ffn"], "vocab": vocab, "rows": rows,
                       "prompt": prompt_len, "gen": L, "rollout_s": rollout_s,
-                      "batch_bytes": summary["batch_bytes"]}), flush=True)
+                      "batch_bytes": summary.batch_bytes}), flush=True)
 
     peak_1t, peak_all = gemm_peak(1), gemm_peak(cores)
     local = {mu: ray.get(local_step_seconds.remote(with_ranks_mu(cfg, 1, mu), model_path, refs[0], mu, p["timed"]))

@@ -15,6 +15,7 @@ import time
 import ray
 
 from common.messages import RewardResult
+from common.summary import RewardMetrics
 from rewards.metrics import summarize
 from rewards.registry import RewardServiceConfig, Scorer, error_result
 
@@ -41,7 +42,7 @@ class RewardWorkerImpl:
         return self.score_with_metrics(texts, metas, tasks)[0]
 
     def score_with_metrics(self, texts: list[str], metas: list[dict], tasks: list[str]
-                           ) -> tuple[list[RewardResult], dict[str, float]]:
+                           ) -> tuple[list[RewardResult], RewardMetrics]:
         """Results in input order and this batch's metrics (see rewards/metrics.py)."""
         check_batch(texts, metas, tasks)
         self.scorer.sandbox.drain_records()  # records of an abandoned earlier batch are not this batch's

@@ -29,7 +29,7 @@ def test_replies_over_the_length_cap_are_refused_and_counted():
     long = scorer.score("gsm8k", {"answer": "72"}, GSM8K + "x" * 90)
     assert long.total == 0.0 and error_kind(long.error) == "too_long"
     assert scorer.score("gsm8k", {"answer": "72"}, GSM8K).total == pytest.approx(3.987)
-    assert summarize([long], [])["errors/too_long"] == 1.0
+    assert summarize([long], []).errors == {"too_long": 1}
 
 
 def test_scorer_config_picks_functions_per_task():

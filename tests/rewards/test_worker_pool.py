@@ -100,6 +100,7 @@ def test_pool_keeps_order_and_reports_metrics(ray_local):
             tasks.append("countdown")
             expected.append(1.0 if right else 0.1)
         results, metrics = pool.score(texts, metas, tasks)
+        metrics = metrics.flat()
         check(results, expected)
         assert metrics["rows"] == len(texts) == metrics["pool/rows_scored"]
         assert metrics["errors/total"] == 5 and metrics["errors/undecodable"] == 2
@@ -131,8 +132,8 @@ def test_pool_survives_a_worker_killed_mid_batch(ray_local):
         scorer.join(timeout=120)
         results, metrics = out["results"], out["metrics"]
         assert [r.total for r in results] == [2.0] * n, results
-        assert metrics["pool/worker_restarts"] == 1 and metrics["pool/chunks_retried"] == 1
-        assert metrics["pool/rows_scored"] == n  # every row counted from exactly one successful chunk
+        assert metrics.pool.worker_restarts == 1 and metrics.pool.chunks_retried == 1
+        assert metrics.pool.rows_scored == n  # every row counted from exactly one successful chunk
         assert pool.handles[0] is not victim
         assert ray.get(pool.handles[0].pid.remote()) > 0  # the replacement works
     finally:
@@ -181,7 +182,7 @@ def test_pool_as_an_actor_survives_a_killed_worker_and_leaks_none(ray_local):
     ray.kill(victim)
     results, metrics = ray.get(pending, timeout=180)
     assert [r.total for r in results] == [2.0] * n, results  # no row lost, none scored for another
-    assert metrics["pool/worker_restarts"] == 1 and metrics["pool/rows_scored"] == n
+    assert metrics.pool.worker_restarts == 1 and metrics.pool.rows_scored == n
     workers = ray.get(pool.worker_handles.remote())
     assert victim not in workers and all(_alive(w) for w in workers)
     ray.get(pool.shutdown.remote())
@@ -245,7 +246,7 @@ def test_pool_actor_serves_callers_concurrently(ray_local):
         assert [r.total for r in ray.get(slow, timeout=120)[0]] == [2.0]
         calls = [pool.score.remote(*_numbered_rows(100 * c, 5), ["code"] * 5) for c in range(4)]
         for results, metrics in ray.get(calls, timeout=300):
-            assert [r.total for r in results] == [2.0] * 5 and metrics["pool/rows_scored"] == 5
+            assert [r.total for r in results] == [2.0] * 5 and metrics.pool.rows_scored == 5
     finally:
         ray.get(pool.shutdown.remote())
         ray.kill(pool)
@@ -265,7 +266,7 @@ def test_concurrent_callers_survive_a_killed_worker(ray_local):
         outs = ray.get(calls, timeout=300)
         for results, _ in outs:
             assert [r.total for r in results] == [2.0] * 4, results
-        assert sum(m["pool/worker_restarts"] for _, m in outs) == 1
+        assert sum(m.pool.worker_restarts for _, m in outs) == 1
         workers = ray.get(pool.worker_handles.remote())
         assert victim not in workers and all(_alive(w) for w in workers)
     finally:
