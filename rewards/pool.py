@@ -76,6 +76,11 @@ class RewardPool:
         with self._cond:
             return list(self.handles)
 
+    def busy_workers(self) -> list[int]:
+        """Indices of the workers with a chunk in flight (for tests that must act mid-batch, and for diagnostics)."""
+        with self._cond:
+            return sorted(set(range(len(self.handles))) - set(self._idle))
+
     def _replace(self, index: int, dead) -> bool:
         """Replace worker `index` if it is still the `dead` handle (True if this call replaced it)."""
         with self._cond:

@@ -21,6 +21,14 @@ SUDOKU = {"puzzle": "1004300220034001", "solution": "1234341221434321"}
 ADD = "```python\ndef add(a, b):\n    return a + b\n```\n"
 
 
+def wait_until(condition, what: str, timeout_s: float = 120.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s` (a slow machine only waits longer)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 def mixed_batch() -> tuple[list, list[dict], list[str], list[float | None]]:
     """(texts, metas, tasks, expected totals; None where the row must be an error row)."""
     rows = [
@@ -126,7 +134,7 @@ def test_pool_survives_a_worker_killed_mid_batch(ray_local):
         victim = pool.handles[0]
         ray.get(victim.pid.remote())  # started and busy-able
         scorer.start()
-        time.sleep(1.5)  # the batch needs >= 6 chunks x 0.4 s / 2 workers; it is in flight now
+        wait_until(lambda: 0 in pool.busy_workers(), "worker 0 never got a chunk")
         assert scorer.is_alive(), "the batch finished before the kill: make the rows slower"
         ray.kill(victim)
         scorer.join(timeout=120)
@@ -178,7 +186,7 @@ def test_pool_as_an_actor_survives_a_killed_worker_and_leaks_none(ray_local):
     n = 12
     texts, metas = _slow_code_rows(n)
     pending = pool.score.remote(texts, metas, ["code"] * n)  # the call rollout actors make
-    time.sleep(1.5)  # the batch needs >= 6 chunks x 0.4 s / 2 workers; it is in flight now
+    wait_until(lambda: 0 in ray.get(pool.busy_workers.remote()), "worker 0 never got a chunk")
     ray.kill(victim)
     results, metrics = ray.get(pending, timeout=180)
     assert [r.total for r in results] == [2.0] * n, results  # no row lost, none scored for another
@@ -237,7 +245,7 @@ def test_pool_actor_serves_callers_concurrently(ray_local):
         slow_texts, slow_metas = _numbered_rows(1000, 1, sleep_s=4.0)
         fast_texts, fast_metas = _numbered_rows(0, 3)
         slow = pool.score.remote(slow_texts, slow_metas, ["code"])
-        time.sleep(0.5)  # the slow row holds one worker now
+        wait_until(lambda: ray.get(pool.busy_workers.remote()), "the slow row never reached a worker")
         start = time.monotonic()
         fast_results, _ = ray.get(pool.score.remote(fast_texts, fast_metas, ["code"] * 3), timeout=120)
         fast_s = time.monotonic() - start
@@ -260,7 +268,7 @@ def test_concurrent_callers_survive_a_killed_worker(ray_local):
         victim = ray.get(pool.worker_handles.remote())[0]
         assert _alive(victim)
         calls = [pool.score.remote(*_numbered_rows(100 * c, 4, sleep_s=0.4), ["code"] * 4) for c in range(3)]
-        time.sleep(1.5)  # 12 rows x 0.4 s over 2 workers: the calls are in flight now
+        wait_until(lambda: 0 in ray.get(pool.busy_workers.remote()), "worker 0 never got a chunk")
         assert len(ray.wait(calls, num_returns=3, timeout=0)[0]) < 3, "the calls finished before the kill"
         ray.kill(victim)
         outs = ray.get(calls, timeout=300)
