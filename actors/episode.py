@@ -27,7 +27,7 @@ from common.messages import PromptItem, RewardResult
 from common.summary import RewardMetrics, RolloutSummary
 from common.tokenize import completion_mask, decode_completions, encode_prompts
 
-# (texts, metas, tasks) -> (one RewardResult per row in input order, reward metrics): rewards.pool.RewardPool.score
+# (texts, metas, tasks) -> (one RewardResult per row in input order, reward metrics): rewards.service.pool.RewardPool.score
 ScoreFn = Callable[[list[str], list[dict], list[str]], tuple[list[RewardResult], RewardMetrics]]
 
 

@@ -47,7 +47,7 @@ from common.config import RunConfig, TinyModelConfig, load_config
 from common.denoiser import load_denoiser
 from common.tasks import make_prompts
 from common.tiny import make_tiny_model
-from rewards.pool import RemoteRewardPool
+from rewards.service.pool import RemoteRewardPool
 from learner.group import LearnerGroup
 from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm

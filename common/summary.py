@@ -13,7 +13,7 @@ from typing import Any
 
 @dataclass
 class PoolCounters:
-    """What the reward pool adds for one score call (rewards/pool.py)."""
+    """What the reward pool adds for one score call (rewards/service/pool.py)."""
 
     worker_restarts: int = 0
     chunks_retried: int = 0

@@ -11,7 +11,7 @@ from common.config import load_config
 from common.logprob import denoise_logprob
 from common.masking import consistent_masks
 from common.tasks import make_prompts
-from rewards.worker import RewardWorkerImpl
+from rewards.service.worker import RewardWorkerImpl
 
 OVERRIDES = ["sampler.gen_length=16", "sampler.steps=4", "sampler.block_length=8", "algorithm.mu=2",
              "learner.micro_batch_rows=4"]

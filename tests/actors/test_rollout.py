@@ -11,7 +11,7 @@ from common.denoiser import load_denoiser
 from common.logprob import denoise_logprob
 from common.masking import consistent_masks
 from common.tasks import make_prompts
-from rewards.pool import RemoteRewardPool
+from rewards.service.pool import RemoteRewardPool
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 

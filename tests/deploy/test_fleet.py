@@ -6,7 +6,7 @@ import pytest
 from common.messages import RewardResult
 from common.summary import PoolCounters, RewardMetrics, RolloutSummary
 from deploy.fleet import merge_reward_metrics
-from rewards.metrics import summarize
+from rewards.service.metrics import summarize
 
 
 def summary(actor: int, metrics: RewardMetrics) -> RolloutSummary:

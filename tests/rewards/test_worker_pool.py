@@ -11,11 +11,11 @@ import pytest
 
 import ray
 
-from rewards.math_answer import MathChecker, math_correctness
-from rewards.pool import RemoteRewardPool, RewardPool, _Chunk
+from rewards.verifiers.math_answer import MathChecker, math_correctness
+from rewards.service.pool import RemoteRewardPool, RewardPool, _Chunk
 from rewards.sandbox import SandboxConfig, SandboxUnavailable
-from rewards.registry import RewardServiceConfig
-from rewards.worker import create_workers
+from rewards.service.registry import RewardServiceConfig
+from rewards.service.worker import create_workers
 
 SUDOKU = {"puzzle": "1004300220034001", "solution": "1234341221434321"}
 ADD = "```python\ndef add(a, b):\n    return a + b\n```\n"

@@ -29,9 +29,9 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from common.messages import RewardResult
 from common.summary import PoolCounters, RewardMetrics
-from rewards.metrics import summarize
-from rewards.registry import RewardServiceConfig, error_result
-from rewards.worker import check_batch, create_workers
+from rewards.service.metrics import summarize
+from rewards.service.registry import RewardServiceConfig, error_result
+from rewards.service.worker import check_batch, create_workers
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class RewardPool:
 
     def score(self, texts: list[str], metas: list[dict], tasks: list[str]
               ) -> tuple[list[RewardResult], RewardMetrics]:
-        """Results in input order and merged metrics (rewards/metrics.py plus pool/* counters of this call)."""
+        """Results in input order and merged metrics (rewards/service/metrics.py plus pool/* counters of this call)."""
         check_batch(texts, metas, tasks)
         with self._cond:
             if self._closed:

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 
 from common.messages import RewardResult
 from common.summary import RewardMetrics
-from rewards.registry import error_kind
+from rewards.service.registry import error_kind
 
 
 def summarize(results: list[RewardResult], sandbox_records: list[tuple[float, str]],
