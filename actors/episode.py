@@ -24,10 +24,11 @@ from common.batch import RolloutBatch
 from common.config import RunConfig, SamplerConfig
 from common.denoiser import Denoiser
 from common.messages import PromptItem, RewardResult
+from common.summary import RewardMetrics, RolloutSummary
 from common.tokenize import completion_mask, decode_completions, encode_prompts
 
-# (texts, metas, tasks) -> (one RewardResult per row in input order, reward metrics): rewards.pool.RewardPool.score
-ScoreFn = Callable[[list[str], list[dict], list[str]], tuple[list[RewardResult], dict[str, float]]]
+# (texts, metas, tasks) -> (one RewardResult per row in input order, reward metrics): rewards.service.pool.RewardPool.score
+ScoreFn = Callable[[list[str], list[dict], list[str]], tuple[list[RewardResult], RewardMetrics]]
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Generation:
 @dataclass
 class Scores:
     results: list[RewardResult]
-    metrics: dict[str, float]  # the reward service's (rewards/metrics.py keys)
+    metrics: RewardMetrics  # the reward service's
     reward: torch.Tensor  # [B] float32
     parts: dict[str, torch.Tensor]  # name -> [B] float32 (0 where a row lacks the part)
     seconds: float
@@ -87,7 +88,7 @@ def score(score_fn: ScoreFn, gen: Generation) -> Scores:
     reward = torch.tensor([r.total for r in results], dtype=torch.float32, device="cpu")
     names = sorted({k for r in results for k in r.parts})
     parts = {k: torch.tensor([r.parts.get(k, 0.0) for r in results], dtype=torch.float32, device="cpu") for k in names}
-    return Scores(results=results, metrics=dict(metrics), reward=reward, parts=parts, seconds=seconds)
+    return Scores(results=results, metrics=metrics, reward=reward, parts=parts, seconds=seconds)
 
 
 def teacher_targets(cfg: RunConfig, policy: Denoiser, reference: Denoiser | None, gen: Generation, *,
@@ -114,7 +115,7 @@ def teacher_targets(cfg: RunConfig, policy: Denoiser, reference: Denoiser | None
 
 def run_episode(prompts: list[PromptItem], *, cfg: RunConfig, policy: Denoiser, reference: Denoiser | None,
                 score_fn: ScoreFn, group_size: int, group_offset: int, version: int, sample_rng: torch.Generator,
-                seed_rng: torch.Generator, actor: int = 0) -> tuple[RolloutBatch, dict[str, Any]]:
+                seed_rng: torch.Generator, actor: int = 0) -> tuple[RolloutBatch, RolloutSummary]:
     """prompts -> (RolloutBatch, a small summary for the driver's logs). Groups are numbered from `group_offset`
     (the step's first group of this chunk); `version` is the policy version that samples."""
     gen = generate(policy, prompts, group_size, sampler=cfg.sampler, generator=sample_rng,
@@ -137,17 +138,15 @@ def run_episode(prompts: list[PromptItem], *, cfg: RunConfig, policy: Denoiser, 
         meta={"actor": actor, "version": version, "sampler": cfg.sampler.model_dump(),
               "seconds": {"generate": gen.seconds, "score": scores.seconds, "teacher": targets.seconds}},
     )
-    summary = {
-        "actor": actor, "version": version, "rows": B,
-        "groups": list(range(group_offset, group_offset + len(prompts))), "reward_mean": float(scores.reward.mean()),
-        "reward_parts": {k: float(v.mean()) for k, v in scores.parts.items()},
-        "reward_errors": sum(r.error is not None for r in scores.results), "reward_metrics": scores.metrics,
-        "generate_seconds": gen.seconds, "score_seconds": scores.seconds, "teacher_seconds": targets.seconds,
-        "tokens_per_second": B * cfg.sampler.gen_length / max(gen.seconds, 1e-9), "forwards": gen.forwards,
-        "zero_variance_groups": int((scores.reward.view(-1, group_size).std(dim=1) == 0).sum()),
-        "samples": [(it.prompt, t, r.total)
-                    for it, t, r in list(zip(gen.items, gen.texts, scores.results))[::group_size]],
-    }
+    summary = RolloutSummary(
+        actor=actor, version=version, rows=B, groups=list(range(group_offset, group_offset + len(prompts))),
+        reward_mean=float(scores.reward.mean()), reward_parts={k: float(v.mean()) for k, v in scores.parts.items()},
+        reward_errors=sum(r.error is not None for r in scores.results), reward_metrics=scores.metrics,
+        generate_seconds=gen.seconds, score_seconds=scores.seconds, teacher_seconds=targets.seconds,
+        tokens_per_second=B * cfg.sampler.gen_length / max(gen.seconds, 1e-9), forwards=gen.forwards,
+        zero_variance_groups=int((scores.reward.view(-1, group_size).std(dim=1) == 0).sum()),
+        samples=[(it.prompt, t, r.total) for it, t, r in list(zip(gen.items, gen.texts, scores.results))[::group_size]],
+    )
     return batch, summary
 
 

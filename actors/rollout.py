@@ -20,11 +20,12 @@ from actors.episode import ScoreFn, evaluate, run_episode
 from common.config import RunConfig, SamplerConfig
 from common.devices import make_generator, service_device
 from common.messages import PromptItem, RewardResult
+from common.summary import RewardMetrics, RolloutSummary
 
 
 def pool_scorer(reward_pool: Any) -> ScoreFn:
     """The ScoreFn of a RewardPool actor handle (a synchronous call: the episode needs the rewards to continue)."""
-    def score_fn(texts: list[str], metas: list[dict], tasks: list[str]) -> tuple[list[RewardResult], dict]:
+    def score_fn(texts: list[str], metas: list[dict], tasks: list[str]) -> tuple[list[RewardResult], RewardMetrics]:
         return ray.get(reward_pool.score.remote(texts, metas, tasks))
 
     return score_fn
@@ -82,7 +83,7 @@ class RolloutActor:
 
     @ray.method(num_returns=2)
     def rollout(self, prompts: list[PromptItem], group_size: int, group_offset: int = 0,
-                step: int | None = None, min_version: int = 0) -> tuple[pa.Table, dict]:
+                step: int | None = None, min_version: int = 0) -> tuple[pa.Table, RolloutSummary]:
         """One episode. Returns (RolloutBatch as an arrow table, a small summary for the driver's logs); the caller
         passes the first ObjectRef on to the learner without fetching it. With `step`, the noise is reseeded from
         (seed, step, group_offset); without it, the actor's running streams continue. `min_version`: the last
@@ -95,7 +96,7 @@ class RolloutActor:
                                      group_offset=group_offset, version=version, sample_rng=self.sample_rng,
                                      seed_rng=self.seed_rng, actor=self.actor_index)
         table = batch.to_arrow()
-        summary["batch_bytes"] = table.nbytes
+        summary.batch_bytes = table.nbytes
         return table, summary
 
 

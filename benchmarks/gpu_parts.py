@@ -36,6 +36,7 @@ from common.config import RunConfig, SamplerConfig
 from common.denoiser import DTYPES
 from common.devices import make_generator
 from common.messages import PromptItem, RewardResult
+from common.summary import RewardMetrics
 from common.models.lora import is_adapter
 from common.weight_bus import wire_format
 from learner.worker import LearnerWorker
@@ -58,10 +59,11 @@ def make_prompts(n: int, max_len: int, seed: int) -> list[PromptItem]:
             for i, k in enumerate(lengths)]
 
 
-def score(texts: list[str], metas: list[dict], tasks: list[str]) -> tuple[list[RewardResult], dict]:
+def score(texts: list[str], metas: list[dict], tasks: list[str]) -> tuple[list[RewardResult], RewardMetrics]:
     """A plain local score function (no reward service): a pure function of the text with variance in each group,
     so every GDSD term has a gradient."""
-    return [RewardResult(total=(zlib.crc32(t.encode()) % 5) / 4) for t in texts], {}
+    results = [RewardResult(total=(zlib.crc32(t.encode()) % 5) / 4) for t in texts]
+    return results, RewardMetrics(rows=len(results), reward_sum=sum(r.total for r in results))
 
 
 def sync(device: torch.device) -> None:
@@ -145,8 +147,8 @@ class ComponentChecks:
                 "temperature": self.cfg.sampler.temperature, "gumbel_dtype": self.cfg.sampler.gumbel_dtype,
                 "dtype": self.cfg.model.dtype, "lora_r": self.cfg.model.lora.r,
                 "lora_targets": list(self.cfg.model.lora.target_modules), "load_seconds": load_seconds,
-                "generate_seconds": summary["generate_seconds"], "teacher_seconds": summary["teacher_seconds"],
-                "tokens_per_s": summary["tokens_per_second"], "forwards": summary["forwards"]}
+                "generate_seconds": summary.generate_seconds, "teacher_seconds": summary.teacher_seconds,
+                "tokens_per_s": summary.tokens_per_second, "forwards": summary.forwards}
 
     def learner_step(self) -> dict:
         if not self.batches:

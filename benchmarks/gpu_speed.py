@@ -104,7 +104,7 @@ def rollout_throughput(cfg: RunConfig, path, device: torch.device, w: Widths, la
                                  seed_rng=make_generator("cpu", seed + 1))
     B, P, L = batch.num_rows, batch.prompt_ids.shape[1], s.gen_length
     T = P + L
-    seconds, teacher_seconds = summary["generate_seconds"], summary["teacher_seconds"]
+    seconds, teacher_seconds = summary.generate_seconds, summary.teacher_seconds
     active_steps = sum(1 for k in reveal_schedule(s.block_length, s.steps // (L // s.block_length)) if k) * (
         L // s.block_length)
     flops = body_flops(w, layers, B * active_steps, T) + head_flops(w, B * masked_reads(L, s.block_length, s.steps))
@@ -129,7 +129,7 @@ def rollout_throughput(cfg: RunConfig, path, device: torch.device, w: Widths, la
     record = {
         "pass": revealed, "all_revealed": revealed, "layers": layers, "rows": B, "prompt_width": P,
         "prompt_lengths": [int(batch.prompt_len.min()), int(batch.prompt_len.max())], "gen": L, "block": s.block_length,
-        "steps": s.steps, "temperature": s.temperature, "gumbel_dtype": s.gumbel_dtype, "forwards": summary["forwards"],
+        "steps": s.steps, "temperature": s.temperature, "gumbel_dtype": s.gumbel_dtype, "forwards": summary.forwards,
         "load_seconds": load_seconds, "seconds": seconds, "tokens_per_s": tps, **mfu(flops / seconds, peak),
         "naive_rows": naive_rows, "naive_seconds": naive_seconds, "naive_tokens_per_s": naive_tps,
         "naive_tflops": naive_flops / naive_seconds / 1e12, "speedup": tps / naive_tps,

@@ -30,7 +30,7 @@ def main() -> None:
     group.mkdir()
     (group / "cgroup.procs").write_text(str(os.getpid()))
     try:
-        from rewards.humaneval import as_row, load_problems, score_all
+        from benchmarks.humaneval import as_row, load_problems, score_all
         from rewards.sandbox import Sandbox, SandboxConfig
 
         problems = load_problems()

@@ -47,7 +47,7 @@ from common.config import RunConfig, TinyModelConfig, load_config
 from common.denoiser import load_denoiser
 from common.tasks import make_prompts
 from common.tiny import make_tiny_model
-from rewards.pool import RemoteRewardPool
+from rewards.service.pool import RemoteRewardPool
 from learner.group import LearnerGroup
 from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm
@@ -187,7 +187,7 @@ def main() -> None:
     print(json.dumps({"bench": "learner_setup", "quick": args.quick, "cores": cores, "load_avg_1m": load_before,
                       "hidden": p["hidden"], "layers": p["layers"], "ffn": p["ffn"], "vocab": vocab, "rows": rows,
                       "prompt": prompt_len, "gen": L, "rollout_s": rollout_s,
-                      "batch_bytes": summary["batch_bytes"]}), flush=True)
+                      "batch_bytes": summary.batch_bytes}), flush=True)
 
     peak_1t, peak_all = gemm_peak(1), gemm_peak(cores)
     local = {mu: ray.get(local_step_seconds.remote(with_ranks_mu(cfg, 1, mu), model_path, refs[0], mu, p["timed"]))

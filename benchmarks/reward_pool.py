@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
-from rewards.humaneval import as_row, load_problems
-from rewards.pool import MAX_CONCURRENT_CALLS, RemoteRewardPool
+from benchmarks.humaneval import as_row, load_problems
+from rewards.service.pool import MAX_CONCURRENT_CALLS, RemoteRewardPool
 
 
 def cpu_name() -> str:

@@ -1,6 +1,6 @@
 """Arithmetic on an untrusted expression without eval: Python's own operator semantics over an AST whitelist. The one
 Countdown evaluator: the official-evaluation parser (common/tasks/countdown.py) and the training reward
-(rewards/countdown.py) both score with `evaluate`.
+(rewards/verifiers/countdown.py) both score with `evaluate`.
 
 The official Countdown scorers (GDSD `gdsd/rewards.py` and `eval/parse_and_get_acc.py`) call
 `eval(expr, {"__builtins__": None}, {})` after a character whitelist (`^[\\d+\\-*/().\\s]+$`), so `**` and `//`

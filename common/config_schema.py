@@ -176,7 +176,7 @@ class RewardConfig(_Section):
     cpus_per_worker: float = Field(0.5, gt=0)
     service: dict[str, Any] = Field(
         default_factory=dict, description="the reward service's own settings (rewards/README.md: reward_functions, "
-        "sandbox, math_processes, ...), validated by rewards.registry.RewardServiceConfig when the job starts")
+        "sandbox, math_processes, ...), validated by rewards.service.registry.RewardServiceConfig when the job starts")
 
 
 class AlgorithmConfig(_Section):

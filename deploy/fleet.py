@@ -16,12 +16,13 @@ from ray.exceptions import RayActorError
 from actors.rollout import RemoteRolloutActor
 from common.config import ConfigError, RunConfig, SamplerConfig, explain
 from common.messages import PromptItem
-from rewards.pool import RemoteRewardPool
-from rewards.registry import SANDBOX_FUNCTIONS, RewardServiceConfig
+from common.summary import RewardMetrics, RolloutSummary
+from rewards.service.pool import RemoteRewardPool
+from rewards.service.registry import SANDBOX_FUNCTIONS, RewardServiceConfig
 
 log = logging.getLogger(__name__)
 RESTART_TIMEOUT_S = 300
-# The reward service is one Ray actor (rewards/pool.py): it creates its RewardWorkers itself, replaces dead ones,
+# The reward service is one Ray actor (rewards/service/pool.py): it creates its RewardWorkers itself, replaces dead ones,
 # splits and retries their chunks (bounded), and reserves no CPU (it only coordinates).
 POOL_TASK_RETRIES = 2  # a score call lost with a dead pool actor runs again on its restart, at most this often
 
@@ -57,20 +58,10 @@ def reward_service_config(cfg: RunConfig) -> RewardServiceConfig:
         raise ConfigError(explain(err, prefix="reward.service.")) from None
 
 
-def merge_reward_metrics(summaries: list[dict[str, Any]]) -> dict[str, float]:
-    """The reward service's metrics of one step from every chunk: counters add up, `*_mean` are row-weighted means,
-    `*_max` the maximum (rewards/metrics.py keys)."""
-    rows = sum(s["rows"] for s in summaries)
-    out: dict[str, float] = {}
-    for s in summaries:
-        for key, value in s.get("reward_metrics", {}).items():
-            if key.endswith("_mean"):
-                out[key] = out.get(key, 0.0) + value * s["rows"] / max(rows, 1)
-            elif key.endswith("_max"):
-                out[key] = max(out.get(key, value), value)
-            else:
-                out[key] = out.get(key, 0.0) + value
-    return out
+def merge_reward_metrics(summaries: list[RolloutSummary]) -> dict[str, float]:
+    """The reward service's metrics of one step from every chunk, as the metric keys (rewards/service/metrics.py): the chunks'
+    sums and counts add up, the means are derived from the totals."""
+    return RewardMetrics.merge([s.reward_metrics for s in summaries]).flat()
 
 
 class RolloutFleet:
@@ -108,7 +99,7 @@ class RolloutFleet:
         return Chunk(step, actor, prompts, group_offset, batch_ref, summary_ref, version)
 
     def collect(self, chunks: list[Chunk], group_size: int, *,
-                weights: Weights) -> tuple[list[ray.ObjectRef], list[dict[str, Any]]]:
+                weights: Weights) -> tuple[list[ray.ObjectRef], list[RolloutSummary]]:
         """Wait for every chunk; a chunk whose actor died, or which a restarted actor sampled with older weights than
         were pushed to it, is re-issued (after `weights.restore` gave the restarted actor the current weights, with
         `weights.version`) until it completes. Returns (batch refs, summaries) in chunk order."""
@@ -120,12 +111,12 @@ class RolloutFleet:
                 except RayActorError as err:
                     reason = f"died during step {chunk.step + 1} ({type(err).__name__})"  # metrics count from 1
                 else:
-                    if summary["version"] >= chunk.version:
+                    if summary.version >= chunk.version:
                         summaries.append(summary)
                         refs.append(chunk.batch_ref)
                         break
                     # it died idle after loading our last push, and Ray restarted it with the initial weights
-                    reason = f"sampled step {chunk.step + 1} with version {summary['version']} < {chunk.version}"
+                    reason = f"sampled step {chunk.step + 1} with version {summary.version} < {chunk.version}"
                 log.warning("rollout-%d %s; re-issuing its %d prompts", chunk.actor, reason, len(chunk.prompts))
                 self.wait_alive(chunk.actor)
                 weights.restore(chunk.actor)

@@ -49,7 +49,7 @@ def gauge_spec(key: str) -> tuple[str, dict[str, str]]:
         tags["iteration"], parts = "first", parts[:2]
     elif parts[0] == "learner" and len(parts) == 2 and parts[1] in PER_ITERATION:
         tags["iteration"] = "last"
-    if parts[0] == "reward_service":  # the reward service's own counters (rewards/metrics.py): variable parts as tags
+    if parts[0] == "reward_service":  # the reward service's own counters (rewards/service/metrics.py): variable parts as tags
         parts, tags = _reward_service(parts[1:], tags)
     name = "_".join(parts)
     if parts[0] == "time":  # the step's phases, wall clock

@@ -22,6 +22,7 @@ from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 from common.config import RunConfig, dump_config
+from common.summary import RolloutSummary
 from common.tasks import get_task, make_prompts
 from deploy.evaluate import eval_prompts, eval_sampler, markdown_table, summarize
 from deploy.fleet import RolloutFleet, merge_reward_metrics, reward_service_config
@@ -113,25 +114,25 @@ class Trainer:
         return {"step": self.step, "eval": self.evals, "reissued_chunks": self.fleet.reissued,
                 "learner_restarts": self.learner_restarts}
 
-    def _check_rows(self, summaries: list[dict], num_prompts: int) -> None:
+    def _check_rows(self, summaries: list[RolloutSummary], num_prompts: int) -> None:
         """Every prompt of the step answered exactly once (re-issued chunks must not lose or duplicate rows)."""
-        groups = sorted(g for s in summaries for g in s["groups"])
+        groups = sorted(g for s in summaries for g in s.groups)
         if groups != list(range(num_prompts)):
             raise RuntimeError(f"step {self.step}: rollout groups {groups} != 0..{num_prompts - 1}")
 
-    def _log(self, stats: dict, summaries: list[dict], times: dict[str, float]) -> dict[str, float]:
-        rows = sum(s["rows"] for s in summaries)
-        reward = sum(s["reward_mean"] * s["rows"] for s in summaries) / rows
-        parts = {k: sum(s["reward_parts"].get(k, 0.0) * s["rows"] for s in summaries) / rows
-                 for k in {k for s in summaries for k in s["reward_parts"]}}
+    def _log(self, stats: dict, summaries: list[RolloutSummary], times: dict[str, float]) -> dict[str, float]:
+        rows = sum(s.rows for s in summaries)
+        reward = sum(s.reward_mean * s.rows for s in summaries) / rows
+        parts = {k: sum(s.reward_parts.get(k, 0.0) * s.rows for s in summaries) / rows
+                 for k in {k for s in summaries for k in s.reward_parts}}
         record = {
             "reward": {"mean": reward, **parts},
-            "reward_errors": sum(s["reward_errors"] for s in summaries),
+            "reward_errors": sum(s.reward_errors for s in summaries),
             "reward_service": merge_reward_metrics(summaries),
-            "zero_variance_groups": sum(s["zero_variance_groups"] for s in summaries),
-            "rollout": {f"actor{s['actor']}/tokens_per_s": s["tokens_per_second"] for s in summaries},
+            "zero_variance_groups": sum(s.zero_variance_groups for s in summaries),
+            "rollout": {f"actor{s.actor}/tokens_per_s": s.tokens_per_second for s in summaries},
             "staleness": {"max": max(stats["staleness"], default=0)},
-            "bytes": {"batches": sum(s["batch_bytes"] for s in summaries)},
+            "bytes": {"batches": sum(s.batch_bytes for s in summaries)},
             # cumulative: chunks re-issued after an actor died (or restarted) and Ray nodes lost so far
             "fleet": {"reissued_chunks": self.fleet.reissued, "dead_nodes": self.fleet.dead_nodes()},
             "time": times,
@@ -139,10 +140,10 @@ class Trainer:
             "version": stats["version"],
         }
         if self.step == 1 or self.step % 10 == 0:  # show what the policy writes now, and how fast
-            for prompt, text, reward in summaries[0]["samples"][:2]:
+            for prompt, text, reward in summaries[0].samples[:2]:
                 tqdm.write(f"step {self.step} | {prompt.strip()[-40:]!r} -> {text[:80]!r} reward {reward:.3f}")
             tqdm.write(f"step {self.step} | rollout " + ", ".join(
-                f"actor{s['actor']} {s['tokens_per_second']:.0f} tok/s" for s in summaries))
+                f"actor{s.actor} {s.tokens_per_second:.0f} tok/s" for s in summaries))
         return self.metrics.log(self.step, record)
 
     # ---- evaluation, checkpoints -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch.distributed as dist  # noqa: E402
 import simulated_device as sim  # noqa: E402  (registers the device type)
 from common.config import TinyModelConfig, load_config  # noqa: E402
 from common.messages import PromptItem, RewardResult  # noqa: E402
+from common.summary import RewardMetrics  # noqa: E402
 from common.tiny import make_tiny_model  # noqa: E402
 
 CHECKS = {}
@@ -51,7 +52,7 @@ def prompts(n: int) -> list[PromptItem]:
 
 def score(texts, metas, tasks):
     """Rewards with variance inside each group (a pure function of the row), so every loss term has a gradient."""
-    return [RewardResult(total=float((i * 7) % 5) / 4) for i in range(len(texts))], {}
+    return [RewardResult(total=float((i * 7) % 5) / 4) for i in range(len(texts))], RewardMetrics()
 
 
 def episode(cfg, engine, generator, seed_rng):

@@ -11,7 +11,7 @@ from common.config import load_config
 from common.logprob import denoise_logprob
 from common.masking import consistent_masks
 from common.tasks import make_prompts
-from rewards.worker import RewardWorkerImpl
+from rewards.service.worker import RewardWorkerImpl
 
 OVERRIDES = ["sampler.gen_length=16", "sampler.steps=4", "sampler.block_length=8", "algorithm.mu=2",
              "learner.micro_batch_rows=4"]
@@ -57,8 +57,8 @@ def test_every_stage_lands_in_the_batch(setup):
         with torch.no_grad():
             s = denoise_logprob(engine.policy, batch.prompt_ids, batch.completion_ids, masks)
         assert torch.equal(s, batch.old_logp[:, j, 0]) and torch.equal(s, batch.ref_logp[:, j, 0])
-    assert summary["groups"] == [3, 4] and summary["rows"] == B and summary["version"] == 0
-    assert summary["reward_metrics"]["rows"] == B
+    assert summary.groups == [3, 4] and summary.rows == B and summary.version == 0
+    assert summary.reward_metrics.rows == B
 
 
 def test_an_episode_is_a_pure_function_of_its_generators(setup):

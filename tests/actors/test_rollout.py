@@ -11,7 +11,7 @@ from common.denoiser import load_denoiser
 from common.logprob import denoise_logprob
 from common.masking import consistent_masks
 from common.tasks import make_prompts
-from rewards.pool import RemoteRewardPool
+from rewards.service.pool import RemoteRewardPool
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
@@ -46,10 +46,10 @@ def test_batch_contract(rollout):
     r = batch.reward.view(2, 6)
     expected = r - (r.sum(1, keepdim=True) - r) / 5  # leave-one-out, written out
     assert torch.allclose(batch.advantage, expected.view(-1))
-    assert summary["rows"] == B and summary["reward_errors"] == 0 and "sudoku" in batch.reward_parts
+    assert summary.rows == B and summary.reward_errors == 0 and "sudoku" in batch.reward_parts
     # the reward service's metrics travel with the summary (to metrics.jsonl): every row scored once, by the pool
-    assert summary["reward_metrics"]["pool/rows_scored"] == B and summary["reward_metrics"]["rows"] == B
-    assert summary["reward_metrics"]["reward/total_mean"] == pytest.approx(float(batch.reward.mean()))
+    assert summary.reward_metrics.pool.rows_scored == B and summary.reward_metrics.rows == B
+    assert summary.reward_metrics.flat()["reward/total_mean"] == pytest.approx(float(batch.reward.mean()))
 
 
 def test_s_old_matches_recomputation_in_another_process(rollout, tiny_model_dir):

@@ -128,7 +128,7 @@ def test_a_second_sink_appends_to_the_same_file(tmp_path):
 
 
 def test_reward_service_sandbox_metrics_are_named_and_documented():
-    """rewards/metrics.py's sandbox keys (issue 23 added orphans and cpu_seconds_*): each maps to a documented name."""
+    """rewards/service/metrics.py's sandbox keys (issue 23 added orphans and cpu_seconds_*): each maps to a documented name."""
     docs = documented()
     cpu = "gdsd_reward_service_sandbox_cpu_seconds"
     expected = {"reward_service/sandbox/orphans": ("gdsd_reward_service_sandbox_orphans", {}),

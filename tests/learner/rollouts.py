@@ -11,7 +11,7 @@ from actors.advantages import leave_one_out
 from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.tasks import make_prompts
-from rewards.pool import RemoteRewardPool
+from rewards.service.pool import RemoteRewardPool
 
 GROUP = 6
 

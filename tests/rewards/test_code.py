@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from rewards.coding import bind_entry_point, code_format, code_tests, extract_program
-from rewards.common_text import MetaError
-from rewards.registry import Scorer
+from rewards.verifiers.coding import bind_entry_point, code_format, code_tests, extract_program
+from rewards.verifiers.text import MetaError
+from rewards.service.registry import Scorer
 
 ADD = "def add(a, b):\n    return a + b\n"
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 5"]

@@ -10,7 +10,7 @@ import pytest
 
 from common import arith
 from common.tasks import countdown as countdown_task
-from rewards.countdown import ExpressionError, countdown_reward, literals, parse_expression
+from rewards.verifiers.countdown import ExpressionError, countdown_reward, literals, parse_expression
 
 META = {"numbers": [3, 5, 2], "target": 16}
 

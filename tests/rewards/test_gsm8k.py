@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from rewards.gsm8k import count_xml, soft_format_ok, strict_format_ok
-from rewards.registry import DEFAULT_REWARD_FUNCTIONS, RewardServiceConfig, Scorer
+from rewards.verifiers.gsm8k import count_xml, soft_format_ok, strict_format_ok
+from rewards.service.registry import DEFAULT_REWARD_FUNCTIONS, RewardServiceConfig, Scorer
 
 META = {"answer": "72"}
 PERFECT = "<reasoning>\n48 + 24 = 72\n</reasoning>\n<answer>\n72\n</answer>\n"

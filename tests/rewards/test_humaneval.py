@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from rewards.coding import code_tests
-from rewards.humaneval import as_row, load_problems, score_all
+from rewards.verifiers.coding import code_tests
+from benchmarks.humaneval import as_row, load_problems, score_all
 
 
 @pytest.fixture(scope="module")

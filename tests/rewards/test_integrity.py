@@ -239,7 +239,7 @@ def test_tests_share_nothing_but_the_program(sandbox):
 
 
 def test_host_accepts_one_verdict_per_test_in_order_and_nothing_after_done():
-    from rewards._communicate import Outcome, _verdict
+    from rewards.sandbox.relay import Outcome, _verdict
 
     def feed(*lines: str, tests: int = 2) -> Outcome:
         out = Outcome()

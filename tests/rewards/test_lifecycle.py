@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards._processes import uid_pids
+from rewards.sandbox.processes import uid_pids
 from rewards.sandbox import Sandbox
 from tests.rewards.conftest import private_config, range_processes
 
@@ -134,7 +134,7 @@ def _idle_checker(pool):
 def test_cgroups_of_dead_hosts_are_removed_at_the_next_probe():
     """A host killed mid-run leaves its per-run cgroup directories; the next sandbox on the node removes the empty
     ones of processes that no longer exist (and keeps those of live processes)."""
-    from rewards.cgroup import CgroupParent
+    from rewards.sandbox.cgroup import CgroupParent
 
     parent, where = CgroupParent.probe()
     if parent is None:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from rewards.math_answer import MathCheckError, MathChecker, last_boxed, math_correctness, math_format
-from rewards.registry import Scorer
+from rewards.verifiers.math_answer import MathCheckError, MathChecker, last_boxed, math_correctness, math_format
+from rewards.service.registry import Scorer
 
 # sympy evaluates 9^(9^9) (370 million digits) exactly: seconds to minutes, far past the timeouts used below.
 SLOW_GOLD, SLOW_PRED = "9^{9^{9}}", "9^{9^{8}}"
@@ -93,7 +93,7 @@ def test_outer_timeout_kills_the_child_and_the_next_call_works():
 
 
 def test_registry_reports_math_timeout_as_error_row():
-    from rewards.registry import RewardServiceConfig
+    from rewards.service.registry import RewardServiceConfig
 
     scorer = Scorer(RewardServiceConfig(math_timeout_s=0.3))
     try:

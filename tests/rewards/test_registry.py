@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import pytest
 
-from rewards.registry import DEFAULT_REWARD_FUNCTIONS, RewardServiceConfig, Scorer, error_kind
+from rewards.service.registry import DEFAULT_REWARD_FUNCTIONS, RewardServiceConfig, Scorer, error_kind
 
 GSM8K = "<reasoning>\nr\n</reasoning>\n<answer>\n72\n</answer>\n"
 
 
 def test_no_module_level_scorer_or_function_table():
     """Issue 10 section 4: nothing is created at import; a Scorer owns its functions, sandbox and checker."""
-    import rewards.coding
-    import rewards.math_answer
-    import rewards.registry
+    import rewards.verifiers.coding
+    import rewards.verifiers.math_answer
+    import rewards.service.registry
 
-    assert not hasattr(rewards.registry, "score") and not hasattr(rewards.registry, "reward_functions")
-    assert not hasattr(rewards.coding, "default_sandbox") and not hasattr(rewards.math_answer, "default_checker")
+    assert not hasattr(rewards.service.registry, "score") and not hasattr(rewards.service.registry, "reward_functions")
+    assert not hasattr(rewards.verifiers.coding, "default_sandbox") and not hasattr(rewards.verifiers.math_answer, "default_checker")
     a, b = Scorer(), Scorer(RewardServiceConfig(reward_functions={**DEFAULT_REWARD_FUNCTIONS, "gsm8k": ["correctness"]}))
     assert a.score("gsm8k", {"answer": "72"}, GSM8K).total == pytest.approx(3.987)
     assert b.score("gsm8k", {"answer": "72"}, GSM8K).parts == {"correctness": 2.0}
@@ -23,13 +23,13 @@ def test_no_module_level_scorer_or_function_table():
 
 
 def test_replies_over_the_length_cap_are_refused_and_counted():
-    from rewards.metrics import summarize
+    from rewards.service.metrics import summarize
 
     scorer = Scorer(RewardServiceConfig(max_reply_chars=100))
     long = scorer.score("gsm8k", {"answer": "72"}, GSM8K + "x" * 90)
     assert long.total == 0.0 and error_kind(long.error) == "too_long"
     assert scorer.score("gsm8k", {"answer": "72"}, GSM8K).total == pytest.approx(3.987)
-    assert summarize([long], [])["errors/too_long"] == 1.0
+    assert summarize([long], []).errors == {"too_long": 1}
 
 
 def test_scorer_config_picks_functions_per_task():

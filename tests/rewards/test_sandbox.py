@@ -272,3 +272,15 @@ def test_no_new_sessions_or_process_groups(sandbox):
     program += ("def setsid():\n    return attempt(os.setsid)\n"
                 "def setpgid():\n    return attempt(lambda: os.setpgid(0, 0))\n")
     assert sandbox.run(program, ["assert setsid() == 'EPERM'", "assert setpgid() == 'EPERM'"]).passed == [True, True]
+
+
+def test_the_in_sandbox_sources_resolve_by_path():
+    """rewards/sandbox/inside/ is read by path at run time (never imported): plain.py plus each script compiles."""
+    from rewards.sandbox.checkers import INSIDE, in_sandbox_source
+
+    scripts = sorted(p.name for p in INSIDE.glob("*.py") if p.name not in ("__init__.py", "plain.py"))
+    assert scripts == ["checker.py", "program.py"]
+    for name in scripts:
+        source = in_sandbox_source(name)
+        assert source.startswith((INSIDE / "plain.py").read_text())
+        compile(source, f"inside/{name}", "exec")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from common.tasks import sudoku as sudoku_task
-from rewards.common_text import MetaError
-from rewards.sudoku import extract_sudoku_answer, sudoku_reward
+from rewards.verifiers.text import MetaError
+from rewards.verifiers.sudoku import extract_sudoku_answer, sudoku_reward
 
 SOLUTION = "1234341221434321"
 PUZZLE = "1004300220034001"  # cells 1, 2, 5, 6, 9, 10, 13, 14 blanked: 8 empty cells
@@ -100,7 +100,7 @@ def test_answer_span_matches_the_official_regex():
     import random
     import re
 
-    from rewards.common_text import last_answer
+    from rewards.verifiers.text import last_answer
 
     pattern = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
     pieces = ["<answer>", "</answer>", "<answer", "answer>", "1", "\n", " "]

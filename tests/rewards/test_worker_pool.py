@@ -11,14 +11,22 @@ import pytest
 
 import ray
 
-from rewards.math_answer import MathChecker, math_correctness
-from rewards.pool import RemoteRewardPool, RewardPool, _Chunk
+from rewards.verifiers.math_answer import MathChecker, math_correctness
+from rewards.service.pool import RemoteRewardPool, RewardPool, _Chunk
 from rewards.sandbox import SandboxConfig, SandboxUnavailable
-from rewards.registry import RewardServiceConfig
-from rewards.worker import create_workers
+from rewards.service.registry import RewardServiceConfig
+from rewards.service.worker import create_workers
 
 SUDOKU = {"puzzle": "1004300220034001", "solution": "1234341221434321"}
 ADD = "```python\ndef add(a, b):\n    return a + b\n```\n"
+
+
+def wait_until(condition, what: str, timeout_s: float = 120.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s` (a slow machine only waits longer)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
 
 
 def mixed_batch() -> tuple[list, list[dict], list[str], list[float | None]]:
@@ -100,6 +108,7 @@ def test_pool_keeps_order_and_reports_metrics(ray_local):
             tasks.append("countdown")
             expected.append(1.0 if right else 0.1)
         results, metrics = pool.score(texts, metas, tasks)
+        metrics = metrics.flat()
         check(results, expected)
         assert metrics["rows"] == len(texts) == metrics["pool/rows_scored"]
         assert metrics["errors/total"] == 5 and metrics["errors/undecodable"] == 2
@@ -125,14 +134,14 @@ def test_pool_survives_a_worker_killed_mid_batch(ray_local):
         victim = pool.handles[0]
         ray.get(victim.pid.remote())  # started and busy-able
         scorer.start()
-        time.sleep(1.5)  # the batch needs >= 6 chunks x 0.4 s / 2 workers; it is in flight now
+        wait_until(lambda: 0 in pool.busy_workers(), "worker 0 never got a chunk")
         assert scorer.is_alive(), "the batch finished before the kill: make the rows slower"
         ray.kill(victim)
         scorer.join(timeout=120)
         results, metrics = out["results"], out["metrics"]
         assert [r.total for r in results] == [2.0] * n, results
-        assert metrics["pool/worker_restarts"] == 1 and metrics["pool/chunks_retried"] == 1
-        assert metrics["pool/rows_scored"] == n  # every row counted from exactly one successful chunk
+        assert metrics.pool.worker_restarts == 1 and metrics.pool.chunks_retried == 1
+        assert metrics.pool.rows_scored == n  # every row counted from exactly one successful chunk
         assert pool.handles[0] is not victim
         assert ray.get(pool.handles[0].pid.remote()) > 0  # the replacement works
     finally:
@@ -177,11 +186,11 @@ def test_pool_as_an_actor_survives_a_killed_worker_and_leaks_none(ray_local):
     n = 12
     texts, metas = _slow_code_rows(n)
     pending = pool.score.remote(texts, metas, ["code"] * n)  # the call rollout actors make
-    time.sleep(1.5)  # the batch needs >= 6 chunks x 0.4 s / 2 workers; it is in flight now
+    wait_until(lambda: 0 in ray.get(pool.busy_workers.remote()), "worker 0 never got a chunk")
     ray.kill(victim)
     results, metrics = ray.get(pending, timeout=180)
     assert [r.total for r in results] == [2.0] * n, results  # no row lost, none scored for another
-    assert metrics["pool/worker_restarts"] == 1 and metrics["pool/rows_scored"] == n
+    assert metrics.pool.worker_restarts == 1 and metrics.pool.rows_scored == n
     workers = ray.get(pool.worker_handles.remote())
     assert victim not in workers and all(_alive(w) for w in workers)
     ray.get(pool.shutdown.remote())
@@ -236,7 +245,7 @@ def test_pool_actor_serves_callers_concurrently(ray_local):
         slow_texts, slow_metas = _numbered_rows(1000, 1, sleep_s=4.0)
         fast_texts, fast_metas = _numbered_rows(0, 3)
         slow = pool.score.remote(slow_texts, slow_metas, ["code"])
-        time.sleep(0.5)  # the slow row holds one worker now
+        wait_until(lambda: ray.get(pool.busy_workers.remote()), "the slow row never reached a worker")
         start = time.monotonic()
         fast_results, _ = ray.get(pool.score.remote(fast_texts, fast_metas, ["code"] * 3), timeout=120)
         fast_s = time.monotonic() - start
@@ -245,7 +254,7 @@ def test_pool_actor_serves_callers_concurrently(ray_local):
         assert [r.total for r in ray.get(slow, timeout=120)[0]] == [2.0]
         calls = [pool.score.remote(*_numbered_rows(100 * c, 5), ["code"] * 5) for c in range(4)]
         for results, metrics in ray.get(calls, timeout=300):
-            assert [r.total for r in results] == [2.0] * 5 and metrics["pool/rows_scored"] == 5
+            assert [r.total for r in results] == [2.0] * 5 and metrics.pool.rows_scored == 5
     finally:
         ray.get(pool.shutdown.remote())
         ray.kill(pool)
@@ -259,13 +268,13 @@ def test_concurrent_callers_survive_a_killed_worker(ray_local):
         victim = ray.get(pool.worker_handles.remote())[0]
         assert _alive(victim)
         calls = [pool.score.remote(*_numbered_rows(100 * c, 4, sleep_s=0.4), ["code"] * 4) for c in range(3)]
-        time.sleep(1.5)  # 12 rows x 0.4 s over 2 workers: the calls are in flight now
+        wait_until(lambda: 0 in ray.get(pool.busy_workers.remote()), "worker 0 never got a chunk")
         assert len(ray.wait(calls, num_returns=3, timeout=0)[0]) < 3, "the calls finished before the kill"
         ray.kill(victim)
         outs = ray.get(calls, timeout=300)
         for results, _ in outs:
             assert [r.total for r in results] == [2.0] * 4, results
-        assert sum(m["pool/worker_restarts"] for _, m in outs) == 1
+        assert sum(m.pool.worker_restarts for _, m in outs) == 1
         workers = ray.get(pool.worker_handles.remote())
         assert victim not in workers and all(_alive(w) for w in workers)
     finally:

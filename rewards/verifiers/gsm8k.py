@@ -14,7 +14,7 @@ meta: {"answer": "72"} (the reference after '####' in the GSM8K data, as a strin
 from __future__ import annotations
 
 from common.messages import RewardResult
-from rewards.common_text import require, single
+from rewards.verifiers.text import require, single
 
 
 def extract_xml_answer(text: str) -> str:

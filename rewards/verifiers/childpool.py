@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+from rewards.sandbox.processes import kill_group
+
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])  # so that `python -m rewards.verifiers.math_child` imports
 
 
 class ChildTimeout(TimeoutError):
@@ -68,10 +70,7 @@ class _Child:
         return self.read_line(time.monotonic() + timeout_s)
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, 9)
-        except ProcessLookupError:
-            pass
+        kill_group(self.proc)
         self.proc.wait()
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:

@@ -1,6 +1,6 @@
 """`RewardWorker`: a CPU-only Ray actor that scores a batch of replies, one result per row, in input order.
 
-Training scores through `RewardPool` (rewards/pool.py), which splits a batch over these workers, replaces a dead one
+Training scores through `RewardPool` (rewards/service/pool.py), which splits a batch over these workers, replaces a dead one
 and collects metrics via `score_with_metrics`. A row that fails in any way (exception, undecodable text, a reply over
 `max_reply_chars`, a verifier exceeding `row_timeout_s`) gets reward 0 and an error string; a batch never fails.
 Workers are created with Ray restarts and task retries off: the pool owns recovery, with a bounded number of attempts.
@@ -15,8 +15,9 @@ import time
 import ray
 
 from common.messages import RewardResult
-from rewards.metrics import summarize
-from rewards.registry import RewardServiceConfig, Scorer, error_result
+from common.summary import RewardMetrics
+from rewards.service.metrics import summarize
+from rewards.service.registry import RewardServiceConfig, Scorer, error_result
 
 
 def check_batch(texts: list, metas: list, tasks: list) -> None:
@@ -41,8 +42,8 @@ class RewardWorkerImpl:
         return self.score_with_metrics(texts, metas, tasks)[0]
 
     def score_with_metrics(self, texts: list[str], metas: list[dict], tasks: list[str]
-                           ) -> tuple[list[RewardResult], dict[str, float]]:
-        """Results in input order and this batch's metrics (see rewards/metrics.py)."""
+                           ) -> tuple[list[RewardResult], RewardMetrics]:
+        """Results in input order and this batch's metrics (see rewards/service/metrics.py)."""
         check_batch(texts, metas, tasks)
         self.scorer.sandbox.drain_records()  # records of an abandoned earlier batch are not this batch's
         orphans_before = self.scorer.sandbox.drain_orphans()  # never lost: counted into this batch

@@ -22,15 +22,16 @@ import logging
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from common.messages import RewardResult
-from rewards.metrics import summarize
-from rewards.registry import RewardServiceConfig, error_result
-from rewards.worker import check_batch, create_workers
+from common.summary import PoolCounters, RewardMetrics
+from rewards.service.metrics import summarize
+from rewards.service.registry import RewardServiceConfig, error_result
+from rewards.service.worker import check_batch, create_workers
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class RewardPool:
         with self._cond:
             return list(self.handles)
 
+    def busy_workers(self) -> list[int]:
+        """Indices of the workers with a chunk in flight (for tests that must act mid-batch, and for diagnostics)."""
+        with self._cond:
+            return sorted(set(range(len(self.handles))) - set(self._idle))
+
     def _replace(self, index: int, dead) -> bool:
         """Replace worker `index` if it is still the `dead` handle (True if this call replaced it)."""
         with self._cond:
@@ -103,8 +109,8 @@ class RewardPool:
             self._cond.notify_all()
 
     def score(self, texts: list[str], metas: list[dict], tasks: list[str]
-              ) -> tuple[list[RewardResult], dict[str, float]]:
-        """Results in input order and merged metrics (rewards/metrics.py plus pool/* counters of this call)."""
+              ) -> tuple[list[RewardResult], RewardMetrics]:
+        """Results in input order and merged metrics (rewards/service/metrics.py plus pool/* counters of this call)."""
         check_batch(texts, metas, tasks)
         with self._cond:
             if self._closed:
@@ -115,7 +121,7 @@ class RewardPool:
         pending = deque(_Chunk(a, min(a + size, n)) for a in range(0, n, size))
         results: list[RewardResult | None] = [None] * n
         inflight: dict[ray.ObjectRef, tuple[int, object, _Chunk]] = {}
-        batch_metrics: list[dict[str, float]] = []
+        batch_metrics: list[RewardMetrics] = []
         restarts, retried = 0, 0
         try:
             while pending or inflight:
@@ -155,10 +161,7 @@ class RewardPool:
                 self._give_back(index)
         final = [r for r in results if r is not None]
         assert len(final) == n, "every chunk ends in results, an error row, or a re-queue"
-        merged = _merge(final, batch_metrics)
-        merged["pool/worker_restarts"] = float(restarts)
-        merged["pool/chunks_retried"] = float(retried)
-        return final, merged
+        return final, _merge(final, batch_metrics, restarts=restarts, retried=retried)
 
     def _requeue(self, chunk: _Chunk, pending: deque, results: list, exc: Exception) -> None:
         if chunk.stop - chunk.start > 1:  # split to isolate a row that kills workers; splitting costs no attempt
@@ -188,25 +191,12 @@ RemoteRewardPool = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0,
                               max_concurrency=MAX_CONCURRENT_CALLS)(RewardPool)
 
 
-def _merge(results: list[RewardResult], batch_metrics: list[dict[str, float]]) -> dict[str, float]:
-    """Pool-level metrics: reward/error stats recomputed over all rows, sandbox stats combined from the chunks."""
-    merged = summarize(results, [])
-    for key in [k for k in merged if k.startswith("sandbox/")]:
-        del merged[key]
-    programs = sum(m.get("sandbox/programs", 0.0) for m in batch_metrics)
-    merged["sandbox/programs"] = programs
-    if programs:
-        total = sum(m.get("sandbox/seconds_total", 0.0) for m in batch_metrics)
-        merged["sandbox/seconds_total"] = total
-        merged["sandbox/seconds_mean"] = total / programs
-        merged["sandbox/seconds_max"] = max(m.get("sandbox/seconds_max", 0.0) for m in batch_metrics)
-    if any("sandbox/cpu_seconds_max" in m for m in batch_metrics):
-        merged["sandbox/cpu_seconds_max"] = max(m.get("sandbox/cpu_seconds_max", 0.0) for m in batch_metrics)
-    for m in batch_metrics:
-        for key, value in m.items():
-            if key.startswith("sandbox/") and key.split("/", 1)[1] not in ("programs", "seconds_total",
-                                                                          "seconds_mean", "seconds_max",
-                                                                          "cpu_seconds_max"):
-                merged[key] = merged.get(key, 0.0) + value
-    merged["pool/rows_scored"] = sum(m.get("rows", 0.0) for m in batch_metrics)
-    return merged
+def _merge(results: list[RewardResult], batch_metrics: list[RewardMetrics], *, restarts: int,
+           retried: int) -> RewardMetrics:
+    """Pool-level metrics: reward/error stats recomputed over all rows (rows of a chunk whose worker raised included),
+    sandbox stats added up from the chunks."""
+    merged = RewardMetrics.merge(batch_metrics)
+    rows = summarize(results, [])
+    return replace(merged, rows=rows.rows, reward_sum=rows.reward_sum, part_sums=rows.part_sums,
+                   part_rows=rows.part_rows, errors=rows.errors,
+                   pool=PoolCounters(worker_restarts=restarts, chunks_retried=retried, rows_scored=merged.rows))

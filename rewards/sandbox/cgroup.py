@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewards._processes import alive
+from rewards.sandbox.processes import alive
 
 ROOT = Path("/sys/fs/cgroup")
 JOIN_SCRIPT = 'for p in "$@"; do [ "$p" = -- ] && break; echo $$ > "$p" || exit 125; shift; done; shift; exec "$@"'

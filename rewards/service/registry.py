@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.messages import RewardResult
-from rewards import coding, countdown, gsm8k, math_answer, sudoku
-from rewards.common_text import MetaError
-from rewards.math_answer import MathCheckError, MathChecker
+from rewards.verifiers import coding, countdown, gsm8k, math_answer, sudoku
+from rewards.verifiers.text import MetaError
+from rewards.verifiers.math_answer import MathCheckError, MathChecker
 from rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
 
 log = logging.getLogger(__name__)

@@ -1,19 +1,19 @@
 """A sandbox for untrusted generated code whose verdicts are decided outside the program's process.
 
 Two processes per run, neither able to touch the other:
-- the program's process (`_program_child.py`): a fresh process tree per run. bubblewrap (new pid/ipc/uts/net/cgroup
+- the program's process (`inside/program.py`): a fresh process tree per run. bubblewrap (new pid/ipc/uts/net/cgroup
   namespaces, a root holding only /usr read-only plus /proc, a minimal /dev and a size-capped private /tmp, cleared
-  environment, `--die-with-parent`, `--new-session`, the seccomp filter of `rewards/seccomp.py`) -> `prlimit`
+  environment, `--die-with-parent`, `--new-session`, the seccomp filter of `rewards/sandbox/seccomp.py`) -> `prlimit`
   (address space, CPU seconds, file size, open files, processes, no core) -> `setpriv` (a fresh unprivileged uid per
   run, no groups, no capabilities, no_new_privs) -> `/usr/bin/python3 -I -S -B`, inside a per-run cgroup
-  (`rewards/cgroup.py`: memory.max, pids.max) where the host allows one. It runs the program and then only answers
-  "what is name X" and "call function X with these arguments" with plain data (`_plain.py`).
-- the checker (`_checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs the
+  (`rewards/sandbox/cgroup.py`: memory.max, pids.max) where the host allows one. It runs the program and then only answers
+  "what is name X" and "call function X with these arguments" with plain data (`inside/plain.py`).
+- the checker (`inside/checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs the
   tests, each in a forked child that can only report its own verdict, and decides every verdict from fresh builtin
-  values. It never receives program code. Checkers are started and killed by `checker_pool.py` (a killed checker
+  values. It never receives program code. Checkers are started and killed by `checkers.py` (a killed checker
   takes its whole pid namespace; leftovers are counted as orphans).
 The checker receives the two pipes of the program's process for each run and talks to it directly; the host
-(`_communicate.py`) feeds the program, kills the program's process group at the wall-clock deadline
+(`relay.py`) feeds the program, kills the program's process group at the wall-clock deadline
 (`startup_s + timeout x (tests + 1)`, capped at `max_wall_s`) or when its output passes `max_output_bytes`, and
 returns only after the program's pid namespace is gone. Nothing the program prints, writes or does after the fact can
 change a verdict: the verdict lines come from the checker's control socket, which the program cannot reach.
@@ -38,11 +38,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rewards._communicate import Outcome, kill_group, relay
-from rewards._processes import alive, bwrap_args, bwrap_problem, filter_fd, kill_uid, uid_pids, wait_for_namespace
-from rewards.cgroup import CgroupParent, RunCgroup
-from rewards.checker_pool import CheckerPool, CheckerStartError, in_sandbox_source
-from rewards.seccomp import SeccompUnsupported, seccomp_program
+from rewards.sandbox.cgroup import CgroupParent, RunCgroup
+from rewards.sandbox.checkers import CheckerPool, CheckerStartError, in_sandbox_source
+from rewards.sandbox.processes import (alive, bwrap_args, bwrap_problem, filter_fd, kill_group, kill_uid, uid_pids,
+                                       wait_for_namespace)
+from rewards.sandbox.relay import Outcome, relay
+from rewards.sandbox.seccomp import SeccompUnsupported, seccomp_program
 
 log = logging.getLogger(__name__)
 OUTCOMES = ("finished", "timeout", "output_cap", "crashed", "refused")
@@ -73,7 +74,7 @@ class SandboxConfig(BaseModel):
     uid_base: int = Field(default=200_000, description="per-run uids are drawn from [uid_base, uid_base+uid_span); "
                           "checkers use uid_base+uid_span+k")
     uid_span: int = 100_000
-    seccomp: bool = Field(default=True, description="load rewards/seccomp.py's filter (no memfd, SysV shm, new "
+    seccomp: bool = Field(default=True, description="load rewards/sandbox/seccomp.py's filter (no memfd, SysV shm, new "
                           "namespaces); off only for debugging")
     cgroup: Literal["auto", "required", "off"] = Field(
         default="auto", description="per-run cgroup memory.max + pids.max: auto = where the host allows (logged at "
@@ -348,7 +349,7 @@ class Sandbox:
         cfg = self.config
         # prlimit runs first (as root it may set hard limits), then setpriv drops the uid, then the interpreter.
         inner = [*self._limits(int(wall_s) + 1), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
-                 in_sandbox_source("_program_child.py"), str(pipes[0]), str(pipes[1])]
+                 in_sandbox_source("program.py"), str(pipes[0]), str(pipes[1])]
         if mode != "bwrap":
             return inner
         seccomp = ["--seccomp", str(filter_fd_)] if filter_fd_ >= 0 else []
@@ -363,7 +364,7 @@ class Sandbox:
         """(command, seccomp fd or -1) of a checker running as `uid` (no CPU rlimit: it lives across runs)."""
         cfg = self.config
         inner = [*self._limits(None), *self._drop(uid), cfg.python, "-I", "-S", "-B", "-c",
-                 in_sandbox_source("_checker.py"), str(sock_fd)]
+                 in_sandbox_source("checker.py"), str(sock_fd)]
         if self._ready is None or self._ready["mode"] != "bwrap":
             return [*inner, "0"], -1
         inner.append("1")  # alone in its pid namespace

@@ -1,4 +1,4 @@
-"""The math-verify child process: `python -m rewards._math_child`, one JSON request per stdin line.
+"""The math-verify child process: `python -m rewards.verifiers.math_child`, one JSON request per stdin line.
 
 Request {"gold": latex, "pred": latex}; reply {"equivalent": bool} or {"error": str}, one line each. It prints
 {"ready": true} once math-verify is imported, so the parent can tell import time from request time.

@@ -8,7 +8,7 @@ only the answer tag is read ('official' puts 16 digits on their own line, 'compa
 from __future__ import annotations
 
 from common.messages import RewardResult
-from rewards.common_text import MetaError, last_answer, require, single
+from rewards.verifiers.text import MetaError, last_answer, require, single
 
 
 def extract_sudoku_answer(text: str) -> str | None:

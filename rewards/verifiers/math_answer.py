@@ -20,8 +20,8 @@ each request in the child's main thread, under an outer timeout that kills the c
 from __future__ import annotations
 
 from common.messages import RewardResult
-from rewards.childpool import ChildFailed, ChildPool, ChildTimeout
-from rewards.common_text import require, single
+from rewards.verifiers.childpool import ChildFailed, ChildPool, ChildTimeout
+from rewards.verifiers.text import require, single
 
 
 class MathCheckError(RuntimeError):
@@ -66,7 +66,7 @@ class MathChecker:
     """Equivalence of two LaTeX answers via math-verify in `processes` child processes."""
 
     def __init__(self, processes: int = 1, timeout_s: float = 10.0, inner_timeout_s: int = 5) -> None:
-        self.pool = ChildPool("rewards._math_child", size=processes)
+        self.pool = ChildPool("rewards.verifiers.math_child", size=processes)
         self.timeout_s, self.inner_timeout_s = timeout_s, inner_timeout_s
 
     def equivalent(self, gold: str, pred: str) -> bool:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+
+from rewards.sandbox.processes import kill_group
 
 
 @dataclass
@@ -29,14 +30,6 @@ class Outcome:
     finished: bool = False  # the checker reported "done"
     checker_failed: bool = False  # the checker died or wrote garbage (it is replaced)
     passed: dict[int, bool] = field(default_factory=dict)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's whole process group (it was started with start_new_session=True, so pgid == pid)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def relay(proc: subprocess.Popen, checker: socket.socket, *, program: bytes, deadline: float,

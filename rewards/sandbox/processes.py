@@ -1,13 +1,23 @@
 """Process-level pieces of the sandbox: the bubblewrap command line, the bwrap probe, and making sure no process of
-a run outlives it."""
+a run outlives it (`kill_group`: the one place a child's process group is killed, also for the math-verify
+children)."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's whole process group (it was started with start_new_session=True, so pgid == pid)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def bwrap_args(bwrap: str, tmpfs_bytes: int, *, die_with_parent: bool = True) -> list[str]:

@@ -1,5 +1,5 @@
 """The checker, a long-lived process in its own sandbox
-(`python3 -I -S -B -c <_plain.py + this file> <socket fd> <1 if alone in a pid namespace else 0>`).
+(`python3 -I -S -B -c <plain.py + this file> <socket fd> <1 if alone in a pid namespace else 0>`).
 
 It decides every verdict and never receives the program's code: it executes the tests (trusted dataset source), each
 in a child forked for that test, where each name of the program that the test uses is either a plain value fetched

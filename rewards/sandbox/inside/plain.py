@@ -1,7 +1,7 @@
 """Plain data across the sandbox boundary: builtin values <-> JSON, exact types only.
 
 This file is self-contained (stdlib `json` only): its source is prepended to the in-sandbox scripts
-(`_program_child.py`, `_checker.py`), which cannot import the project. The checker decodes what the program's process
+(`inside/program.py`, `inside/checker.py`), which cannot import the project. The checker decodes what the program's process
 sent with `decode`, which builds only fresh builtin objects (no subclass, no object of the program's, nothing whose
 `__eq__` the program wrote), so every comparison a test makes is the builtins' own.
 

@@ -1,4 +1,4 @@
-"""Long-lived checker processes (`_checker.py`), one checked out per concurrent sandboxed run.
+"""Long-lived checker processes (`inside/checker.py`), one checked out per concurrent sandboxed run.
 
 A checker starts once (bwrap + interpreter startup, ~30 ms) and then serves runs back to back, so the verdict
 process costs no startup per program. The host talks to it over a unix socket and hands it, per run, the two pipes
@@ -28,15 +28,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rewards._processes import alive, kill_uid, uid_pids
+from rewards.sandbox.processes import alive, kill_group, kill_uid, uid_pids
 
-_HERE = Path(__file__).resolve().parent
+INSIDE = Path(__file__).resolve().parent / "inside"  # what runs inside the sandbox, sent as source
 
 
 @functools.lru_cache(maxsize=None)
 def in_sandbox_source(name: str) -> str:
-    """`_plain.py` followed by the named script: the in-sandbox interpreter cannot import the project."""
-    return (_HERE / "_plain.py").read_text() + "\n" + (_HERE / name).read_text()
+    """`inside/plain.py` followed by `inside/<name>`: the in-sandbox interpreter cannot import the project."""
+    return (INSIDE / "plain.py").read_text() + "\n" + (INSIDE / name).read_text()
 
 
 class CheckerStartError(RuntimeError):
@@ -145,10 +145,7 @@ class Checker:
                 os.kill(self.init_pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(self.proc)
         self.proc.wait()
         self.sock.close()
         deadline = time.monotonic() + 5.0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ast
 
 from common.messages import RewardResult
-from rewards.common_text import MetaError, require, single
+from rewards.verifiers.text import MetaError, require, single
 from rewards.sandbox import Sandbox
 
 FENCE = "```"

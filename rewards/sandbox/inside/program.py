@@ -1,4 +1,4 @@
-"""The program's process, INSIDE the sandbox (`python3 -I -S -B -c <_plain.py + this file> <request fd> <reply fd>`).
+"""The program's process, INSIDE the sandbox (`python3 -I -S -B -c <plain.py + this file> <request fd> <reply fd>`).
 
 It holds no test, no expected value and no verdict: it runs the program, then answers requests about the program's
 names with plain data. Everything it sends is treated as untrusted (the program shares this interpreter and may

@@ -6,7 +6,7 @@ functions besides the entry point (HumanEval 32's `poly`, 38's `encode_cyclic`, 
 trusted `helpers`, so a program that rewrites a helper does not change what the tests call. Used by the tests
 (canonical bodies must score 1.0, `pass` bodies less) and as a throughput benchmark:
 
-    .venv/bin/python -m rewards.humaneval --threads 2
+    .venv/bin/python -m benchmarks.humaneval --threads 2
 
 prints one JSON line with programs/s (the sandbox runs programs as processes, so threads give parallelism).
 """
@@ -19,7 +19,7 @@ import json
 import time
 
 from common.messages import RewardResult
-from rewards.coding import code_tests
+from rewards.verifiers.coding import code_tests
 from rewards.sandbox import Sandbox, SandboxConfig
 
 TEST_TIMEOUT_S = 5.0  # one `check` runs all of a problem's asserts (some loop 100 times), so more than 1 s

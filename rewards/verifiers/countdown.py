@@ -19,7 +19,7 @@ import ast
 
 from common.messages import RewardResult
 from common import arith
-from rewards.common_text import MetaError, last_answer, require, single
+from rewards.verifiers.text import MetaError, last_answer, require, single
 
 MAX_EXPRESSION_CHARS = 256  # a 3-number expression is ~20 chars; longer input only costs parse time
 MAX_LITERAL_DIGITS = 12  # the task's numbers are <= 100; bigger literals cannot be among them
