@@ -44,9 +44,9 @@ def honest_loops(cpu_s: float) -> int:
                     reason="the per-run CPU share comes from the kernel's autogroup scheduling, off on this kernel")
 def test_forking_hog_does_not_starve_an_honest_run():
     """Honest runs needing 0.15 s of CPU, alone and then beside the hog: beside it they must all pass and take at
-    most 2.5x their wall time alone. (The node is shared with other work whose load we do not control, hence the
-    relative bound and a 3 s timeout; before the fix each of the hog's children was a CPU share of its own and the
-    honest runs timed out.)"""
+    most 5x their wall time alone. (The node is shared with other work whose load we do not control, hence the
+    relative bound and a 3 s timeout: measured 1.1-2.9x on a 2-core box at load 5; before the fix each of the hog's
+    children was a CPU share of its own and the honest runs timed out, > 13x.)"""
     config = private_config(max_processes=HOG_CHILDREN + 8)
     box = Sandbox(config)
     honest = f"def work():\n    return sum(i * i for i in range({honest_loops(0.15)}))\n"
@@ -67,7 +67,7 @@ def test_forking_hog_does_not_starve_an_honest_run():
         still_hogging = hog.is_alive()
         hog.join()
         assert verdicts == [True] * 4, f"honest runs beside a forking hog: {verdicts}, {beside}s (alone: {alone}s)"
-        assert statistics.median(beside) <= 2.5 * statistics.median(alone), (beside, alone)
+        assert statistics.median(beside) <= 5 * statistics.median(alone), (beside, alone)
         assert still_hogging, "the hog ended before the honest runs did: the check proved nothing"
         assert alone_verdicts == [True] * 4
         assert hog_result[0].passed == [False]
