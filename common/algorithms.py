@@ -37,6 +37,7 @@ class AlgorithmSpec:
         loss_kwargs: ``algorithm.*`` fields passed to the loss function under the same keyword.
         reads: every ``algorithm.*`` field this algorithm reads (loss keywords included).
         official: the method's official settings (compared runs use them; see benchmarks/compare.py).
+        official_by_task: per ``task.name``, official values that differ from ``official`` on that task.
         paper: the reference the loss implements.
     """
 
@@ -49,6 +50,7 @@ class AlgorithmSpec:
     loss_kwargs: tuple[str, ...]
     reads: tuple[str, ...]
     official: dict[str, float | int | str] = field(default_factory=dict)
+    official_by_task: dict[str, dict[str, float | int | str]] = field(default_factory=dict)
     group_rows: bool = False
     trainable: bool = True
     paper: str = ""
@@ -62,9 +64,10 @@ class AlgorithmSpec:
     def sequence_level(self) -> bool:
         return self.s_variant is not None
 
-    def overrides(self) -> list[str]:
-        """`algorithm.key=value` overrides selecting this method at its official settings."""
-        return [f"algorithm.name={self.name}", *(f"algorithm.{k}={v}" for k, v in self.official.items())]
+    def overrides(self, task: str | None = None) -> list[str]:
+        """`algorithm.key=value` overrides selecting this method at its official settings (on `task`, if given)."""
+        values = {**self.official, **self.official_by_task.get(task or "", {})}
+        return [f"algorithm.name={self.name}", *(f"algorithm.{k}={v}" for k, v in values.items())]
 
 
 # fields every trainable algorithm reads: the name, inner iterations
@@ -101,9 +104,10 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
         "spg", "learner.losses.elbo_baselines:spg_loss", "tlc+eubo", needs_old=False, needs_ref=False,
         teacher_sources=("rollout", "learner"), loss_kwargs=("mix_weight",),
         reads=(*_COMMON, "num_mc", "eubo_beta", "mix_weight"),
-        official={"eubo_beta": 1.5, "mix_weight": 0.5, "mu": 4, "num_mc": 1}, trainable=False,
+        official={"eubo_beta": 1.5, "mix_weight": 0.5, "mu": 4, "num_mc": 1},
+        official_by_task={"sudoku": {"eubo_beta": 1.0}},
         paper="SPG w/ Mixture, Wang et al., arXiv:2510.09541 (github.com/facebookresearch/SPG, spg/spg_trainer.py, "
-              "slurm_scripts/spg_mix); on-policy, no ratio, no KL; Sudoku uses eubo_beta=1.0"),
+              "slurm_scripts/spg_mix); on-policy, no ratio, no KL"),
     AlgorithmSpec(
         "wd1", "learner.losses.token_baselines:wd1_loss", "token_onestep", needs_old=False, needs_ref=False,
         teacher_sources=("rollout", "learner"), loss_kwargs=("psi",), reads=(*_TOKEN, "psi"),
