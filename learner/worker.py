@@ -6,8 +6,8 @@ copy), this rank takes its micro-batches (learner/micro.py: the actors' row chun
 same count on every rank), and for each inner iteration j < mu recomputes S_theta with the actor's mask seeds, applies
 the loss, accumulates gradients, clips, AdamW. The version is bumped once per step. The loss family's own work
 (teacher targets, forward + loss + backward) is an `UpdatePath` (learner/update.py): the sequence-level `SequencePath`,
-the per-token `TokenPath` or SPG's `SandwichPath` (learner/spg_update.py). Everything lives on the rank's device (common/devices.py); metrics stay there until one
-all-reduce and one host copy per step.
+the per-token `TokenPath` or SPG's `SandwichPath` (learner/spg_update.py). Everything lives on the rank's device
+(common/devices.py); metrics stay there until one all-reduce and one host copy per step.
 """
 from __future__ import annotations
 

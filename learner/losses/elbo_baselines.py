@@ -153,7 +153,8 @@ def spg_eubo(token_logp: Tensor, masked: Tensor, *, beta: float) -> Tensor:
     Args:
         token_logp: ``[B, D, L]`` log p(x0^n | x_t^(d)), read where ``masked`` (differentiable).
         masked: bool ``[B, D, L]``, the completion positions draw d masks.
-        beta: the EUBO's β > 0 (official: 1.0 Sudoku, 1.5 Countdown / GSM8K / MATH; 2.0 in the EUBO-only Countdown run).
+        beta: the EUBO's β > 0 (official: 1.0 Sudoku, 1.5 Countdown / GSM8K / MATH; 2.0 in the EUBO-only
+            Countdown run).
     """
     _check_draws(token_logp, masked)
     if not beta > 0:

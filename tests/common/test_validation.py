@@ -87,7 +87,8 @@ def test_spg_trains_and_reads_its_own_keys():
 @pytest.mark.parametrize("name,key,value", [("wd1", "beta", 0.0), ("wd1", "teacher_source", "learner"),
                                             ("gdsd", "clip_eps", 0.3), ("espo", "psi", 2.0),
                                             ("diffu_grpo", "num_mc", 2), ("gdsd", "p_mask_prompt", 0.2),
-                                            ("spg", "beta", 0.0), ("gdsd", "eubo_beta", 1.0), ("espo", "mix_weight", 1.0)])
+                                            ("spg", "beta", 0.0), ("gdsd", "eubo_beta", 1.0),
+                                            ("espo", "mix_weight", 1.0)])
 def test_a_key_the_algorithm_ignores_is_an_error_when_set(name, key, value):
     extra = ["algorithm.teacher_source=learner"] if name in TOKEN_ONLY and key != "teacher_source" else []
     with pytest.raises(ConfigError) as err:
