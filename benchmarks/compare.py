@@ -140,6 +140,8 @@ def report(results: list[dict], docs: Path, *, command: str, metric: str, wall: 
              "|---|---|---|---|---|---|---|"]
     for method in METHODS:
         runs = [r for r in results if r["method"] == method]
+        if not runs:  # not compared by this command (--algorithms)
+            continue
         ok = [r for r in runs if r["ok"]]
         if not ok:
             lines.append(f"| {method} | 0/{len(runs)} failed | | | | | |")
