@@ -99,11 +99,12 @@ def teacher_targets(cfg: RunConfig, policy: Denoiser, reference: Denoiser | None
     alg, start = cfg.algorithm, time.perf_counter()
     B = len(gen.items)
     seeds = draw_mask_seeds(alg.mu, alg.num_mc, generator)  # [J, M]
-    variant = get_algorithm(alg.name).s_variant
+    spec = get_algorithm(alg.name)
+    variant = spec.s_variant
     prompt_ids, completion = gen.prompt_ids.to(policy.device), gen.completion_ids.to(policy.device)
     nan = torch.full((B, alg.mu, alg.num_mc), float("nan"), device="cpu")
     old_logp = ref_logp = nan
-    if variant is not None and alg.teacher_source == "rollout":
+    if variant is not None and spec.needs_old and alg.teacher_source == "rollout":  # SPG is ratio-free: no S_old
         old_logp = teacher_logps(policy, prompt_ids, completion, seeds, variant=variant,
                                  rows_per_forward=cfg.learner.micro_batch_rows, prompt_len=gen.prompt_len)
     if variant is not None and reference is not None:

@@ -1,6 +1,7 @@
 """GDSD vs the ELBO baselines at small scale, through the real Ray job (one `deploy.job` process per run).
 
-  python -m benchmarks.compare [--quick] [--seeds 0,1,2] [--algorithms gdsd,gdsd_tlc,espo,diffu_grpo,wd1] [--steps 40]
+  python -m benchmarks.compare [--quick] [--seeds 0,1,2] [--algorithms gdsd,gdsd_tlc,espo,diffu_grpo,spg,wd1]
+                               [--steps 40]
 
 Every run starts from the same SFT checkpoint (shared `cache_dir`), sees the same prompts (same task.seed, the same
 prompts_per_step x group_size x steps rollout budget) and differs only in `algorithm.*` and the sampling seed.
@@ -22,8 +23,9 @@ from pathlib import Path
 
 from common.algorithms import ALGORITHMS
 
-# Each method at its official settings (common/algorithms.py); the rollout budget is shared. wd1 reuses d1's
-# one-step estimate, ratio-free and without a KL term.
+# Each method at its official settings (common/algorithms.py; task-specific ones, e.g. SPG's Sudoku eubo_beta, are
+# applied for the compared task in main); the rollout budget is shared. wd1 reuses d1's one-step estimate,
+# ratio-free and without a KL term.
 METHODS = {name: spec.overrides() for name, spec in ALGORITHMS.items() if spec.trainable}
 
 
@@ -138,6 +140,8 @@ def report(results: list[dict], docs: Path, *, command: str, metric: str, wall: 
              "|---|---|---|---|---|---|---|"]
     for method in METHODS:
         runs = [r for r in results if r["method"] == method]
+        if not runs:  # not compared by this command (--algorithms)
+            continue
         ok = [r for r in runs if r["ok"]]
         if not ok:
             lines.append(f"| {method} | 0/{len(runs)} failed | | | | | |")
@@ -183,7 +187,7 @@ def main() -> None:
     for seed in seeds:
         for method in args.algorithms.split(","):
             results.append(run_one(method, seed, config=args.config, steps=steps, out=out, extra=extra,
-                                   reuse=args.reuse))
+                                   reuse=args.reuse, method_overrides=ALGORITHMS[method].overrides(task)))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "rewards"}), flush=True)
     plot(results, docs, metric, task)
     command = "python -m benchmarks.compare " + " ".join(sys.argv[1:])

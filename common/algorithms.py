@@ -26,16 +26,18 @@ class AlgorithmSpec:
         name: the config's ``algorithm.name``.
         loss: ``"module:function"`` of the loss in learner/losses (resolved by the learner, so no torch here).
         logp: what the loss consumes: sequence-level S(x0) (``gdsd`` / ``tlc``), d1's one-step per-token
-            estimate (``token_onestep``) or SPG's ELBO + EUBO (``tlc+eubo``).
+            estimate (``token_onestep``) or SPG's ELBO + EUBO from per-token log-probs of the same mask draws
+            (``tlc+eubo``; S_old / S_ref are never needed).
         needs_old: the loss uses the sampling policy's log-probs (S_old); SPG and wd1 are ratio-free.
         needs_ref: the loss uses the reference policy's log-probs when ``algorithm.beta > 0``.
         teacher_sources: where S_old may be computed (``algorithm.teacher_source``); per-token targets are not in
             the RolloutBatch, so they are always recomputed on the learner.
         group_rows: the loss normalises within prompt groups (wd1): rows are split on group boundaries.
-        trainable: the learner implements it (SPG's EUBO estimator is not implemented: rejected at load time).
+        trainable: the learner implements it (an untrainable entry is rejected at load time).
         loss_kwargs: ``algorithm.*`` fields passed to the loss function under the same keyword.
         reads: every ``algorithm.*`` field this algorithm reads (loss keywords included).
         official: the method's official settings (compared runs use them; see benchmarks/compare.py).
+        official_by_task: per ``task.name``, official values that differ from ``official`` on that task.
         paper: the reference the loss implements.
     """
 
@@ -48,6 +50,7 @@ class AlgorithmSpec:
     loss_kwargs: tuple[str, ...]
     reads: tuple[str, ...]
     official: dict[str, float | int | str] = field(default_factory=dict)
+    official_by_task: dict[str, dict[str, float | int | str]] = field(default_factory=dict)
     group_rows: bool = False
     trainable: bool = True
     paper: str = ""
@@ -61,9 +64,10 @@ class AlgorithmSpec:
     def sequence_level(self) -> bool:
         return self.s_variant is not None
 
-    def overrides(self) -> list[str]:
-        """`algorithm.key=value` overrides selecting this method at its official settings."""
-        return [f"algorithm.name={self.name}", *(f"algorithm.{k}={v}" for k, v in self.official.items())]
+    def overrides(self, task: str | None = None) -> list[str]:
+        """`algorithm.key=value` overrides selecting this method at its official settings (on `task`, if given)."""
+        values = {**self.official, **self.official_by_task.get(task or "", {})}
+        return [f"algorithm.name={self.name}", *(f"algorithm.{k}={v}" for k, v in values.items())]
 
 
 # fields every trainable algorithm reads: the name, inner iterations
@@ -98,8 +102,12 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
         paper="d1 diffu-GRPO, Zhao et al., arXiv:2504.12216"),
     AlgorithmSpec(
         "spg", "learner.losses.elbo_baselines:spg_loss", "tlc+eubo", needs_old=False, needs_ref=False,
-        teacher_sources=("rollout", "learner"), loss_kwargs=(), reads=_COMMON, official={},
-        trainable=False, paper="SPG, Wang et al., arXiv:2510.09541; official mixture weight 0.5, no KL"),
+        teacher_sources=("rollout", "learner"), loss_kwargs=("mix_weight",),
+        reads=(*_COMMON, "num_mc", "eubo_beta", "mix_weight"),
+        official={"eubo_beta": 1.5, "mix_weight": 0.5, "mu": 4, "num_mc": 1},
+        official_by_task={"sudoku": {"eubo_beta": 1.0}},
+        paper="SPG w/ Mixture, Wang et al., arXiv:2510.09541 (github.com/facebookresearch/SPG, spg/spg_trainer.py, "
+              "slurm_scripts/spg_mix); on-policy, no ratio, no KL"),
     AlgorithmSpec(
         "wd1", "learner.losses.token_baselines:wd1_loss", "token_onestep", needs_old=False, needs_ref=False,
         teacher_sources=("rollout", "learner"), loss_kwargs=("psi",), reads=(*_TOKEN, "psi"),

@@ -198,6 +198,10 @@ class AlgorithmConfig(_Section):
     p_mask_prompt: float = Field(
         0.15, ge=0, le=1, description="d1 one-step estimate (diffu_grpo, wd1): probability of masking each prompt "
         "token (official: 0.15)")
+    eubo_beta: float = Field(1.5, gt=0, description="SPG: beta of the Renyi-type EUBO of the negative-advantage rows "
+                             "(official: Sudoku 1.0, Countdown / GSM8K / MATH 1.5)")
+    mix_weight: float = Field(0.5, ge=0, le=1, description="SPG w/ Mixture: weight of the EUBO against the ELBO for "
+                              "the negative-advantage rows (official: 0.5; 1 = SPG w/ EUBO)")
 
 
 class LearnerConfig(_Section):

@@ -42,15 +42,8 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
     if variant not in ("gdsd", "tlc"):
         raise ValueError(f"unknown log-prob variant {variant!r}; choose 'gdsd' or 'tlc'")
     B, L = completion_ids.shape
-    inputs, read = pair_inputs(prompt_ids, completion_ids, masks, denoiser.mask_id)  # [2B, P+L] each
-    both = read[:, prompt_ids.shape[1]:]  # [2B, L]
-    attention = padding_mask(None if prompt_len is None else prompt_len.to(inputs.device).repeat(2),
-                             prompt_ids.shape[1], L)  # [2B, P+L] or None
-    targets = completion_ids.repeat(2, 1)[both]  # [B*L], row-major over (pair row, position)
-    seeds = None if dropout_seeds is None else torch.cat([dropout_seeds, dropout_seeds ^ 0x5DEECE66D])  # [2B]
-    with lora_dropout(denoiser.net, seeds):
-        token_logp = denoiser.logprob(inputs, read, targets, attention_mask=attention)  # [B*L] f32
-    per_pos = torch.zeros(2 * B, L, dtype=torch.float32, device=token_logp.device).masked_scatter(both, token_logp)
+    per_pos = pair_token_logprob(denoiser, prompt_ids, completion_ids, masks, prompt_len=prompt_len,
+                                 dropout_seeds=dropout_seeds)  # [2B, L]
     sum_masked, sum_rest = per_pos[:B].sum(dim=1), per_pos[B:].sum(dim=1)  # [B], [B]
     if variant == "gdsd":
         return 0.5 * (sum_masked + sum_rest)
@@ -59,4 +52,22 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
     weighted_masked = torch.where(t > 0, sum_masked / t.clamp_min(1e-12), 0.0)
     weighted_rest = torch.where(t_rest > 0, sum_rest / t_rest.clamp_min(1e-12), 0.0)
     return 0.5 * (weighted_masked + weighted_rest)
+
+
+def pair_token_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor,
+                       masks: torch.Tensor, *, prompt_len: torch.Tensor | None = None,
+                       dropout_seeds: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 [2B, L]: log p(x0^n | x_t) at the positions x_t masks (rows 0..B-1) and log p(x0^n | x~_t) at the
+    positions its complement masks (rows B..2B-1), 0 elsewhere: the per-token terms of `denoise_logprob` (same
+    arguments), for estimators that aggregate tokens otherwise (SPG's EUBO)."""
+    B, L = completion_ids.shape
+    inputs, read = pair_inputs(prompt_ids, completion_ids, masks, denoiser.mask_id)  # [2B, P+L] each
+    both = read[:, prompt_ids.shape[1]:]  # [2B, L]
+    attention = padding_mask(None if prompt_len is None else prompt_len.to(inputs.device).repeat(2),
+                             prompt_ids.shape[1], L)  # [2B, P+L] or None
+    targets = completion_ids.repeat(2, 1)[both]  # [B*L], row-major over (pair row, position)
+    seeds = None if dropout_seeds is None else torch.cat([dropout_seeds, dropout_seeds ^ 0x5DEECE66D])  # [2B]
+    with lora_dropout(denoiser.net, seeds):
+        token_logp = denoiser.logprob(inputs, read, targets, attention_mask=attention)  # [B*L] f32
+    return torch.zeros(2 * B, L, dtype=torch.float32, device=token_logp.device).masked_scatter(both, token_logp)
 

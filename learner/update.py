@@ -1,7 +1,8 @@
 """One rank's share of a training step on its micro-batches: rebuild masks, S_theta, loss, backward.
 
-Two implementations of one small protocol (`UpdatePath`) run the step: `SequencePath` here (sequence-level S(x0):
-gdsd, gdsd_tlc, espo) and `TokenPath` in learner/token_update.py (d1's per-token one-step estimate: diffu_grpo, wd1).
+Three implementations of one small protocol (`UpdatePath`) run the step: `SequencePath` here (sequence-level S(x0):
+gdsd, gdsd_tlc, espo), `TokenPath` in learner/token_update.py (d1's per-token one-step estimate: diffu_grpo, wd1) and
+`SandwichPath` in learner/spg_update.py (SPG's ELBO / EUBO of the same mask pairs).
 Both get this rank's micro-batches (learner/micro.py) and keep every metric on the compute device (one host sync
 per step, in the worker). No Ray here: the LearnerWorker calls them with its sharded denoiser. Legend: b rows of a
 micro-batch, L completion, J inner iterations, M mc draws.
@@ -101,7 +102,7 @@ class SequencePath:
     from the actor (its frozen reference copy)."""
 
     def __init__(self, spec: LossSpec, cfg: RunConfig) -> None:
-        if spec.algorithm.s_variant is None:
+        if spec.logp_variant not in ("gdsd", "tlc"):  # per-token and SPG losses take other arguments
             raise ValueError(f"SequencePath serves sequence-level S(x0) losses, not {spec.logp_variant!r}")
         self.spec, self.cfg = spec, cfg
         self.kwargs = spec.kwargs_from(cfg.algorithm)

@@ -5,9 +5,9 @@ A step: the RolloutBatch tables arrive as the call's arguments (Ray resolves the
 copy), this rank takes its micro-batches (learner/micro.py: the actors' row chunks, pooled across their batches, the
 same count on every rank), and for each inner iteration j < mu recomputes S_theta with the actor's mask seeds, applies
 the loss, accumulates gradients, clips, AdamW. The version is bumped once per step. The loss family's own work
-(teacher targets, forward + loss + backward) is an `UpdatePath` (learner/update.py): the sequence-level `SequencePath`
-or the per-token `TokenPath`. Everything lives on the rank's device (common/devices.py); metrics stay there until one
-all-reduce and one host copy per step.
+(teacher targets, forward + loss + backward) is an `UpdatePath` (learner/update.py): the sequence-level `SequencePath`,
+the per-token `TokenPath` or SPG's `SandwichPath` (learner/spg_update.py). Everything lives on the rank's device
+(common/devices.py); metrics stay there until one all-reduce and one host copy per step.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from learner.losses import get_loss
 from learner.micro import drop_zero_advantage_groups, plan_micro_batches
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.sft import sft_loss
+from learner.spg_update import SandwichPath
 from learner.token_update import TokenPath
 from learner.update import MetricSum, SequencePath, UpdatePath
 
@@ -51,8 +52,8 @@ class LearnerWorker:
         self.spec = get_loss(cfg.algorithm.name)
         if not self.spec.algorithm.trainable:  # load_config rejects it already; a hand-built config gets here
             raise ConfigError(f"algorithm.name={cfg.algorithm.name}: the learner does not implement it")
-        self.path: UpdatePath = (TokenPath(self.spec, cfg) if self.spec.logp_variant == "token_onestep"
-                                 else SequencePath(self.spec, cfg))
+        paths = {"token_onestep": TokenPath, "tlc+eubo": SandwichPath}
+        self.path: UpdatePath = paths.get(self.spec.logp_variant, SequencePath)(self.spec, cfg)
         # wd1 normalises within prompt groups: its rows are split over ranks / micro-batches on group boundaries
         self.group_size = self.path.group_size
         self.reference = None

@@ -10,7 +10,8 @@ Which log-probabilities each loss consumes is ``LossSpec.logp_variant``:
   * ``"tlc"``   — the 1/t-weighted ELBO, ``denoise_logprob(..., variant="tlc")``, ``[B, M]``
   * ``"token_onestep"`` — d1's one-step per-token log-probs ``[B, L]`` (completion fully masked, prompt tokens masked
     by ``diffu_grpo_prompt_mask``)
-  * ``"tlc+eubo"`` — SPG: the ``tlc`` ELBO ``[B, M]`` plus a per-row EUBO ``[B]`` (estimator not part of this module)
+  * ``"tlc+eubo"`` — SPG: per-draw ELBOs ``[B, D]`` and a per-row EUBO ``[B]`` (``spg_elbo_draws`` / ``spg_eubo``
+    of the per-token log-probs of the D = 2M masked forwards of the ELBO's mask pairs; learner/spg_update.py)
 """
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from typing import Any, Callable
 from torch import Tensor
 
 from common.algorithms import ALGORITHMS, AlgorithmSpec, LogpKind, get_algorithm
-from learner.losses.elbo_baselines import ESPO_DEFAULTS, SPG_DEFAULTS, espo_loss, spg_loss
+from learner.losses.elbo_baselines import (
+    ESPO_DEFAULTS,
+    SPG_DEFAULTS,
+    espo_loss,
+    spg_elbo_draws,
+    spg_eubo,
+    spg_loss,
+)
 from learner.losses.gdsd import GDSD_DEFAULTS, gdsd_loss
 from learner.losses.token_baselines import (
     DIFFU_GRPO_DEFAULTS,
@@ -95,5 +103,6 @@ def get_loss(name: str) -> LossSpec:
 
 __all__ = [
     "DIFFU_GRPO_DEFAULTS", "ESPO_DEFAULTS", "GDSD_DEFAULTS", "LOSSES", "LossSpec", "SPG_DEFAULTS", "WD1_DEFAULTS",
-    "diffu_grpo_loss", "diffu_grpo_prompt_mask", "espo_loss", "gdsd_loss", "get_loss", "spg_loss", "wd1_loss",
+    "diffu_grpo_loss", "diffu_grpo_prompt_mask", "espo_loss", "gdsd_loss", "get_loss", "spg_elbo_draws", "spg_eubo",
+    "spg_loss", "wd1_loss",
 ]

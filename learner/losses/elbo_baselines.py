@@ -5,6 +5,8 @@ Legend of shape comments: B rows, M Monte-Carlo mask draws, L completion length.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -26,8 +28,8 @@ from learner.losses._util import (
 # ESPO official recipe (github.com/ML-GSAI/ESPO, recipes/train.yaml): β=0.01, ε=0.2, μ=2, num_mc=1.
 ESPO_DEFAULTS = ALGORITHMS["espo"].official
 # SPG official "SPG w/ Mixture" runs (github.com/facebookresearch/SPG, slurm_scripts/spg_mix): mix weight 0.5,
-# EUBO β (inside the EUBO estimator, not here) 1.0-1.5, no KL term.
-SPG_DEFAULTS: dict[str, float] = {"mix_weight": 0.5}
+# EUBO β 1.0 (Sudoku) / 1.5 (Countdown, GSM8K, MATH), μ 4, no KL term.
+SPG_DEFAULTS = ALGORITHMS["spg"].official
 
 
 def espo_loss(
@@ -105,6 +107,71 @@ def espo_loss(
     return loss, metrics
 
 
+def _check_draws(token_logp: Tensor, masked: Tensor) -> None:
+    check_rows("token_logp", token_logp, 3)
+    if masked.shape != token_logp.shape or masked.dtype != torch.bool:
+        raise ValueError(f"masked must be bool with shape {tuple(token_logp.shape)} like token_logp, got "
+                         f"{masked.dtype} {tuple(masked.shape)}")
+
+
+def spg_elbo_draws(token_logp: Tensor, masked: Tensor) -> Tensor:
+    """SPG's ELBO per draw, at sum scale: ``L · Σ_{n∈M_d} log p_{d,n} / |M_d|`` ``[B, D]`` (0 for an empty draw).
+
+    The official ``SPGTrainer._get_per_seq_logps`` takes, per draw d, the mean log-prob over the masked completion
+    tokens (a zero denominator is clamped, so an empty draw gives 0) and ``compute_loss`` multiplies the row's bound
+    by its completion length; with every row scored over all L positions that is ``L · mean``, i.e.
+    ``Σ_{n∈M_d} log p / t_d`` with the empirical ``t_d = |M_d| / L``. (This project's ``tlc`` S uses
+    ``t = |M| / (L+1)``: on the same forwards it is (L+1)/L times the mean of these draws.)
+
+    Args:
+        token_logp: ``[B, D, L]`` log p(x0^n | x_t^(d)), read where ``masked``.
+        masked: bool ``[B, D, L]``, the completion positions draw d masks.
+    """
+    _check_draws(token_logp, masked)
+    L = token_logp.shape[2]
+    dt = compute_dtype(token_logp)
+    n = masked.sum(dim=2)  # [B, D]
+    total = torch.where(masked, token_logp.to(dt), 0.0).sum(dim=2)  # [B, D]
+    return L * total / n.clamp_min(1).to(dt)
+
+
+def spg_eubo(token_logp: Tensor, masked: Tensor, *, beta: float) -> Tensor:
+    """SPG's evidence upper bound (EUBO) per row, at sum scale, ``[B]``: the Rényi-type bound of Wang et al.,
+    arXiv:2510.09541, Sec. 3, as the official ``SPGTrainer._get_per_seq_logps`` (``logp_estimation`` ``eubo`` /
+    ``mix``) estimates it from D mask draws::
+
+        t_d   = |M_d| / L                                          (empirical mask fraction of draw d)
+        a_n   = (1/D) Σ_d 1[n ∈ M_d] · p_{d,n}^β / t_d               (mean over all D draws, unmasked ones add 0)
+        K     = {n : a_n > 0}                                       (positions some draw masks)
+        EUBO  = L · (1/|K|) Σ_{n∈K} log a_n / β                     (0 when K is empty)
+
+    The official code returns the per-token mean ``Σ_K log a_n / |K| / β`` and ``compute_loss`` multiplies it by the
+    completion length (here L: every row is scored over all L positions). ``a_n`` is computed in log space
+    (logsumexp of ``β log p − log t_d``): the same value wherever the official float32 ``p^β`` does not underflow;
+    where it would (log p < −87/β), the official code drops the position from K, this keeps its exact term.
+
+    Args:
+        token_logp: ``[B, D, L]`` log p(x0^n | x_t^(d)), read where ``masked`` (differentiable).
+        masked: bool ``[B, D, L]``, the completion positions draw d masks.
+        beta: the EUBO's β > 0 (official: 1.0 Sudoku, 1.5 Countdown / GSM8K / MATH; 2.0 in the EUBO-only
+            Countdown run).
+    """
+    _check_draws(token_logp, masked)
+    if not beta > 0:
+        raise ValueError(f"eubo beta must be positive, got {beta}")
+    _, D, L = token_logp.shape
+    dt = compute_dtype(token_logp)
+    n = masked.sum(dim=2, keepdim=True)  # [B, D, 1]
+    log_t = torch.where(n > 0, torch.log(n.to(dt) / L), 0.0)  # an empty draw masks nothing: its t is never read
+    terms = torch.where(masked, beta * token_logp.to(dt) - log_t, float("-inf"))  # [B, D, L]
+    covered = masked.any(dim=1)  # [B, L]: K
+    # a position no draw masks would be a logsumexp of -inf only (NaN gradient): give it finite terms, then drop it
+    terms = torch.where(covered.unsqueeze(1), terms, 0.0)
+    log_a = torch.logsumexp(terms, dim=1) - math.log(D)  # [B, L]
+    per_token = torch.where(covered, log_a, 0.0).sum(dim=1) / covered.sum(dim=1).clamp_min(1).to(dt)
+    return L * per_token / beta
+
+
 def spg_loss(
     elbo: Tensor,
     eubo: Tensor | None,
@@ -131,12 +198,12 @@ def spg_loss(
       * The official per-row bounds are per-masked-token means multiplied back by the row's completion length, i.e.
         sum-scale bounds, and the normaliser is Σ_b len_b. Under this project's fixed-L contract (every row is scored
         over all L positions, EOS padding included) Σ_b len_b = B·L, so ``loss = −Σ_b A_b·bound_b / (B·L)``.
-      * ``elbo`` is a sum-scale ELBO (here: ``denoise_logprob(..., variant="tlc")``); ``eubo`` is a sum-scale EUBO
-        estimate computed elsewhere (the official Rényi-type estimator: per token log(mean_draws p^β / t) / β).
+      * ``elbo`` holds sum-scale ELBO draws (the learner passes ``spg_elbo_draws``); ``eubo`` is ``spg_eubo`` of
+        the same draws.
       * Rows with A = 0 contribute nothing either way (the official mask is ``A > 0``).
 
     Args:
-        elbo: ``[B, M]`` ELBO draws (averaged over M, as the official code averages its ``num_t`` draws).
+        elbo: ``[B, D]`` ELBO draws (averaged over D, as the official code averages its ``num_t`` draws).
         eubo: ``[B]`` EUBO per row; may be None only when ``mix_weight == 0``.
         advantages: ``[B]``. gen_len: L. mix_weight: ω in [0, 1] (official mixture runs: 0.5).
         num_rows: global row count for sharded ranks (default: local rows).

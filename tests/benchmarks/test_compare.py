@@ -57,3 +57,15 @@ def test_mean_and_standard_error():
     ref_sd = math.sqrt(sum((x - 0.3) ** 2 for x in (0.1, 0.2, 0.6)) / 2)  # sample standard deviation
     assert math.isclose(mean, 0.3) and math.isclose(se, ref_sd / math.sqrt(3))
     assert mean_se([0.4]) == (0.4, 0.0)
+
+
+def test_report_lists_the_methods_compared_only(tmp_path):
+    from benchmarks.compare import report
+
+    run = {"method": "spg", "seed": 0, "ok": True, "rewards": [0.1, 0.2], "before": {"cell_accuracy": 0.5},
+           "after": {"cell_accuracy": 0.6}}
+    failed = {"method": "espo", "seed": 0, "ok": False}
+    text = report([run, failed], tmp_path, command="c", metric="cell_accuracy", wall=60.0, task="sudoku")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [r.split(" | ")[0] for r in rows] == ["| espo", "| spg"]  # registry order; gdsd etc. were not run
+    assert "0/1 failed" in rows[0] and "| 0.500 | 0.600 ± 0.000 | +0.100 ± 0.000 |" in rows[1]

@@ -7,7 +7,7 @@ from common.config import load_config
 
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper"
 TABLE = {"llada": ["sudoku", "countdown", "gsm8k", "math"], "dream": ["sudoku", "countdown"]}
-METHODS = ["gdsd", "gdsd_tlc", "espo", "diffu_grpo", "wd1"]
+METHODS = ["gdsd", "gdsd_tlc", "espo", "diffu_grpo", "wd1", "spg"]
 FILES = sorted(PAPER.glob("*.yaml"))
 # official per-task recipe: lr, beta, num_mc, psi, G, rows per step, diffusion steps (issue 13 point 8)
 RECIPE = {"sudoku": ("3e-6", "1e-3", 1, 1.0, 6, 12, 64), "countdown": ("3e-6", "1e-3", 1, 1.0, 6, 12, 64),
@@ -44,6 +44,10 @@ def test_paper_config_loads_with_the_official_recipe(path):
     if method in ("gdsd", "gdsd_tlc"):
         alg = cfg.algorithm
         assert (alg.beta, alg.eps, alg.mu, alg.num_mc, alg.psi) == (float(beta), 4e-4, 8, num_mc, psi)
+    if method == "spg":  # SPG's own settings (facebookresearch/SPG slurm_scripts/spg_mix): Sudoku eubo_beta 1.0
+        alg = cfg.algorithm
+        assert (alg.mu, alg.num_mc, alg.mix_weight) == (4, 1, 0.5)
+        assert alg.eubo_beta == (1.0 if task == "sudoku" else 1.5)
     if cfg.task.test_path:
         assert (PAPER.parents[1] / cfg.task.test_path).is_file()
     lora = cfg.model.lora  # official: peft r 128, alpha 64, dropout 0.05; LLaDA's names match q, k, v, up only

@@ -1,6 +1,7 @@
 """The algorithm registry and the one validation pass (common/algorithms.py, common/config.py::validate)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import subprocess
@@ -63,15 +64,31 @@ def test_compare_runs_every_trainable_algorithm_at_its_official_settings():
                                "algorithm.mu=2", "algorithm.num_mc=1"]
 
 
-def test_an_untrainable_algorithm_fails_at_load_time():
+def test_an_untrainable_algorithm_fails_at_load_time(monkeypatch):
+    # every registered algorithm trains today: mark one untrainable, as a new registry entry without its path would be
+    monkeypatch.setitem(ALGORITHMS, "spg", dataclasses.replace(ALGORITHMS["spg"], trainable=False))
     with pytest.raises(ConfigError, match=r"algorithm.name=spg: the learner does not implement it"):
         load_config(None, ["algorithm.name=spg"])
+
+
+def test_spg_trains_and_reads_its_own_keys():
+    cfg = load_config(None, ["algorithm.name=spg", "algorithm.eubo_beta=1.0", "algorithm.mix_weight=1.0"])
+    assert (cfg.algorithm.eubo_beta, cfg.algorithm.mix_weight) == (1.0, 1.0)
+    with pytest.raises(ConfigError, match="algorithm.mix_weight"):
+        load_config(None, ["algorithm.name=spg", "algorithm.mix_weight=1.5"])
+    with pytest.raises(ConfigError, match="algorithm.eubo_beta"):
+        load_config(None, ["algorithm.name=spg", "algorithm.eubo_beta=0"])
+    # official eubo_beta: Sudoku 1.0, the other tasks 1.5 (facebookresearch/SPG slurm_scripts/spg_mix)
+    assert "algorithm.eubo_beta=1.0" in ALGORITHMS["spg"].overrides("sudoku")
+    assert "algorithm.eubo_beta=1.5" in ALGORITHMS["spg"].overrides("countdown") == ALGORITHMS["spg"].overrides()
+    assert load_config(None, ALGORITHMS["spg"].overrides("sudoku")).algorithm.eubo_beta == 1.0
 
 
 @pytest.mark.parametrize("name,key,value", [("wd1", "beta", 0.0), ("wd1", "teacher_source", "learner"),
                                             ("gdsd", "clip_eps", 0.3), ("espo", "psi", 2.0),
                                             ("diffu_grpo", "num_mc", 2), ("gdsd", "p_mask_prompt", 0.2),
-                                            ("espo", "eps_scope", "token")])
+                                            ("espo", "eps_scope", "token"), ("spg", "beta", 0.0),
+                                            ("gdsd", "eubo_beta", 1.0), ("espo", "mix_weight", 1.0)])
 def test_a_key_the_algorithm_ignores_is_an_error_when_set(name, key, value):
     extra = ["algorithm.teacher_source=learner"] if name in TOKEN_ONLY and key != "teacher_source" else []
     with pytest.raises(ConfigError) as err:
