@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from common.models import export_checkpoint, key_map
-from common.models.lora import LoRASpec, has_lora, is_adapter
+from common.models.lora import LoRASpec, has_lora, is_adapter, merged_state
 
 
 def _options(net: nn.Module) -> StateDictOptions:
@@ -80,3 +80,33 @@ def save_adapter(state: dict[str, torch.Tensor], model: nn.Module, spec: LoRASpe
     for file in ("adapter_model.safetensors", "adapter_config.json"):
         os.chmod(out / file, 0o644)
     return str(out)
+
+
+class Checkpointing:
+    """The worker's export and checkpoint calls (a mixin of LearnerWorker, learner/worker.py): every rank calls them
+    (the gathers and DCP are collective); rank 0 writes the export."""
+
+    def export_hf(self, path: str) -> str | None:
+        """Export under the family's official checkpoint keys with the source directory's config, tokenizer and code
+        files (common/models/weights.py), a drop-in replacement of the original (rank 0 writes)."""
+        state = self.full_state_dict()
+        if self.rank == 0:
+            if self.cfg.model.lora.enabled:  # merged weights in the official layout + a peft adapter directory
+                spec = self.denoiser.model.lora_spec
+                save_adapter(state, self.denoiser.model, spec, f"{path}/adapter")
+                state = merged_state(state, spec)
+            save_hf(state, self.denoiser.model, self.denoiser.tokenizer, path)
+            return path
+        return None
+
+    def save_checkpoint(self, path: str, extra: dict | None = None) -> str:
+        return save(path, net=self.denoiser.net, optimizer=self.optimizer, scheduler=self.scheduler,
+                               rank=self.rank, state={"version": self.version, "optimizer_steps": self.optimizer_steps,
+                                                      "rng": self.generator.get_state(), **(extra or {})})
+
+    def load_checkpoint(self, path: str) -> dict:
+        state = load(path, net=self.denoiser.net, optimizer=self.optimizer, scheduler=self.scheduler,
+                                rank=self.rank)
+        self.version, self.optimizer_steps = state["version"], state["optimizer_steps"]
+        self.generator.set_state(state["rng"])
+        return {k: v for k, v in state.items() if k != "rng"}

@@ -7,6 +7,7 @@ loss = sum over masked tokens of CE / t, divided by L: the 1/t-weighted ELBO. Th
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from common.denoiser import Denoiser, padding_mask
 from common.tokenize import encode_prompts
@@ -44,3 +45,22 @@ def sft_loss(denoiser: Denoiser, prompts: list[str], answers: list[str], *, gen_
     weight = (1.0 / t)[:, None].expand(B, L)[masked].to(device)  # [N]: 1/t of each token's row
     loss = (ce * weight).sum() / (L * num_rows)
     return loss, {"tokens": float(masked.sum())}
+
+
+class SFTStep:
+    """The SFT warm start's optimizer step (a mixin of LearnerWorker, learner/worker.py: it uses the worker's
+    denoiser, generator and `_optimizer_step`); every rank gets the same pairs and takes its shard of them."""
+
+    def sft_step(self, prompts: list[str], answers: list[str]) -> dict[str, float]:
+        """One optimizer step of masked-diffusion SFT on (prompt, answer) pairs; every rank gets the same list."""
+        shard = slice(self.rank, None, self.world_size)
+        loss, metrics = sft_loss(self.denoiser, prompts[shard], answers[shard],
+                                 gen_length=self.cfg.sampler.gen_length, chat_template=self.cfg.model.chat_template,
+                                 num_rows=len(prompts), generator=self.generator)
+        (loss * self.world_size).backward()
+        grad_norm = self._optimizer_step()
+        values = torch.stack([loss.detach().double(),
+                              torch.tensor(metrics["tokens"], dtype=torch.float64, device=self.device)])
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        loss_sum, tokens = values.tolist()  # one device -> host sync
+        return {"loss": loss_sum, "tokens": tokens, "grad_norm": float(grad_norm)}

@@ -1,6 +1,10 @@
 """LearnerWorker: one rank (a Ray actor in a job; a plain object in benchmarks/gpu_check.py, which has no Ray),
 holding an FSDP2 shard of the policy, its optimizer and LR schedule.
 
+The worker's roles, one module each: setup and the RL step (here), the metric reduction (learner/reduce.py), the SFT
+warm start's step (learner/sft.py, `SFTStep`), weights out to the actors (learner/publish.py, `WeightPublisher`),
+export and checkpoints (learner/checkpoint.py, `Checkpointing`).
+
 A step: the RolloutBatch tables arrive as the call's arguments (Ray resolves the ObjectRefs the driver routed, zero-
 copy), this rank takes its micro-batches (learner/micro.py: the actors' row chunks, pooled across their batches, the
 same count on every rank), and for each inner iteration j < mu recomputes S_theta with the actor's mask seeds, applies
@@ -11,7 +15,6 @@ the per-token `TokenPath` or SPG's `SandwichPath` (learner/spg_update.py). Every
 """
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from typing import Any
@@ -19,7 +22,6 @@ from typing import Any
 import pyarrow as pa
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
@@ -27,24 +29,21 @@ from common.batch import RolloutBatch
 from common.config import ConfigError, RunConfig
 from common.denoiser import DTYPES, load_denoiser
 from common.devices import group_backend, make_generator, service_device
-from common.models.lora import is_adapter, merged_state
-from common.weight_bus import WeightBus, signature, wire_format
-from learner import checkpoint
+from common.weight_bus import WeightBus
+from learner.checkpoint import Checkpointing
 from learner.fsdp import shard_model
 from learner.losses import get_loss
 from learner.micro import drop_zero_advantage_groups, plan_micro_batches
 from learner.optim import build_optimizer, clip_grad_norm
-from learner.sft import sft_loss
+from learner.publish import WeightPublisher
+from learner.reduce import reduce_step
+from learner.sft import SFTStep
 from learner.spg_update import SandwichPath
 from learner.token_update import TokenPath
 from learner.update import MetricSum, SequencePath, UpdatePath
 
-log = logging.getLogger(__name__)
-# docs/design.md, Numerical traps: warn when the first inner iteration's clamp fraction exceeds a few percent
-FIRST_ITER_CLAMP_WARN = 0.05
 
-
-class LearnerWorker:
+class LearnerWorker(WeightPublisher, Checkpointing, SFTStep):
     """Use as `ray.remote(LearnerWorker)`; LearnerGroup creates `learner.num_ranks` of them and sets up rendezvous."""
 
     def __init__(self, cfg: RunConfig, model_path: str, *, rank: int, world_size: int) -> None:
@@ -160,129 +159,8 @@ class LearnerWorker:
         return grad_norm
 
     def _reduce(self, per_iter: list[torch.Tensor], keys: list[str], gap_max: torch.Tensor, **extra) -> dict:
-        """One all-reduce of every inner iteration's sums (+ one max for the teacher gap), on the device, then one
-        host copy -> global metrics."""
-        stacked = None
-        if per_iter:
-            stacked = torch.stack(per_iter)  # [J, len(keys) + 3]: metric sums, rows, grad norm, param movement
-            dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-            dist.all_reduce(gap_max, op=dist.ReduceOp.MAX)
-            stacked = stacked.tolist()  # the step's one device -> host sync
-        out: dict[str, Any] = {"version": self.version, "optimizer_steps": self.optimizer_steps,
-                               "lr": self.scheduler.get_last_lr()[0], **extra}
-        for row in stacked or []:
-            rows = row[len(keys)]
-            for k, key in enumerate(keys):
-                out.setdefault(key, []).append(row[k] if key.startswith("loss") else row[k] / max(rows, 1))
-            out.setdefault("grad_norm", []).append(row[-2] / self.world_size)  # same norm on every rank
-            if self.cfg.learner.log_param_delta:
-                out.setdefault("param_delta", []).append(row[-1] / self.world_size)
-        if stacked and self.spec.needs_old:
-            out["teacher_gap_max"] = float(gap_max)
-            if "mean_abs_delta" in out:
-                out["teacher_gap_mean"] = out["mean_abs_delta"][0]
-            on_policy = max(extra.get("staleness", []), default=0) == 0  # stale batches differ for real, not numerically
-            if out.get("clamp_frac", [0])[0] > FIRST_ITER_CLAMP_WARN and on_policy and self.rank == 0:
-                log.warning("clamp fraction %.2f at the first inner iteration: |S_theta - S_old| (max %.3g) exceeds "
-                            "eps=%g; check that actor and learner use the same dtype (docs/design.md, Numerical traps)",
-                            out["clamp_frac"][0], out["teacher_gap_max"], self.cfg.algorithm.eps)
-        return out
-
-    # ---- SFT warm start ---------------------------------------------------------------------------------------
-    def sft_step(self, prompts: list[str], answers: list[str]) -> dict[str, float]:
-        """One optimizer step of masked-diffusion SFT on (prompt, answer) pairs; every rank gets the same list."""
-        shard = slice(self.rank, None, self.world_size)
-        loss, metrics = sft_loss(self.denoiser, prompts[shard], answers[shard],
-                                 gen_length=self.cfg.sampler.gen_length, chat_template=self.cfg.model.chat_template,
-                                 num_rows=len(prompts), generator=self.generator)
-        (loss * self.world_size).backward()
-        grad_norm = self._optimizer_step()
-        values = torch.stack([loss.detach().double(),
-                              torch.tensor(metrics["tokens"], dtype=torch.float64, device=self.device)])
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        loss_sum, tokens = values.tolist()  # one device -> host sync
-        return {"loss": loss_sum, "tokens": tokens, "grad_norm": float(grad_norm)}
-
-    # ---- weights out ------------------------------------------------------------------------------------------
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The full HF state dict, gathered once onto rank 0's CPU (collective: every rank must call it)."""
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_model_state_dict(self.denoiser.net, options=options)
-        return {k.removeprefix("model."): v for k, v in state.items()}
-
-    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The LoRA adapter tensors only, gathered onto every rank's CPU (collective; the frozen base is never
-        gathered: a push is the adapters, docs/lora.md)."""
-        out = {}
-        for name, p in self.denoiser.net.named_parameters():
-            if is_adapter(name):
-                full = p.full_tensor() if isinstance(p, DTensor) else p
-                out[name] = full.detach().cpu()
-        return out
-
-    def push_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a weight push carries: the adapters with LoRA, else the full state (collective)."""
-        return self.adapter_state_dict() if self.cfg.model.lora.enabled else self.full_state_dict()
-
-    def export_weights(self) -> tuple[dict[str, torch.Tensor] | None, int]:
-        """(state dict on rank 0 / None elsewhere, version). The caller forwards rank 0's ObjectRef to the actors."""
-        state = self.push_state_dict()
-        return (wire_format(state, DTYPES[self.cfg.model.dtype]) if self.rank == 0 else None), self.version
-
-    # ---- weights out over the weight bus (pipeline.weight_sync: broadcast) ---------------------------------------
-    def weight_signature(self) -> str:
-        """Signature of what rank 0 sends, from names, global shapes and dtypes (meta tensors: nothing is gathered);
-        the actors check theirs against it."""
-        state = self.denoiser.net.state_dict()  # sharded DTensors report their global shape
-        if self.cfg.model.lora.enabled:
-            state = {k: v for k, v in state.items() if is_adapter(k)}
-        meta = {k.removeprefix("model."): torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in state.items()}
-        return signature(wire_format(meta, DTYPES[self.cfg.model.dtype]))
-
-    def join_weight_bus(self, generation: int, world_size: int) -> int:
-        """Rank 0 only: join generation `generation` of the weight group as its sender (a rendezvous)."""
-        if self.bus is not None:
-            self.bus.close()
-        self.bus = WeightBus.join(self.store, self.cfg.pipeline, rank=0, world_size=world_size,
-                                  generation=generation, device=self.denoiser.device)
-        return generation
-
-    def broadcast_weights(self) -> tuple[int, int]:
-        """Gather the full state (collective over the learner ranks), then rank 0 broadcasts it bucket by bucket.
-        Returns (version, bytes sent by this rank)."""
-        state = self.export_weights()[0]
-        if self.rank != 0:
-            return self.version, 0
-        self._sent = state  # kept: a group rebuilt after an actor died gets the same version again
-        return self.version, self.bus.send(state, self.version)
-
-    def resend_weights(self) -> tuple[int, int]:
-        """Rank 0 only: broadcast the last sent state again (to a group rebuilt after a death)."""
-        if self._sent is None:  # exporting here would be a collective that the other ranks do not join
-            raise RuntimeError("resend_weights: nothing was broadcast yet")
-        return self.version, self.bus.send(self._sent, self.version)
-
-    def export_hf(self, path: str) -> str | None:
-        """Export under the family's official checkpoint keys with the source directory's config, tokenizer and code
-        files (common/models/weights.py), a drop-in replacement of the original (rank 0 writes)."""
-        state = self.full_state_dict()
-        if self.rank == 0:
-            if self.cfg.model.lora.enabled:  # merged weights in the official layout + a peft adapter directory
-                spec = self.denoiser.model.lora_spec
-                checkpoint.save_adapter(state, self.denoiser.model, spec, f"{path}/adapter")
-                state = merged_state(state, spec)
-            checkpoint.save_hf(state, self.denoiser.model, self.denoiser.tokenizer, path)
-            return path
-        return None
-
-    def save_checkpoint(self, path: str, extra: dict | None = None) -> str:
-        return checkpoint.save(path, net=self.denoiser.net, optimizer=self.optimizer, scheduler=self.scheduler,
-                               rank=self.rank, state={"version": self.version, "optimizer_steps": self.optimizer_steps,
-                                                      "rng": self.generator.get_state(), **(extra or {})})
-
-    def load_checkpoint(self, path: str) -> dict:
-        state = checkpoint.load(path, net=self.denoiser.net, optimizer=self.optimizer, scheduler=self.scheduler,
-                                rank=self.rank)
-        self.version, self.optimizer_steps = state["version"], state["optimizer_steps"]
-        self.generator.set_state(state["rng"])
-        return {k: v for k, v in state.items() if k != "rng"}
+        head = {"version": self.version, "optimizer_steps": self.optimizer_steps,
+                "lr": self.scheduler.get_last_lr()[0], **extra}
+        return reduce_step(per_iter, keys, gap_max, head, world_size=self.world_size, rank=self.rank,
+                           log_param_delta=self.cfg.learner.log_param_delta, needs_old=self.spec.needs_old,
+                           eps=self.cfg.algorithm.eps)
