@@ -71,7 +71,7 @@ class Trainer:
             self.evaluate("before (step 0)")
         gate = StalenessGate(cfg.pipeline.max_staleness, submitted=self.step)
         in_flight: deque = deque()
-        progress = tqdm(total=cfg.steps, initial=self.step, desc="GDSD", dynamic_ncols=True)
+        progress = tqdm(total=cfg.steps, initial=self.step, desc=cfg.algorithm.name, dynamic_ncols=True)
         while self.step < cfg.steps:
             times: dict[str, float] = {}
             while gate.can_submit(version=self.step, total_steps=cfg.steps):
