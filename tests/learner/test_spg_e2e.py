@@ -7,15 +7,13 @@ import pytest
 import ray
 import torch
 
-from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import ModelConfig, load_config
 from common.denoiser import load_denoiser
-from common.tasks import make_prompts
-from deploy.fleet import RemoteRewardPool
 from learner.group import LearnerGroup
 from learner.losses import spg_loss
 from learner.spg_update import sandwich_terms
+from rollouts import actor_batches, full_state  # tests/learner/rollouts.py
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
@@ -28,50 +26,33 @@ def config(*extra: str, ranks: int = 1):
     return cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"num_ranks": ranks})})
 
 
-def with_advantages(table, seed: int) -> RolloutBatch:
-    """The actor's batch with seeded random rewards and their leave-one-out advantages (G = 6): both signs."""
-    batch = RolloutBatch.from_arrow(table)
-    batch.reward = torch.rand(batch.num_rows, generator=torch.Generator().manual_seed(seed))
-    r = batch.reward.view(-1, 6)
-    batch.advantage = (r - (r.sum(1, keepdim=True) - r) / 5).reshape(-1)
-    return batch
-
-
 @pytest.fixture(scope="module")
 def spg_setup(ray_local, tiny_model_dir):
-    cfg = config()
-    pool = RemoteRewardPool.remote(1, num_cpus_per_worker=0.5)
-    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_pool=pool)
-    prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=4, seed=1)
-    tables = ray.get([actor.rollout.remote(prompts[i:i + 2], 6)[0] for i in (0, 2)])
-    batches = [with_advantages(t, i) for i, t in enumerate(tables)]
-    yield tables, batches
-    ray.kill(actor)
-    ray.get(pool.shutdown.remote())
-    ray.kill(pool)
+    """(the two batch refs, the same batches as RolloutBatch): real rollouts with seeded rewards of both signs."""
+    with actor_batches(config(), tiny_model_dir) as (_, _, _, refs):
+        yield refs, [RolloutBatch.from_arrow(t) for t in ray.get(refs)]
 
 
 def run_step(cfg, model_dir, batches):
     group = LearnerGroup(cfg, model_dir)
     try:
-        metrics = group.train_step([ray.put(b.to_arrow()) for b in batches])
-        ref, _ = group.export_weights()
-        state = ray.get(ref)
+        metrics = group.train_step(batches)
+        state = full_state(group)
     finally:
         group.shutdown()
     return metrics, state
 
 
 def test_actor_computes_no_teacher_targets_for_spg(spg_setup):
-    tables, _ = spg_setup
-    batch = RolloutBatch.from_arrow(tables[0])
+    _, batches = spg_setup
+    batch = batches[0]
     assert batch.old_logp.shape == (12, 2, 1) and torch.isnan(batch.old_logp).all()  # ratio-free: no S_old
     assert torch.isnan(batch.ref_logp).all()  # no KL term: no S_ref
 
 
 def test_spg_step_matches_the_loss_and_two_ranks_match_one(spg_setup, tiny_model_dir):
-    _, batches = spg_setup
-    runs = [run_step(config(ranks=r), tiny_model_dir, batches) for r in (1, 2)]
+    refs, batches = spg_setup
+    runs = [run_step(config(ranks=r), tiny_model_dir, refs) for r in (1, 2)]
     (m1, s1), (m2, s2) = runs
     assert m1["global_rows"] == m2["global_rows"] == 24
     for key in ("loss_pg", "pos_frac", "mean_elbo", "mean_eubo", "grad_norm"):

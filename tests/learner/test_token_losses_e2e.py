@@ -7,16 +7,13 @@ import pytest
 import ray
 import torch
 
-from actors.rollout import RemoteRolloutActor
 from common.algorithms import ALGORITHMS
 from common.batch import RolloutBatch
 from common.config import ModelConfig, load_config
 from common.denoiser import load_denoiser
-from common.tasks import make_prompts
-from deploy.fleet import RemoteRewardPool
 from learner.group import LearnerGroup
 from learner.token_update import onestep_prompt_mask
-from rollouts import full_state, with_advantages  # tests/learner/rollouts.py
+from rollouts import actor_batches, full_state  # tests/learner/rollouts.py
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
@@ -33,16 +30,9 @@ def config(name: str, *extra: str, ranks: int = 1):
 
 @pytest.fixture(scope="module")
 def token_setup(ray_local, tiny_model_dir):
-    cfg = config("diffu_grpo", "algorithm.beta=0.04")
-    pool = RemoteRewardPool.remote(1, num_cpus_per_worker=0.5)
-    actor = RemoteRolloutActor.options(num_cpus=1).remote(cfg, tiny_model_dir, reward_pool=pool)
-    prompts = make_prompts(task="sudoku", prompt_format="compact", split="train", num=4, seed=1)
-    tables = ray.get([actor.rollout.remote(prompts[i:i + 2], 6)[0] for i in (0, 2)])
-    batches = [with_advantages(t, i) for i, t in enumerate(tables)]
-    yield tables, batches
-    ray.kill(actor)
-    ray.get(pool.shutdown.remote())
-    ray.kill(pool)
+    """(the first batch as a RolloutBatch, the two batch refs): real rollouts with seeded rewards."""
+    with actor_batches(config("diffu_grpo", "algorithm.beta=0.04"), tiny_model_dir) as (_, _, _, refs):
+        yield RolloutBatch.from_arrow(ray.get(refs[0])), refs
 
 
 def run_step(cfg, model_dir, batches):
@@ -67,8 +57,7 @@ def assert_same_update(cfg, runs, keys, tiny_model_dir):
 
 
 def test_actor_sends_no_sequence_targets(token_setup):
-    tables, _ = token_setup
-    batch = RolloutBatch.from_arrow(tables[0])
+    batch, _ = token_setup
     assert batch.old_logp.shape == (12, 2, 1) and torch.isnan(batch.old_logp).all()
     assert torch.isnan(batch.ref_logp).all()
 
@@ -101,8 +90,7 @@ def test_wd1_step_two_ranks_match_one(token_setup, tiny_model_dir):
 
 
 def test_prompt_mask_is_seeded_and_independent_of_sharding(token_setup):
-    tables, _ = token_setup
-    batch = RolloutBatch.from_arrow(tables[0])
+    batch, _ = token_setup
     full = onestep_prompt_mask(batch, 0, 0.15)
     assert torch.equal(full, onestep_prompt_mask(batch, 0, 0.15))  # a pure function of the batch's seed
     assert not torch.equal(full, onestep_prompt_mask(batch, 1, 0.15))  # another inner iteration, another mask
