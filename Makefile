@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/sudoku_quick.yaml
 ARGS ?=
 
-.PHONY: setup run test test-quick bench gpu-check-wheels clean
+.PHONY: setup run test test-quick lint bench gpu-check-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# pyflakes-level checks (pyproject.toml [tool.ruff]); .ci/run runs it before the tests
+lint: setup
+	$(BIN)/ruff check .
 
 # the inner loop: everything but the tests marked slow (whole jobs, restarts, the weight bus); `make test` runs all
 test-quick: setup
