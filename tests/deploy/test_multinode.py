@@ -46,12 +46,15 @@ def test_multinode_placement_object_stores_and_node_loss(ray_tmp, tmp_path):
         alive = ({placed["rollout-0"], report["replacement"]} if version > KILL_STEP else set(nodes["rollout"]))
         assert nodes["learner"] in where and alive <= set(where), (version, where)
 
-    # the node loss: actor 1 restarted on the replacement node, its chunk re-issued once, no row lost or doubled
+    # the node loss: actor 1 restarted on the replacement node, its chunk re-issued once, no row lost or doubled.
+    # When the reward pool was on the killed node too, actor 0's chunk may fail with it (a call into the dead pool)
+    # and is re-issued as well: one or two re-issues then, never a lost or doubled row
     assert report["killed"] == placed["rollout-1"]
     assert report["placed_after"]["rollout-1"] == report["replacement"]
-    assert report["result"]["step"] == STEPS and report["result"]["reissued_chunks"] == 1
+    reissued = report["result"]["reissued_chunks"]
+    assert report["result"]["step"] == STEPS and 1 <= reissued <= (2 if placed["reward-pool"] == report["killed"] else 1)
     records = report["records"]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     assert [r["learner"]["global_rows"] for r in records] == [ROWS] * STEPS
     assert [r["fleet"]["dead_nodes"] for r in records] == [0] + [1] * (STEPS - 1)
-    assert [r["fleet"]["reissued_chunks"] for r in records] == [0] + [1] * (STEPS - 1)
+    assert [r["fleet"]["reissued_chunks"] for r in records] == [0] + [reissued] * (STEPS - 1)
