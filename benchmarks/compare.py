@@ -88,6 +88,14 @@ def kept_sections(path: Path) -> str:
     return "\n" + text[text.index(KEEP_FROM):] if KEEP_FROM in text else ""
 
 
+def replace_between(text: str, begin: str, end: str, section: str) -> str | None:
+    """`text` with the part from `begin` to `end` (markers included) replaced by `section`; None without the markers.
+    The generated sections of docs/results.md (the mechanism and eps studies) replace only themselves this way."""
+    if begin not in text:
+        return None
+    return text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+
+
 def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error over seeds (0 for a single seed)."""
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.compare import mean_se
+from benchmarks.compare import mean_se, replace_between
 from benchmarks.mechanism import TASKS, fmt, run_all
 from common.algorithms import ALGORITHMS
 
@@ -97,11 +97,8 @@ def write_section(docs: Path, rows: list[dict], *, command: str, wall: float, st
     section = "\n".join(lines)
     path = docs / "results.md"
     text = path.read_text() if path.is_file() else ""
-    if EPS_BEGIN in text:
-        text = text[:text.index(EPS_BEGIN)] + section + text[text.index(EPS_END) + len(EPS_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    replaced = replace_between(text, EPS_BEGIN, EPS_END, section)
+    path.write_text(replaced if replaced is not None else text.rstrip("\n") + "\n\n" + section + "\n")
     (docs / "eps_study.json").write_text(json.dumps(rows, indent=1))
     return section
 

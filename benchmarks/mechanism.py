@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.compare import KEEP_FROM, mean_se, run_one
+from benchmarks.compare import KEEP_FROM, mean_se, replace_between, run_one
 from common.algorithms import ALGORITHMS
 
 # task -> (config, task-specific overrides). Countdown: 1500 SFT steps, because the 400-step start of
@@ -206,8 +206,9 @@ def write_section(docs: Path, rows: list[dict], probe: list[dict], *, command: s
     section = "\n".join(lines)
     path = docs / "results.md"
     text = path.read_text() if path.is_file() else ""
-    if STUDY_BEGIN in text:
-        text = text[:text.index(STUDY_BEGIN)] + section + text[text.index(STUDY_END) + len(STUDY_END):]
+    replaced = replace_between(text, STUDY_BEGIN, STUDY_END, section)
+    if replaced is not None:
+        text = replaced
     elif KEEP_FROM in text:
         text = text + "\n" + section + "\n"
     else:

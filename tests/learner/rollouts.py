@@ -11,6 +11,7 @@ from actors.advantages import leave_one_out
 from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.tasks import make_prompts
+from learner.group import LearnerGroup
 from rewards.service.pool import RemoteRewardPool
 
 GROUP = 6
@@ -43,3 +44,12 @@ def full_state(group) -> dict:
     """Every weight of a LearnerGroup, gathered through its export path (rank 0 -> object store)."""
     ref, _ = group.export_weights()
     return ray.get(ref)
+
+
+def run_step(cfg, model_dir, batch_refs) -> tuple[dict, dict]:
+    """One learner step of a fresh LearnerGroup on `batch_refs`: (its metrics, every weight after it)."""
+    group = LearnerGroup(cfg, model_dir)
+    try:
+        return group.train_step(batch_refs), full_state(group)
+    finally:
+        group.shutdown()

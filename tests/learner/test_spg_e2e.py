@@ -10,10 +10,9 @@ import torch
 from common.batch import RolloutBatch
 from common.config import ModelConfig, load_config
 from common.denoiser import load_denoiser
-from learner.group import LearnerGroup
 from learner.losses import spg_loss
 from learner.spg_update import sandwich_terms
-from rollouts import actor_batches, full_state  # tests/learner/rollouts.py
+from rollouts import actor_batches, run_step  # tests/learner/rollouts.py
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
@@ -31,16 +30,6 @@ def spg_setup(ray_local, tiny_model_dir):
     """(the two batch refs, the same batches as RolloutBatch): real rollouts with seeded rewards of both signs."""
     with actor_batches(config(), tiny_model_dir) as (_, _, _, refs):
         yield refs, [RolloutBatch.from_arrow(t) for t in ray.get(refs)]
-
-
-def run_step(cfg, model_dir, batches):
-    group = LearnerGroup(cfg, model_dir)
-    try:
-        metrics = group.train_step(batches)
-        state = full_state(group)
-    finally:
-        group.shutdown()
-    return metrics, state
 
 
 def test_actor_computes_no_teacher_targets_for_spg(spg_setup):

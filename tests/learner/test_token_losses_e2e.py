@@ -11,9 +11,8 @@ from common.algorithms import ALGORITHMS
 from common.batch import RolloutBatch
 from common.config import ModelConfig, load_config
 from common.denoiser import load_denoiser
-from learner.group import LearnerGroup
 from learner.token_update import onestep_prompt_mask
-from rollouts import actor_batches, full_state  # tests/learner/rollouts.py
+from rollouts import actor_batches, run_step  # tests/learner/rollouts.py
 
 pytestmark = pytest.mark.slow  # Ray actors + real rollouts / FSDP steps: minutes on 2 cores
 
@@ -33,16 +32,6 @@ def token_setup(ray_local, tiny_model_dir):
     """(the first batch as a RolloutBatch, the two batch refs): real rollouts with seeded rewards."""
     with actor_batches(config("diffu_grpo", "algorithm.beta=0.04"), tiny_model_dir) as (_, _, _, refs):
         yield RolloutBatch.from_arrow(ray.get(refs[0])), refs
-
-
-def run_step(cfg, model_dir, batches):
-    group = LearnerGroup(cfg, model_dir)
-    try:
-        metrics = group.train_step(batches)
-        state = full_state(group)
-    finally:
-        group.shutdown()
-    return metrics, state
 
 
 def assert_same_update(cfg, runs, keys, tiny_model_dir):
