@@ -214,6 +214,15 @@ def learner_step_on_the_device(model):
 
 
 @check
+def sandwich_and_token_paths_on_the_device(model):
+    """SPG's SandwichPath (EUBO + ELBO, no teacher) and the per-token TokenPath (diffu-GRPO, learner-side targets)
+    run their step where the rank's tensors are, as the sequence path does."""
+    for extra in (["algorithm.name=spg"], ["algorithm.name=diffu_grpo", "algorithm.teacher_source=learner"]):
+        stats = run_learner_step(model, LORA + extra)
+        assert all(v == v for v in stats["grad_norm"]) and stats["grad_norm"][0] > 0, (extra, stats)
+
+
+@check
 def bf16_teacher_gap_is_zero(model):
     """Defect 6: in bf16 with LoRA, the actor's S_old and the learner's first S_theta (FSDP, no input cast) agree
     exactly, so GDSD's clamp stays open."""

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ["rollout_actor_places_engine_and_noise", "sampling_noise_drawn_on_the_device",
           "rollout_at_temperature_one_both_schedules",
           "evaluation_in_bounded_row_chunks", "weight_bus_between_cpu_and_device_members",
-          "learner_step_on_the_device", "bf16_teacher_gap_is_zero", "sft_step_on_the_device"]
+          "learner_step_on_the_device", "sandwich_and_token_paths_on_the_device", "bf16_teacher_gap_is_zero",
+          "sft_step_on_the_device"]
 
 
 FACTORIES = {"zeros", "ones", "empty", "full", "tensor", "arange", "rand", "randn", "randint", "linspace", "eye",
