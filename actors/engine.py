@@ -27,9 +27,8 @@ class PolicyEngine:
     def __init__(self, cfg: RunConfig, model_path: str, *, device: torch.device, name: str = "rollout") -> None:
         self.cfg, self.name, self.device = cfg, name, torch.device(device)
         self.policy: Denoiser = load_denoiser(cfg.model, model_path, device=self.device)
-        # per-token algorithms get their reference log-probs on the learner; sequence-level ones here, if beta > 0
-        spec = get_algorithm(cfg.algorithm.name)
-        needs_ref = spec.sequence_level and spec.needs_ref and cfg.algorithm.beta > 0
+        # sequence-level algorithms with beta > 0 get S_ref here, per-token ones on the learner (the registry's rule)
+        needs_ref = get_algorithm(cfg.algorithm.name).reference_on(cfg.algorithm.beta) == "actor"
         # with LoRA the reference is the same weights with the adapters off (official S_ref): no second copy
         self.reference: Denoiser | None = None
         if needs_ref:

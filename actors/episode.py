@@ -100,15 +100,15 @@ def teacher_targets(cfg: RunConfig, policy: Denoiser, reference: Denoiser | None
     B = len(gen.items)
     seeds = draw_mask_seeds(alg.mu, alg.num_mc, generator)  # [J, M]
     spec = get_algorithm(alg.name)
-    variant = spec.s_variant
+    s_variant = spec.s_variant
     prompt_ids, completion = gen.prompt_ids.to(policy.device), gen.completion_ids.to(policy.device)
     nan = torch.full((B, alg.mu, alg.num_mc), float("nan"), device="cpu")
     old_logp = ref_logp = nan
-    if variant is not None and spec.needs_old and alg.teacher_source == "rollout":  # SPG is ratio-free: no S_old
-        old_logp = teacher_logps(policy, prompt_ids, completion, seeds, variant=variant,
+    if s_variant is not None and spec.old_on(alg.teacher_source) == "actor":  # SPG is ratio-free: no S_old
+        old_logp = teacher_logps(policy, prompt_ids, completion, seeds, s_variant=s_variant,
                                  rows_per_forward=cfg.learner.micro_batch_rows, prompt_len=gen.prompt_len)
-    if variant is not None and reference is not None:
-        ref_logp = teacher_logps(reference, prompt_ids, completion, seeds, variant=variant,
+    if s_variant is not None and reference is not None:
+        ref_logp = teacher_logps(reference, prompt_ids, completion, seeds, s_variant=s_variant,
                                  rows_per_forward=cfg.learner.micro_batch_rows, prompt_len=gen.prompt_len)
     return TeacherTargets(mask_seeds=seeds, old_logp=old_logp, ref_logp=ref_logp,
                           seconds=time.perf_counter() - start)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from common.denoiser import Denoiser
-from common.logprob import Variant, denoise_logprob
+from common.algorithms import SVariant
+from common.logprob import denoise_logprob
 from common.masking import consistent_masks
 from common.models.lora import row_seeds
 
@@ -20,7 +21,7 @@ def draw_mask_seeds(num_iters: int, num_mc: int, generator: torch.Generator) -> 
 
 @torch.no_grad()
 def teacher_logps(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor,
-                  seeds: torch.Tensor, *, variant: Variant, rows_per_forward: int,
+                  seeds: torch.Tensor, *, s_variant: SVariant, rows_per_forward: int,
                   prompt_len: torch.Tensor | None = None) -> torch.Tensor:
     """S(x0) float32 [B, J, M] under `denoiser` with the masks of `seeds` [J, M] built for the whole batch
     (`prompt_len` [B]: real tokens of the left-padded prompts, masked out of attention like on the learner). LoRA
@@ -35,7 +36,7 @@ def teacher_logps(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: 
             for lo in range(0, B, rows_per_forward):
                 hi = min(B, lo + rows_per_forward)
                 out[lo:hi, j, m] = denoise_logprob(denoiser, prompt_ids[lo:hi], completion_ids[lo:hi],
-                                                   masks[lo:hi], variant=variant,
+                                                   masks[lo:hi], s_variant=s_variant,
                                                    prompt_len=None if prompt_len is None else prompt_len[lo:hi],
                                                    dropout_seeds=None if drop is None else drop[lo:hi])
     return out.cpu()

@@ -1,9 +1,11 @@
 """The algorithm registry: one `AlgorithmSpec` per `algorithm.name`, the only place algorithm names are listed.
 
 Everything else derives from it: config validation (`common/validation.py`), the S(x0) variant the actors compute
-teacher targets with, the learner's loss registry (`learner/losses/__init__.py` resolves `loss` lazily), and the
-method list of `benchmarks/compare.py`. This module imports no torch (validating a YAML file must not), in the spirit
-of torchtitan's `protocols/train_spec.py`. Adding an algorithm = one entry here + its loss function in learner/losses.
+teacher targets with (`s_variant`), who computes S_old and who holds the frozen reference policy (`old_on`,
+`reference_on`: the one rule each), the learner's loss registry (`learner/losses/__init__.py` resolves `loss`
+lazily), and the method list of `benchmarks/compare.py`. This module imports no torch (validating a YAML file must
+not), in the spirit of torchtitan's `protocols/train_spec.py`. Adding an algorithm = one entry here + its loss
+function in learner/losses.
 
 Fields an algorithm reads are listed in `reads`; setting any other `algorithm.*` key explicitly is a config error.
 `official` holds the official values of the method's paper / released code (docs/design.md, "Algorithms").
@@ -13,9 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+# Two names, two concepts (docs/design.md, "The algorithm registry"):
+#   SVariant: which S(x0) formula common/logprob.py computes (GDSD's ½-sum or TLC's 1/t-weighted ELBO);
+#   LogpKind: what an algorithm's loss consumes (an S(x0) variant, d1's per-token one-step estimate, or SPG's
+#   ELBO + EUBO); it decides the learner's update path and, through `s_variant`, the actors' teacher targets.
 SVariant = Literal["gdsd", "tlc"]
 LogpKind = Literal["gdsd", "tlc", "token_onestep", "tlc+eubo"]
 TeacherSource = Literal["rollout", "learner"]
+Holder = Literal["actor", "learner"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,7 @@ class AlgorithmSpec:
     Attributes:
         name: the config's ``algorithm.name``.
         loss: ``"module:function"`` of the loss in learner/losses (resolved by the learner, so no torch here).
-        logp: what the loss consumes: sequence-level S(x0) (``gdsd`` / ``tlc``), d1's one-step per-token
+        logp_kind: what the loss consumes: sequence-level S(x0) (``gdsd`` / ``tlc``), d1's one-step per-token
             estimate (``token_onestep``) or SPG's ELBO + EUBO from per-token log-probs of the same mask draws
             (``tlc+eubo``; S_old / S_ref are never needed).
         needs_old: the loss uses the sampling policy's log-probs (S_old); SPG and wd1 are ratio-free.
@@ -43,7 +50,7 @@ class AlgorithmSpec:
 
     name: str
     loss: str
-    logp: LogpKind
+    logp_kind: LogpKind
     needs_old: bool
     needs_ref: bool
     teacher_sources: tuple[TeacherSource, ...]
@@ -58,11 +65,28 @@ class AlgorithmSpec:
     @property
     def s_variant(self) -> SVariant | None:
         """The S(x0) variant of the sequence-level teacher targets; None for per-token estimates."""
-        return {"gdsd": "gdsd", "tlc": "tlc", "tlc+eubo": "tlc"}.get(self.logp)  # type: ignore[return-value]
+        return {"gdsd": "gdsd", "tlc": "tlc", "tlc+eubo": "tlc"}.get(self.logp_kind)  # type: ignore[return-value]
 
     @property
     def sequence_level(self) -> bool:
         return self.s_variant is not None
+
+    def old_on(self, teacher_source: TeacherSource) -> Holder | None:
+        """Who computes S_old (the sampling policy's log-probs): the actors for sequence-level S(x0) with
+        ``algorithm.teacher_source=rollout`` (it travels in the RolloutBatch as ``old_logp``), else the learner
+        (per-token targets are not in the RolloutBatch); None for the ratio-free losses (SPG, wd1)."""
+        if not self.needs_old:
+            return None
+        return "actor" if self.sequence_level and teacher_source == "rollout" else "learner"
+
+    def reference_on(self, beta: float) -> Holder | None:
+        """Who holds the frozen reference policy and computes S_ref: the actors for sequence-level S(x0) (it travels
+        in the RolloutBatch as ``ref_logp``), the learner for per-token estimates (not in the RolloutBatch); None
+        when the loss has no KL term or ``algorithm.beta == 0``. The one rule: the actors' engine, the learner's
+        update paths and deploy/plan.py all ask here."""
+        if not (self.needs_ref and beta > 0):
+            return None
+        return "actor" if self.sequence_level else "learner"
 
     def overrides(self, task: str | None = None) -> list[str]:
         """`algorithm.key=value` overrides selecting this method at its official settings (on `task`, if given)."""

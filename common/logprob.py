@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from common.algorithms import SVariant as Variant
+from common.algorithms import SVariant
 from common.denoiser import Denoiser, padding_mask
 from common.masking import mask_fraction
 from common.models.lora import lora_dropout
@@ -29,7 +29,7 @@ def pair_inputs(prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: t
 
 
 def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids: torch.Tensor, masks: torch.Tensor,
-                    variant: Variant = "gdsd", *, prompt_len: torch.Tensor | None = None,
+                    s_variant: SVariant = "gdsd", *, prompt_len: torch.Tensor | None = None,
                     dropout_seeds: torch.Tensor | None = None) -> torch.Tensor:
     """S(x0) float32 [B] for prompts [B, P] (left-padded, `prompt_len` [B] real tokens; None = no padding),
     completions [B, L] and masks bool [B, L] (True = masked in x_t).
@@ -39,13 +39,13 @@ def denoise_logprob(denoiser: Denoiser, prompt_ids: torch.Tensor, completion_ids
     Differentiable: the learner calls it with grad, the actor without. `dropout_seeds` int64 [B]: LoRA dropout seeds
     of the rows (common.models.lora.row_seeds; the complement row gets its own); None = no dropout.
     """
-    if variant not in ("gdsd", "tlc"):
-        raise ValueError(f"unknown log-prob variant {variant!r}; choose 'gdsd' or 'tlc'")
+    if s_variant not in ("gdsd", "tlc"):
+        raise ValueError(f"unknown S(x0) variant {s_variant!r}; choose 'gdsd' or 'tlc'")
     B, L = completion_ids.shape
     per_pos = pair_token_logprob(denoiser, prompt_ids, completion_ids, masks, prompt_len=prompt_len,
                                  dropout_seeds=dropout_seeds)  # [2B, L]
     sum_masked, sum_rest = per_pos[:B].sum(dim=1), per_pos[B:].sum(dim=1)  # [B], [B]
-    if variant == "gdsd":
+    if s_variant == "gdsd":
         return 0.5 * (sum_masked + sum_rest)
     t = mask_fraction(masks).to(sum_masked.device)  # [B]
     t_rest = L / (L + 1) - t  # the complement's mask fraction

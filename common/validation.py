@@ -42,7 +42,7 @@ def _algorithm_rules(cfg: RunConfig) -> list[str]:
     errors = []
     if not spec.trainable:
         errors.append(f"algorithm.name={alg.name}: the learner does not implement it ({spec.paper}; its "
-                      f"'{spec.logp}' estimate is missing); choose one of [{', '.join(TRAINABLE)}]")
+                      f"'{spec.logp_kind}' estimate is missing); choose one of [{', '.join(TRAINABLE)}]")
     ignored = sorted(k for k in alg.model_fields_set if k not in spec.reads)
     if ignored:
         errors.append(f"algorithm.name={alg.name} ignores " + ", ".join(f"algorithm.{k}" for k in ignored)
@@ -53,7 +53,7 @@ def _algorithm_rules(cfg: RunConfig) -> list[str]:
             errors.append(f"algorithm.teacher_source={alg.teacher_source}: algorithm.name={alg.name} computes its "
                           f"teacher targets on the {' or '.join(spec.teacher_sources)} only (per-token estimates are "
                           f"not in the RolloutBatch); set algorithm.teacher_source={spec.teacher_sources[0]}")
-        elif alg.teacher_source == "rollout" and spec.needs_old:
+        elif spec.old_on(alg.teacher_source) == "actor":
             errors += _exact_teacher_rules(cfg)
         elif alg.teacher_source == "learner" and cfg.pipeline.max_staleness > 0:
             errors.append("algorithm.teacher_source=learner recomputes the teacher targets from the learner's current "

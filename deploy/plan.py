@@ -117,7 +117,7 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
     actor = Section("rollout actor (one device)")
     actor.lines.append(Line("weights", (n_base + n_lora) * c, f"(N_base {n_base:.3g} + N_lora {n_lora:.3g}) x c {c}",
                             ("model.dtype",)))
-    needs_ref = spec.sequence_level and spec.needs_ref and alg.beta > 0
+    needs_ref = spec.reference_on(alg.beta) == "actor"
     if needs_ref and not lora:
         actor.lines.append(Line("reference copy", n_base * c, "N_base x c (full fine-tuning, beta > 0; LoRA: adapters "
                                 "off, no copy)", ("model.lora.enabled", "algorithm.beta")))
@@ -131,11 +131,11 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
     dtype = torch.bfloat16 if c == 2 else torch.float32
     _sampling_lines(actor, "sampling", a, s, c, rows=min(rows_per_call(s, vocab_size=V, dtype=dtype), rows_actor),
                     P=P, targets=targets, r=r)
-    teacher_here = spec.sequence_level and (alg.teacher_source == "rollout" or needs_ref)
-    if teacher_here:
+    old_here = spec.old_on(alg.teacher_source) == "actor"  # the rules of actors/episode.py::teacher_targets
+    if old_here or needs_ref:
         b = min(lcfg.micro_batch_rows, rows_actor)
         rows = 2 * b  # x_t and its complement
-        drop = p_drop if alg.teacher_source == "rollout" else 0.0
+        drop = p_drop if old_here else 0.0  # the policy's forward runs LoRA dropout, the reference's none
         per_tok = nograd_token_bytes(a, c, targets=targets, r=r, dropout=drop, rows=rows, T=T)
         actor.lines.append(Line("teacher forward", rows * T * per_tok,
                                 f"2 x {b} rows x T {T} x {per_tok:.0f} B/token (no-grad forward peak; LoRA dropout "
@@ -166,6 +166,10 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         learner.lines.append(Line("grads + AdamW", n_base * 12 / W, "N_base x (4 grad + 8 AdamW state) / W",
                                   ("learner.num_ranks",)))
         n_train = n_base
+    if spec.reference_on(alg.beta) == "learner" and not lora:  # learner/worker.py: d1's per-token S_ref
+        learner.lines.append(Line("reference shard", n_base * c / W, f"N_base x c / W {W} (frozen copy, full "
+                                  "fine-tuning, beta > 0; LoRA: adapters off, no copy)",
+                                  ("model.lora.enabled", "algorithm.beta", "learner.num_ranks")))
     blk = block_params(a) + lora_params(a, r, targets) / Lyr
     root = root_params(a)
     if W > 1:
@@ -203,7 +207,7 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
     learner.lines.append(Line("head chunk", n * (H * c + V * (3 * c + 12)),
                               f"min({HEAD_CHUNK}, {b} x L) x (c H + V x (3c + 12)): recomputed logits, float32 "
                               "copy, softmax grad", ("learner.micro_batch_rows",), "step"))
-    if alg.teacher_source == "learner" or (token_path and spec.needs_old):
+    if spec.old_on(alg.teacher_source) == "learner":
         per_tok = nograd_token_bytes(a, c, targets=targets, r=r, rows=rows, T=T)
         learner.lines.append(Line("teacher forward (no grad)", rows * T * per_tok,
                                   f"{rows} rows x T {T} x {per_tok:.0f} B/token",

@@ -1,4 +1,4 @@
-"""The learner's SPG path (``LossSpec.logp_variant == "tlc+eubo"``): Sandwiched Policy Gradient, on-policy.
+"""The learner's SPG path (``AlgorithmSpec.logp_kind == "tlc+eubo"``): Sandwiched Policy Gradient, on-policy.
 
 SPG needs no teacher targets (no ratio, no KL: the official ``SPGTrainer`` raises for β ≠ 0), so nothing is
 computed before the step. Per micro-batch and inner iteration j it runs the same seeded mask pairs as the ELBO
@@ -46,12 +46,11 @@ class SandwichPath:
     no reference."""
 
     def __init__(self, spec: LossSpec, cfg: RunConfig) -> None:
-        if spec.logp_variant != "tlc+eubo":
-            raise ValueError(f"SandwichPath serves logp_variant 'tlc+eubo', not {spec.logp_variant!r}")
+        if spec.algorithm.logp_kind != "tlc+eubo":
+            raise ValueError(f"SandwichPath serves logp_kind 'tlc+eubo', not {spec.algorithm.logp_kind!r}")
         self.spec, self.cfg = spec, cfg
         self.kwargs = spec.kwargs_from(cfg.algorithm)
         self.group_size: int | None = None
-        self.use_ref = False
 
     def prepare(self, policy: Denoiser, reference: Denoiser | None, micros: list[RolloutBatch], *, version: int,
                 num_rows: int, scale: float) -> MicroFn:

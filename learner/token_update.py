@@ -1,4 +1,4 @@
-"""The learner's per-token path (``LossSpec.logp_variant == "token_onestep"``): diffu-GRPO (d1) and wd1.
+"""The learner's per-token path (``AlgorithmSpec.logp_kind == "token_onestep"``): diffu-GRPO (d1) and wd1.
 
 The RolloutBatch carries no per-token targets (old_logp / ref_logp are sequence-level [B, J, M], NaN for these
 algorithms), so they are recomputed here, on the learner, in synchronous mode (``algorithm.teacher_source=learner``):
@@ -10,8 +10,8 @@ algorithms), so they are recomputed here, on the learner, in synchronous mode (`
   * old per-token log-probs: under no_grad at the start of the step, with the current weights (= the weights that
     sampled the batch, checked through ``policy_version``), on exactly the micro-batches the gradient forwards
     use, so the ratio at the first inner iteration is exactly 1 on CPU.
-  * reference per-token log-probs: from the learner's frozen reference copy (only loaded when β > 0 and the loss
-    uses a reference).
+  * reference per-token log-probs: from the learner's frozen reference copy (loaded when
+    ``AlgorithmSpec.reference_on(β) == "learner"``: the loss has a KL term and β > 0).
 
 No Ray here. Legend: b rows on this rank, P prompt, L completion, J inner iterations.
 """
@@ -53,12 +53,12 @@ class TokenPath:
     split on group boundaries (registry: `group_rows`)."""
 
     def __init__(self, spec: LossSpec, cfg: RunConfig) -> None:
-        if spec.logp_variant != "token_onestep":
-            raise ValueError(f"TokenPath serves logp_variant 'token_onestep', not {spec.logp_variant!r}")
+        if spec.algorithm.logp_kind != "token_onestep":
+            raise ValueError(f"TokenPath serves logp_kind 'token_onestep', not {spec.algorithm.logp_kind!r}")
         self.spec, self.cfg = spec, cfg
         self.kwargs = spec.kwargs_from(cfg.algorithm)
         self.group_size = cfg.rollout.group_size if spec.algorithm.group_rows else None
-        self.use_ref = spec.needs_ref and cfg.algorithm.beta > 0
+        self.use_ref = spec.algorithm.reference_on(cfg.algorithm.beta) == "learner"
 
     @torch.no_grad()
     def _targets(self, denoiser: Denoiser, micros: list[RolloutBatch], num_iters: int) -> list[torch.Tensor]:
@@ -72,12 +72,13 @@ class TokenPath:
         that runs the forward, the loss and the backward and returns (metrics, teacher gap at j = 0 or None)."""
         num_iters = self.cfg.algorithm.mu
         old = ref = None
-        if self.spec.needs_old:
+        if self.spec.algorithm.old_on(self.cfg.algorithm.teacher_source) == "learner":  # always, when it has S_old
             check_on_policy(micros, version)
             old = self._targets(policy, micros, num_iters)
         if self.use_ref:
             if reference is None:
-                raise RuntimeError(f"algorithm.name={self.spec.name} with beta > 0 needs the learner's reference copy")
+                raise RuntimeError(f"algorithm.name={self.spec.algorithm.name} with beta > 0 needs the learner's "
+                                   "reference copy")
             ref = self._targets(reference, micros, num_iters)
             reference.net.reshard()  # the FSDP root stays gathered after a forward without backward
 
@@ -86,7 +87,7 @@ class TokenPath:
             lp = token_logp(policy, micro, j, self.cfg.algorithm.p_mask_prompt)  # [b, L]
             cmask = micro.completion_mask.to(device)
             extra: dict = {}
-            if self.spec.needs_old:
+            if self.spec.algorithm.needs_old:
                 extra.update(old_token_logp=old[i][:, j], ref_token_logp=None if ref is None else ref[i][:, j])
             if self.group_size is not None:
                 extra["group_size"] = self.group_size

@@ -16,7 +16,8 @@ import torch
 from common.batch import RolloutBatch
 from common.config import RunConfig
 from common.denoiser import Denoiser
-from common.logprob import Variant, denoise_logprob
+from common.algorithms import SVariant
+from common.logprob import denoise_logprob
 from common.masking import consistent_masks
 from common.models.lora import row_seeds
 from learner.losses import LossSpec
@@ -28,10 +29,10 @@ MicroFn = Callable[[int, int], tuple[dict[str, torch.Tensor], torch.Tensor | Non
 
 class UpdatePath(Protocol):
     """How one family of losses turns this rank's rows into gradients. `group_size`: rows are split on group
-    boundaries (group-normalised losses), else None. `use_ref`: the learner must hold a frozen reference copy."""
+    boundaries (group-normalised losses), else None. Whether the learner holds a frozen reference copy is
+    `AlgorithmSpec.reference_on` (the worker loads it and passes it to `prepare`)."""
 
     group_size: int | None
-    use_ref: bool
 
     def prepare(self, policy: Denoiser, reference: Denoiser | None, micros: list[RolloutBatch], *, version: int,
                 num_rows: int, scale: float) -> MicroFn:
@@ -58,12 +59,12 @@ def masks_for(batch: RolloutBatch, j: int, m: int) -> torch.Tensor:
     return full[batch.mask_row]
 
 
-def sequence_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, *, variant: Variant) -> torch.Tensor:
+def sequence_logp(denoiser: Denoiser, batch: RolloutBatch, j: int, *, s_variant: SVariant) -> torch.Tensor:
     """S(x0) float32 [b, M] for inner iteration j (differentiable unless called under no_grad)."""
     device = denoiser.device
     prompt, completion = batch.prompt_ids.to(device), batch.completion_ids.to(device)
     seeds = batch.mask_seeds[0, j].tolist() if batch.num_rows else [0] * batch.mask_seeds.shape[2]  # [M] host ints
-    per_draw = [denoise_logprob(denoiser, prompt, completion, masks_for(batch, j, m), variant=variant,
+    per_draw = [denoise_logprob(denoiser, prompt, completion, masks_for(batch, j, m), s_variant=s_variant,
                                 prompt_len=batch.prompt_len, dropout_seeds=row_seeds(seeds[m], batch.mask_row))
                 for m in range(batch.mask_seeds.shape[2])]
     return torch.stack(per_draw, dim=1)
@@ -102,29 +103,28 @@ class SequencePath:
     from the actor (its frozen reference copy)."""
 
     def __init__(self, spec: LossSpec, cfg: RunConfig) -> None:
-        if spec.logp_variant not in ("gdsd", "tlc"):  # per-token and SPG losses take other arguments
-            raise ValueError(f"SequencePath serves sequence-level S(x0) losses, not {spec.logp_variant!r}")
+        if spec.algorithm.logp_kind not in ("gdsd", "tlc"):  # per-token and SPG losses take other arguments
+            raise ValueError(f"SequencePath serves sequence-level S(x0) losses, not {spec.algorithm.logp_kind!r}")
         self.spec, self.cfg = spec, cfg
         self.kwargs = spec.kwargs_from(cfg.algorithm)
         self.group_size: int | None = None
-        self.use_ref = False
 
     @torch.no_grad()
     def _teacher(self, policy: Denoiser, micro: RolloutBatch, version: int) -> torch.Tensor:
         """float32 [b, J, M] S_old on the device: the actor's (teacher_source=rollout) or recomputed here from the
         sampling weights on this very micro-batch (teacher_source=learner)."""
-        if self.cfg.algorithm.teacher_source == "rollout":
+        if self.spec.algorithm.old_on(self.cfg.algorithm.teacher_source) == "actor":
             if torch.isnan(micro.old_logp).any():
                 raise ValueError("algorithm.teacher_source=rollout but the batch carries no S_old (NaN); the actors "
                                  "must run with the same algorithm config")
             return micro.old_logp.to(policy.device)
         check_on_policy([micro], version)
-        return torch.stack([sequence_logp(policy, micro, j, variant=self.spec.logp_variant).float()
+        return torch.stack([sequence_logp(policy, micro, j, s_variant=self.spec.algorithm.s_variant).float()
                             for j in range(micro.mask_seeds.shape[1])], dim=1)  # [b, J, M]
 
     def prepare(self, policy: Denoiser, reference: Denoiser | None, micros: list[RolloutBatch], *, version: int,
                 num_rows: int, scale: float) -> MicroFn:
-        old = [self._teacher(policy, m, version) for m in micros] if self.spec.needs_old else None
+        old = [self._teacher(policy, m, version) for m in micros] if self.spec.algorithm.needs_old else None
 
         def run(i: int, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
             metrics, logp = loss_on_micro_batch(policy, micros[i], j, spec=self.spec, loss_kwargs=self.kwargs,
@@ -145,8 +145,9 @@ def loss_on_micro_batch(denoiser: Denoiser, micro: RolloutBatch, j: int, *, spec
     """Forward, loss, backward for one micro-batch at inner iteration j (`old` [b, M] S_old on the device, or None).
     Returns (metrics, S_theta detached [b, M])."""
     device = denoiser.device
-    logp = sequence_logp(denoiser, micro, j, variant=spec.logp_variant)  # [b, M]
-    ref = micro.ref_logp[:, j].to(device) if spec.needs_ref and loss_kwargs.get("beta", 0) > 0 else None
+    logp = sequence_logp(denoiser, micro, j, s_variant=spec.algorithm.s_variant)  # [b, M]
+    actor_ref = spec.algorithm.reference_on(loss_kwargs.get("beta", 0.0)) == "actor"  # S_ref in the batch
+    ref = micro.ref_logp[:, j].to(device) if actor_ref else None
     loss, metrics = spec.fn(logp, old, ref, micro.advantage.to(device), micro.completion_ids.shape[1],
                             num_rows=num_rows, **loss_kwargs)
     (loss * scale).backward()

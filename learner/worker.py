@@ -52,7 +52,7 @@ class LearnerWorker(WeightPublisher, Checkpointing, SFTStep):
         if not self.spec.algorithm.trainable:  # load_config rejects it already; a hand-built config gets here
             raise ConfigError(f"algorithm.name={cfg.algorithm.name}: the learner does not implement it")
         paths = {"token_onestep": TokenPath, "tlc+eubo": SandwichPath}
-        self.path: UpdatePath = paths.get(self.spec.logp_variant, SequencePath)(self.spec, cfg)
+        self.path: UpdatePath = paths.get(self.spec.algorithm.logp_kind, SequencePath)(self.spec, cfg)
         # wd1 normalises within prompt groups: its rows are split over ranks / micro-batches on group boundaries
         self.group_size = self.path.group_size
         self.reference = None
@@ -96,7 +96,7 @@ class LearnerWorker(WeightPublisher, Checkpointing, SFTStep):
         shard_model(self.denoiser.net, mesh, compute_dtype=compute,
                     activation_checkpointing=self.cfg.learner.activation_checkpointing)
         self.params = [p for p in self.denoiser.net.parameters() if p.requires_grad]
-        if self.path.use_ref:
+        if self.spec.algorithm.reference_on(self.cfg.algorithm.beta) == "learner":
             # per-token reference log-probs are not in the RolloutBatch: a frozen copy of the initial weights,
             # sharded like the policy; held in the compute dtype (what FSDP would cast the master weights to)
             if lora:  # the same sharded weights with the adapters off: no second copy
@@ -162,5 +162,5 @@ class LearnerWorker(WeightPublisher, Checkpointing, SFTStep):
         head = {"version": self.version, "optimizer_steps": self.optimizer_steps,
                 "lr": self.scheduler.get_last_lr()[0], **extra}
         return reduce_step(per_iter, keys, gap_max, head, world_size=self.world_size, rank=self.rank,
-                           log_param_delta=self.cfg.learner.log_param_delta, needs_old=self.spec.needs_old,
+                           log_param_delta=self.cfg.learner.log_param_delta, needs_old=self.spec.algorithm.needs_old,
                            eps=self.cfg.algorithm.eps)

@@ -25,11 +25,8 @@ from learner.losses._util import (
     zero_like,
 )
 
-# ESPO official recipe (github.com/ML-GSAI/ESPO, recipes/train.yaml): β=0.01, ε=0.2, μ=2, num_mc=1.
-ESPO_DEFAULTS = ALGORITHMS["espo"].official
-# SPG official "SPG w/ Mixture" runs (github.com/facebookresearch/SPG, slurm_scripts/spg_mix): mix weight 0.5,
-# EUBO β 1.0 (Sudoku) / 1.5 (Countdown, GSM8K, MATH), μ 4, no KL term.
-SPG_DEFAULTS = ALGORITHMS["spg"].official
+# The official settings of each loss (ESPO: github.com/ML-GSAI/ESPO recipes/train.yaml; SPG w/ Mixture:
+# github.com/facebookresearch/SPG slurm_scripts/spg_mix) are the registry's `official` (common/algorithms.py).
 
 
 def espo_loss(
@@ -54,7 +51,7 @@ def espo_loss(
         ρ      = exp((S_θ − S_old) / L)
         loss   = −Σ_b min(ρ_b A_b, clip(ρ_b, 1−ε_lo, 1+ε_hi) A_b) / B  +  β · Σ_b ½ (S_θ − S_ref)² / (B · L)
 
-    S is the ELBO: in this project ``denoise_logprob(..., variant="tlc")``, which is the same coupled, 1/t-weighted
+    S is the ELBO: in this project ``denoise_logprob(..., s_variant="tlc")``, which is the same coupled, 1/t-weighted
     estimator as ESPO's ``_get_elbo(reduce_var=True)``.
 
     Args:
@@ -178,7 +175,7 @@ def spg_loss(
     advantages: Tensor,
     gen_len: int,
     *,
-    mix_weight: float = SPG_DEFAULTS["mix_weight"],
+    mix_weight: float = ALGORITHMS["spg"].official["mix_weight"],
     num_rows: int | None = None,
 ) -> tuple[Tensor, Metrics]:
     """SPG (Sandwiched Policy Gradient), Wang et al., arXiv:2510.09541, Sec. 3 "Sandwiched Policy Gradient with

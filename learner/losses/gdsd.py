@@ -9,7 +9,6 @@ import math
 import torch
 from torch import Tensor
 
-from common.algorithms import ALGORITHMS
 
 from learner.losses._util import (
     Metrics,
@@ -22,10 +21,6 @@ from learner.losses._util import (
     rows_norm,
     zero_like,
 )
-
-# Official GDSD defaults (paper + released code; the registry common/algorithms.py): β=1e-3, ε=4e-4, μ=8, num_mc=1,
-# ψ=1 (GSM8K/MATH ψ=10).
-GDSD_DEFAULTS = ALGORITHMS["gdsd"].official
 
 
 def gdsd_loss(
@@ -50,7 +45,7 @@ def gdsd_loss(
 
     i.e. the length-normalised log-ratio is regressed onto ψA (teacher π_old·exp(ψA), partition function dropped),
     plus the k2 KL estimator to the reference. GDSD-TLC is the same function applied to the 1/t-weighted S
-    (``denoise_logprob(..., variant="tlc")``); only the registry entry differs.
+    (``denoise_logprob(..., s_variant="tlc")``); only the registry entry differs.
 
     ``eps_scope="token"`` (an option, not the official formula; issue 24) clamps the length-normalised log-ratio
     instead: Δ/L = clamp((S_θ − S_old)/L, log(1−ε), log(1+ε)), i.e. the band on the sum is L·[log(1−ε), log(1+ε)],

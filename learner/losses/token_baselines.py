@@ -23,10 +23,9 @@ from learner.losses._util import (
     zero_like,
 )
 
-# d1 official config (DiffuGRPOConfig, as vendored by the SPG repo): β=0.04, ε=0.2; prompt masking p=0.15 (paper).
-DIFFU_GRPO_DEFAULTS = {k: v for k, v in ALGORITHMS["diffu_grpo"].official.items() if k != "teacher_source"}
-# wd1 official trainer (github.com/xiaohangt/wd1, rev_grpo_trainer.py): softmax(A) with unit temperature, no KL.
-WD1_DEFAULTS = ALGORITHMS["wd1"].official
+# The official settings (d1: DiffuGRPOConfig as vendored by the SPG repo, prompt masking p = 0.15 from the paper;
+# wd1: github.com/xiaohangt/wd1 rev_grpo_trainer.py, softmax(A) with unit temperature) are the registry's `official`
+# (common/algorithms.py).
 
 
 def diffu_grpo_prompt_mask(
@@ -126,7 +125,7 @@ def wd1_loss(
     completion_mask: Tensor,
     *,
     group_size: int | None = None,
-    psi: float = WD1_DEFAULTS["psi"],
+    psi: float = ALGORITHMS["wd1"].official["psi"],
     num_rows: int | None = None,
 ) -> tuple[Tensor, Metrics]:
     """wd1 (Tang et al., "wd1: Weighted Policy Optimization for Reasoning in Diffusion Language Models",

@@ -47,7 +47,7 @@ def test_matches_position_by_position_reference(with_shift, variant, shift):
     masks[0] = False  # level 0: every position scored in x~_t (t = 0 edge)
     masks[1] = True  # level L: the complement is empty (t = L/(L+1) edge)
     with torch.no_grad():
-        fast = denoise_logprob(den, prompt, completion, masks, variant=variant)
+        fast = denoise_logprob(den, prompt, completion, masks, s_variant=variant)
     assert fast.dtype == torch.float32 and fast.shape == (B,)
     for i in range(B):
         ref = slow_logprob(den, prompt[i], completion[i], masks[i], variant)

@@ -47,6 +47,25 @@ def test_the_losses_registry_is_derived_from_the_algorithm_registry():
             assert params[kw].kind is inspect.Parameter.KEYWORD_ONLY, (name, kw)
 
 
+@pytest.mark.parametrize("beta", [0.0, 1e-3])
+def test_one_rule_says_who_holds_the_reference_copy(beta):
+    """AlgorithmSpec.reference_on (asked by the actors' engine, the learner and deploy/plan.py) against the table of
+    docs/design.md, "The algorithm registry": S_ref from the actor for the sequence-level KL losses, from the learner
+    for d1's per-token one, nobody for the ratio-free losses or beta = 0."""
+    table = {"gdsd": "actor", "gdsd_tlc": "actor", "espo": "actor", "diffu_grpo": "learner", "spg": None, "wd1": None}
+    assert {name: spec.reference_on(beta) for name, spec in ALGORITHMS.items()} == {
+        name: holder if beta > 0 else None for name, holder in table.items()}
+
+
+@pytest.mark.parametrize("source", ["rollout", "learner"])
+def test_one_rule_says_who_computes_s_old(source):
+    """AlgorithmSpec.old_on (asked by the episode, the learner's update paths, validation and deploy/plan.py): the
+    actor only for sequence-level S(x0) with teacher_source=rollout, the learner for the rest with a ratio."""
+    seq = "actor" if source == "rollout" else "learner"
+    assert {name: spec.old_on(source) for name, spec in ALGORITHMS.items()} == {
+        "gdsd": seq, "gdsd_tlc": seq, "espo": seq, "diffu_grpo": "learner", "spg": None, "wd1": None}
+
+
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_each_trainable_algorithm_loads_at_its_official_settings(name):
     cfg = load_config(None, official(name))

@@ -207,6 +207,27 @@ def test_checks_name_the_line_and_the_keys():
     assert line(ck.learner, "activations (micro-batch)").bytes < line(plan.learner, "activations (micro-batch)").bytes
 
 
+@pytest.mark.parametrize("overrides, actor_lines, learner_lines", [
+    (("algorithm.name=gdsd",), {"reference copy", "teacher forward"}, set()),
+    (("algorithm.name=gdsd", "algorithm.beta=0"), {"teacher forward"}, set()),
+    (("algorithm.name=gdsd", "algorithm.teacher_source=learner"), {"reference copy", "teacher forward"},
+     {"teacher forward (no grad)"}),
+    (("algorithm.name=diffu_grpo", "algorithm.teacher_source=learner", "algorithm.beta=0.04"), set(),
+     {"reference shard", "teacher forward (no grad)"}),
+    (("algorithm.name=diffu_grpo", "algorithm.teacher_source=learner", "algorithm.beta=0"), set(),
+     {"teacher forward (no grad)"}),
+    (("algorithm.name=spg",), set(), set()),  # ratio-free, no KL: no teacher, no reference anywhere
+    (("algorithm.name=gdsd", "model.lora.enabled=true"), {"teacher forward"}, set()),  # LoRA: adapters off, no copy
+])
+def test_teacher_and_reference_lines_follow_the_registry(overrides, actor_lines, learner_lines):
+    """Full fine-tuning (sudoku_tiny): the S_old / S_ref lines sit where AlgorithmSpec.old_on / reference_on put the
+    work, as docs/design.md's registry table says (actor: sequence-level; learner: teacher_source=learner, d1)."""
+    _, _, plan = tiny_plan(*overrides)
+    names = {"reference copy", "teacher forward", "reference shard", "teacher forward (no grad)"}
+    assert {x.name for x in plan.actor.lines} & names == actor_lines
+    assert {x.name for x in plan.learner.lines} & names == learner_lines
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "paper").glob("*.yaml")), ids=lambda p: p.stem)
 def test_paper_configs_fit_one_h200(path):
     """Every paper config's actor and rank fit one H200 (140 GiB) at the real widths (deploy/shapes/)."""

@@ -263,16 +263,18 @@ def test_property_residual_is_higher_order_in_psi() -> None:
 # ------------------------------------------------------------------------------------------------ registry ----
 def test_registry_contents() -> None:
     assert list(LOSSES) == ["gdsd", "gdsd_tlc", "espo", "diffu_grpo", "spg", "wd1"]
-    variants = {name: spec.logp_variant for name, spec in LOSSES.items()}
-    assert variants == {"gdsd": "gdsd", "gdsd_tlc": "tlc", "espo": "tlc", "diffu_grpo": "token_onestep",
-                        "spg": "tlc+eubo", "wd1": "token_onestep"}
+    kinds = {name: spec.algorithm.logp_kind for name, spec in LOSSES.items()}
+    assert kinds == {"gdsd": "gdsd", "gdsd_tlc": "tlc", "espo": "tlc", "diffu_grpo": "token_onestep",
+                     "spg": "tlc+eubo", "wd1": "token_onestep"}
+    assert {name: spec.algorithm.s_variant for name, spec in LOSSES.items()} == {
+        "gdsd": "gdsd", "gdsd_tlc": "tlc", "espo": "tlc", "diffu_grpo": None, "spg": "tlc", "wd1": None}
     assert LOSSES["gdsd"].fn is LOSSES["gdsd_tlc"].fn is gdsd_loss
-    assert [n for n, s in LOSSES.items() if s.needs_ref] == ["gdsd", "gdsd_tlc", "espo", "diffu_grpo"]
-    assert [n for n, s in LOSSES.items() if not s.needs_old] == ["spg", "wd1"]
+    assert [n for n, s in LOSSES.items() if s.algorithm.needs_ref] == ["gdsd", "gdsd_tlc", "espo", "diffu_grpo"]
+    assert [n for n, s in LOSSES.items() if not s.algorithm.needs_old] == ["spg", "wd1"]
     for name, spec in LOSSES.items():
-        assert spec.name == name
+        assert spec.algorithm.name == name
         params = inspect.signature(spec.fn).parameters
-        for kw, _ in spec.config_fields:  # every config field the learner passes is a keyword of the loss
+        for kw in spec.algorithm.loss_kwargs:  # every config field the learner passes is a keyword of the loss
             assert params[kw].kind is inspect.Parameter.KEYWORD_ONLY, (name, kw)
 
 
