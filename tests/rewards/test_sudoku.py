@@ -1,4 +1,4 @@
-"""Sudoku reward against hand-worked cases and the task generator's reference replies in both prompt formats."""
+"""Sudoku reward against hand-worked cases and the task generator's reference replies in all three prompt formats."""
 from __future__ import annotations
 
 import pytest
@@ -22,7 +22,7 @@ def test_hand_worked_example_is_a_valid_puzzle():
 
 
 @pytest.mark.parametrize("text", [
-    f"<reasoning>\nfill the blanks\n</reasoning>\n<answer>\n{SOLUTION}\n</answer>",  # official format
+    f"<reasoning>\nfill the blanks\n</reasoning>\n<answer>\n{SOLUTION}\n</answer>",  # gdsd / d1 reply format
     f"<answer>{SOLUTION}</answer>",  # compact format
     "<answer>1234 3412\n2143 4321</answer>",  # separators are dropped: only digits count
 ])
@@ -57,7 +57,7 @@ def test_last_answer_counts():
     assert total(f"<answer>0000000000000000</answer> <answer>{SOLUTION}</answer>") == 1.0
 
 
-def test_reference_replies_of_both_formats_score_one():
+def test_reference_replies_of_every_format_score_one():
     for prompt_format in ("gdsd", "d1", "compact"):
         for item in sudoku_task.make_prompts(prompt_format=prompt_format, split="train", num=20, seed=3):
             assert sudoku_reward(item.meta, item.answer).total == 1.0, (prompt_format, item.answer)
