@@ -231,8 +231,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                         for r in range(2)]), key=lambda x: x["part"])
         plan = plan_for([*base, f"cluster.plan_prompt_tokens={rollout['prompt_width']}"])
         records += compare(plan, load, rollout, ranks, file_bytes)
-        records.append({"summary": True, "widths": widths.__dict__, "cpu": cpu_name(), "threads": torch.get_num_threads(),
-                        "layers": args.layers, "checkpoint_gib": file_bytes / GIB, "writer_rss_gib": rss.mark(),
+        records.append({"summary": True, "widths": widths.__dict__, "cpu": cpu_name(),
+                        "threads": torch.get_num_threads(), "layers": args.layers, "checkpoint_gib": file_bytes / GIB,
+                        "writer_rss_gib": rss.mark(),
                         "raw": {"load": load, "rollout": rollout, "ranks": ranks}})
     finally:
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -252,7 +253,7 @@ BASE = ["model.mask_token_id=null", "model.eos_token_id=null", "model.chat_templ
 
 def recompare(path: str, out: str | None) -> list[dict]:
     """The measurements of a previous run against the current plan (the shapes from its summary record)."""
-    from benchmarks.gpu_model import Widths, model_args
+    from benchmarks.common import Widths, model_args
     from common.models import hf_config_from_args
     from common.tiny import make_tokenizer
 
