@@ -85,7 +85,8 @@ class RolloutBatch:
                 warnings.simplefilter("ignore", UserWarning)
                 tensor = torch.from_numpy(array)
             tensors[name] = tensor.bool() if dtype_name == "torch.bool" else tensor
-        parts = {k.removeprefix("reward_parts."): tensors.pop(k) for k in list(tensors) if k.startswith("reward_parts.")}
+        parts = {k.removeprefix("reward_parts."): tensors.pop(k)
+                 for k in list(tensors) if k.startswith("reward_parts.")}
         strings = {name: table.column(name).to_pylist() for name in _STRINGS}
         return cls(**tensors, **strings, reward_parts=parts, meta=json.loads(meta.get("batch_meta", "{}")))
 

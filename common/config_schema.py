@@ -87,7 +87,8 @@ class ModelConfig(_Section):
                                      "151643), else the tokenizer's EOS")
     chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template (LLaDA/Dream)")
     dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="compute dtype of rollout and learner; both must agree (docs/design.md, Numerical traps)")
+        "float32",
+        description="compute dtype of rollout and learner; both must agree (docs/design.md, Numerical traps)")
     lora: LoRAConfig = LoRAConfig()
 
     @field_validator("family")
@@ -166,8 +167,9 @@ class RolloutConfig(_Section):
     group_size: int = Field(6, gt=1, description="G completions per prompt (official: 6; GSM8K 16)")
     cpus_per_actor: float = Field(1, gt=0)
     gpus_per_actor: float = Field(0, ge=0)
-    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per actor, e.g. "
-                                        "{rollout_node: 1} to keep actors on the rollout node type (deploy/cluster.yaml)")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per actor, e.g. {rollout_node: 1} to keep actors on "
+                                          "the rollout node type (deploy/cluster.yaml)")
     torch_threads: int = Field(1, gt=0, description="intra-op threads per actor on CPU")
 
 

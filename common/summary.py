@@ -22,11 +22,11 @@ class PoolCounters:
 
 @dataclass
 class RewardMetrics:
-    """The reward service's metrics of scored rows. `flat()` gives the metric keys (rewards/README.md, deploy/README.md):
-    `rows`, `reward/total_mean`, `reward/<part>_mean` (over the rows that have the part), `errors/total`,
-    `errors/<kind>`, `sandbox/programs`, `sandbox/seconds_total|mean|max` (wall seconds per sandboxed program),
-    `sandbox/<outcome>`, `sandbox/orphans`, `sandbox/cpu_seconds_total|max`, `pool/worker_restarts|chunks_retried|
-    rows_scored`."""
+    """The reward service's metrics of scored rows. `flat()` gives the metric keys (rewards/README.md,
+    deploy/README.md): `rows`, `reward/total_mean`, `reward/<part>_mean` (over the rows that have the part),
+    `errors/total`, `errors/<kind>`, `sandbox/programs`, `sandbox/seconds_total|mean|max` (wall seconds per sandboxed
+    program), `sandbox/<outcome>`, `sandbox/orphans`, `sandbox/cpu_seconds_total|max`,
+    `pool/worker_restarts|chunks_retried|rows_scored`."""
 
     rows: int = 0
     reward_sum: float = 0.0

@@ -34,8 +34,9 @@ def onestep_prompt_mask(batch: RolloutBatch, j: int, p_mask_prompt: float) -> to
         return torch.zeros(0, width, dtype=torch.bool, device="cpu")
     source_rows = int(batch.mask_batch_rows[0])
     generator = torch.Generator(device="cpu").manual_seed(int(batch.mask_seeds[0, j, 0]))
-    full = diffu_grpo_prompt_mask(torch.ones(source_rows, width, dtype=torch.bool, device="cpu"), p_mask_prompt=p_mask_prompt,
-                                  generator=generator)  # [source B, P], a pure function of (seed, source B, P)
+    # [source B, P], a pure function of (seed, source B, P)
+    full = diffu_grpo_prompt_mask(torch.ones(source_rows, width, dtype=torch.bool, device="cpu"),
+                                  p_mask_prompt=p_mask_prompt, generator=generator)
     return full[batch.mask_row] & padding_mask(batch.prompt_len, width, 0)  # [b, P]: real prompt tokens
 
 

@@ -13,8 +13,8 @@ the RNG with the mask seed before each S forward), and each layer hashes (row se
 a uniform number (`uniform_hash`: integer ops only, so the draws are identical on CPU and any accelerator, need no
 generator and cost one vectorised pass for all rows). So the actor's S_old and the learner's S_theta of the same
 (row, j, m) see the same draws whatever the batching or device, and activation checkpointing recomputes them
-identically (the seeds travel as block arguments). Without bound seeds (sampling, evaluation) there is no dropout. The reference policy is the same model
-with adapters off (`adapters_disabled`): no second copy of the weights.
+identically (the seeds travel as block arguments). Without bound seeds (sampling, evaluation) there is no dropout.
+The reference policy is the same model with adapters off (`adapters_disabled`): no second copy of the weights.
 Legend: B rows, T sequence, r rank.
 """
 from __future__ import annotations
@@ -79,7 +79,8 @@ def uniform_hash(keys: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> tor
 
 def row_seeds(mask_seed: int, rows: torch.Tensor) -> torch.Tensor:
     """int64 [B]: the dropout seed of each row (index in its rollout batch) for mask seed s[j, m]."""
-    return torch.tensor([_splitmix(int(mask_seed) * 1_000_003 + int(r)) for r in rows.tolist()], dtype=torch.int64, device="cpu")
+    return torch.tensor([_splitmix(int(mask_seed) * 1_000_003 + int(r)) for r in rows.tolist()], dtype=torch.int64,
+                        device="cpu")
 
 
 class LoRALinear(nn.Linear):

@@ -16,8 +16,8 @@ import numpy as np
 
 from common.messages import PromptItem
 from common import arith
-from common.tasks.base import (DATA_DIR, REASONING_SYSTEM_PROMPT, OfficialEval, Task, base_summary, check_format, check_split,
-                               last_boxed_only_string, mean_of, remove_boxed)
+from common.tasks.base import (DATA_DIR, REASONING_SYSTEM_PROMPT, OfficialEval, Task, base_summary, check_format,
+                               check_split, last_boxed_only_string, mean_of, remove_boxed)
 
 OPS = "+-*/"
 

@@ -166,7 +166,8 @@ class RewardPool:
     def _requeue(self, chunk: _Chunk, pending: deque, results: list, exc: Exception) -> None:
         if chunk.stop - chunk.start > 1:  # split to isolate a row that kills workers; splitting costs no attempt
             middle = (chunk.start + chunk.stop) // 2
-            pending.extendleft([_Chunk(middle, chunk.stop, chunk.attempts), _Chunk(chunk.start, middle, chunk.attempts)])
+            pending.extendleft([_Chunk(middle, chunk.stop, chunk.attempts),
+                                _Chunk(chunk.start, middle, chunk.attempts)])
         elif chunk.attempts + 1 < self.max_attempts:
             pending.appendleft(_Chunk(chunk.start, chunk.stop, chunk.attempts + 1))
         else:
