@@ -72,7 +72,7 @@ class RolloutBatch:
     @classmethod
     def from_arrow(cls, table: pa.Table) -> "RolloutBatch":
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        tensors: dict[str, torch.Tensor] = {}
+        tensors: dict[str, Any] = {}  # field name -> tensor (Any: they fill the constructor's typed fields by name)
         for key, spec in meta.items():
             if not key.startswith("shape."):
                 continue
@@ -95,7 +95,7 @@ class RolloutBatch:
         index = (torch.arange(self.num_rows, device="cpu")[rows] if isinstance(rows, slice)
                  else torch.as_tensor(rows, dtype=torch.long, device="cpu"))
         kept = index.tolist()
-        values = {}
+        values: dict[str, Any] = {}  # field name -> its selected rows
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):

@@ -8,7 +8,9 @@ means would weight each by the wrong count (a per-program mean by rows, say).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+_N = TypeVar("_N", int, float)  # a count or a sum of seconds: merged values keep their type
 
 
 @dataclass
@@ -123,9 +125,9 @@ def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in sorted({*a, *b})}
 
 
-def _sum(a: float | None, b: float | None) -> float | None:
+def _sum(a: _N | None, b: _N | None) -> _N | None:
     return b if a is None else a if b is None else a + b
 
 
-def _max(a: float | None, b: float | None) -> float | None:
+def _max(a: _N | None, b: _N | None) -> _N | None:
     return b if a is None else a if b is None else max(a, b)

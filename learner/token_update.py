@@ -17,7 +17,10 @@ No Ray here. Legend: b rows on this rank, P prompt, L completion, J inner iterat
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from common.batch import RolloutBatch
 from common.config import RunConfig
@@ -72,7 +75,8 @@ class TokenPath:
         """Compute old / reference targets for each of this rank's micro-batches, then return `fn(micro index, j)`
         that runs the forward, the loss and the backward and returns (metrics, teacher gap at j = 0 or None)."""
         num_iters = self.cfg.algorithm.mu
-        old = ref = None
+        old: list[torch.Tensor] = []  # filled when the loss needs S_old
+        ref: list[torch.Tensor] | None = None
         if self.spec.needs_old:
             check_on_policy(micros, version)
             old = self._targets(policy, micros, num_iters)
@@ -80,7 +84,8 @@ class TokenPath:
             if reference is None:
                 raise RuntimeError(f"algorithm.name={self.spec.name} with beta > 0 needs the learner's reference copy")
             ref = self._targets(reference, micros, num_iters)
-            reference.net.reshard()  # the FSDP root stays gathered after a forward without backward
+            # the FSDP root stays gathered after a forward without backward (fully_shard made the net an FSDPModule)
+            cast(FSDPModule, reference.net).reshard()
 
         def run(i: int, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
             micro, device = micros[i], policy.device
@@ -95,7 +100,7 @@ class TokenPath:
                                          completion_mask=cmask, num_rows=num_rows, **self.kwargs, **extra)
             (loss * scale).backward()
             gap = None
-            if old is not None:
+            if self.spec.needs_old:
                 with torch.no_grad():
                     delta = (lp.detach() - old[i][:, j]).abs() * cmask
                     metrics["mean_abs_delta"] = delta.sum() / cmask.sum().clamp_min(1)

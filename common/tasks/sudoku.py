@@ -171,7 +171,8 @@ def make_prompts(*, prompt_format: str, split: str, num: int, seed: int, source:
     check_split(split)
     check_format(prompt_format)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    items, seen = [], set()
+    items: list[PromptItem] = []
+    seen: set[str] = set()
     while len(items) < num:
         puzzle, solution = make_puzzle(rng)
         if in_test_split(puzzle) != (split == "test") or puzzle in seen:

@@ -188,7 +188,8 @@ class RewardPool:
 
 
 MAX_CONCURRENT_CALLS = 8  # score calls the pool actor serves at once (rollout actors); more wait in Ray's queue
-RemoteRewardPool = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0,
+# ignore: Ray's stubs type ray.remote(**options) with the task options only (no max_concurrency)
+RemoteRewardPool = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0,  # type: ignore[call-overload]
                               max_concurrency=MAX_CONCURRENT_CALLS)(RewardPool)
 
 
