@@ -41,6 +41,7 @@ import time
 import ray
 import torch
 
+from actors.advantages import leave_one_out
 from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import RunConfig, TinyModelConfig, load_config
@@ -68,12 +69,11 @@ def step_flops(p: dict, *, rows: int, prompt: int, vocab: int, mu: int, num_mc: 
 
 
 def with_advantages(table, group: int, seed: int) -> RolloutBatch:
-    """Random rewards -> leave-one-out advantages (as tests/learner/test_learner.py): an untrained model scores 0
-    everywhere, which would make every advantage 0 and the GDSD term gradient-free."""
+    """Random rewards -> the actors' leave-one-out advantages (as tests/learner/rollouts.py): an untrained model
+    scores 0 everywhere, which would make every advantage 0 and the GDSD term gradient-free."""
     batch = RolloutBatch.from_arrow(table)
     batch.reward = torch.rand(batch.num_rows, generator=torch.Generator().manual_seed(seed))
-    r = batch.reward.view(-1, group)
-    batch.advantage = (r - (r.sum(1, keepdim=True) - r) / (group - 1)).reshape(-1)
+    batch.advantage = leave_one_out(batch.reward, group)
     return batch
 
 
