@@ -1,14 +1,18 @@
-"""What several benchmarks share, in one place: the native model's widths and FLOP counts, the GEMM peak measured in
-the same run, and the naive reference sampler (the original LLaDA `generate` loop) the batched sampler is timed
-against. The seeded random init of a model lives with the tiny model (common/tiny.py `random_init_`).
+"""What several benchmarks share, in one place: the native model's widths and FLOP counts, the GEMM peak measured in the
+same run, the CPU a record was measured on, and the naive reference sampler (the original LLaDA `generate` loop) the
+batched sampler is timed against. The seeded random init of a model lives with the tiny model (common/tiny.py
+`random_init_`).
 
 FLOPs are real multiply-adds x 2 only: projections, the gated MLP, attention scores and values, the LM head where it
 is computed, LoRA; no embedding lookups, norms or softmax.
 """
 from __future__ import annotations
 
+import os
+import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -82,6 +86,20 @@ def gemm_peak(dtype: torch.dtype, *, device: torch.device | str = "cpu", n: int 
 def _sync(device: torch.device) -> None:
     if device.type != "cpu":
         torch.accelerator.synchronize(device)
+
+
+def cpu_name() -> str:
+    """The CPU model, its vector ISA and the core count, for a record (a time is quoted with the CPU and ISA)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                 platform.processor() or "unknown")
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    isa = " + ".join(name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX"))
+                     if flag in flags) or "ISA unknown"
+    return f"{model} ({isa}, {os.cpu_count()} cores)"
 
 
 # ---- the naive reference sampler ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from benchmarks.common import cpu_name
 from benchmarks.gpu_model import LLADA_8B, TOY, checkpoint_dir, write_checkpoint
 from benchmarks.live_bytes import LiveBytes
 
@@ -313,18 +314,6 @@ def compare(plan, load: dict, rollout: dict, ranks: list[dict], file_bytes: int)
     add("rank0 HF export (host)", export["HF export"], ranks[0]["export"]["live_gib"],
         "LiveBytes peak of export_hf()")
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-                isa = "AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
-                return f"{line.split(':', 1)[1].strip()} ({isa}, {os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
