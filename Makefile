@@ -25,9 +25,11 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# pyflakes-level checks (pyproject.toml [tool.ruff]); .ci/run runs it before the tests
+# ruff (pyflakes-level checks, line length) and mypy on the service packages (pyproject.toml [tool.ruff],
+# [tool.mypy]); .ci/run runs it before the tests. The formatter is configured but not enforced yet.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # the inner loop: everything but the tests marked slow (whole jobs, restarts, the weight bus); `make test` runs all
 test-quick: setup
@@ -49,4 +51,4 @@ gpu-check-wheels: setup
 	@ls .whl
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .whl
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .whl

@@ -74,10 +74,11 @@ class PolicyEngine:
             raise RuntimeError(f"{self.name}: the learner sends weights with signature {sender_signature}, this "
                                f"actor's model expects {mine} (model.* differs?)")
         pcfg = self.cfg.pipeline
-        if self._bus_store is None or self._bus_address != tuple(address):  # a rebuilt learner has a new store
-            self._bus_store = dist.TCPStore(address[0], address[1], is_master=False,
+        host, port = address
+        if self._bus_store is None or self._bus_address != (host, port):  # a rebuilt learner has a new store
+            self._bus_store = dist.TCPStore(host, port, is_master=False,
                                             timeout=datetime.timedelta(seconds=pcfg.weight_sync_timeout_s))
-            self._bus_address = tuple(address)
+            self._bus_address = (host, port)
         if self.bus is not None:
             self.bus.close()
         self.bus = WeightBus.join(self._bus_store, pcfg, rank=rank, world_size=world_size, generation=generation,

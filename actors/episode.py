@@ -27,7 +27,8 @@ from common.messages import PromptItem, RewardResult
 from common.summary import RewardMetrics, RolloutSummary
 from common.tokenize import completion_mask, decode_completions, encode_prompts
 
-# (texts, metas, tasks) -> (one RewardResult per row in input order, reward metrics): rewards.service.pool.RewardPool.score
+# (texts, metas, tasks) -> (one RewardResult per row in input order, reward metrics):
+# rewards.service.pool.RewardPool.score
 ScoreFn = Callable[[list[str], list[dict], list[str]], tuple[list[RewardResult], RewardMetrics]]
 
 
@@ -131,8 +132,10 @@ def run_episode(prompts: list[PromptItem], *, cfg: RunConfig, policy: Denoiser, 
         completion_mask=completion_mask(gen.completion_ids, policy.eos_id), reveal_step=gen.reveal_step,
         group_id=group_offset + torch.arange(B, dtype=torch.int64, device="cpu") // group_size,
         reward=scores.reward, advantage=advantage,
-        mask_seeds=targets.mask_seeds.expand(B, -1, -1).contiguous(), mask_row=torch.arange(B, dtype=torch.int64, device="cpu"),
-        mask_batch_rows=torch.full((B,), B, dtype=torch.int64, device="cpu"), old_logp=targets.old_logp, ref_logp=targets.ref_logp,
+        mask_seeds=targets.mask_seeds.expand(B, -1, -1).contiguous(),
+        mask_row=torch.arange(B, dtype=torch.int64, device="cpu"),
+        mask_batch_rows=torch.full((B,), B, dtype=torch.int64, device="cpu"),
+        old_logp=targets.old_logp, ref_logp=targets.ref_logp,
         policy_version=torch.full((B,), version, dtype=torch.int64, device="cpu"),
         prompt_uid=[it.uid for it in gen.items], task=[it.task for it in gen.items], text=gen.texts,
         reward_parts=scores.parts,

@@ -101,4 +101,5 @@ class RolloutActor:
 
 
 # The Ray actor class: the weight bus methods run in the concurrency group "weights", a thread of their own.
-RemoteRolloutActor = ray.remote(concurrency_groups={"weights": 1})(RolloutActor)
+# (ignore: Ray's stubs type ray.remote(**options) with the task options only, no concurrency_groups)
+RemoteRolloutActor = ray.remote(concurrency_groups={"weights": 1})(RolloutActor)  # type: ignore[call-overload]

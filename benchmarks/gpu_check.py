@@ -51,10 +51,10 @@ from typing import Callable
 
 import torch
 
-from benchmarks.gpu_model import LLADA_8B, TOY, RunShape, Widths, checkpoint_dir, param_count, run_config, \
-    write_checkpoint
+from benchmarks.common import Widths, gemm_peak
+from benchmarks.gpu_model import LLADA_8B, TOY, RunShape, checkpoint_dir, param_count, run_config, write_checkpoint
 from benchmarks.gpu_parts import ComponentChecks, Skipped, free_memory
-from benchmarks.gpu_speed import SPEC_PEAK, gemm_peak, learner_throughput, rollout_throughput
+from benchmarks.gpu_speed import SPEC_PEAK, learner_throughput, rollout_throughput
 from common import cluster
 
 COMPONENT_CHECKS = ["rollout", "learner_step", "teacher_gap_v0", "weight_push", "teacher_gap", "weight_bus",
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     peak = {"gemm": float("nan"), "spec": next((v for k, v in SPEC_PEAK.items() if k in name), None)}
 
     def device_record() -> dict:
-        peak["gemm"] = gemm_peak(device, 256 if args.cpu_small else 8192)
+        peak["gemm"] = gemm_peak(torch.bfloat16, device=device, n=256 if args.cpu_small else 8192)
         return {"pass": True, "device": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                 "torch": torch.__version__, "python": sys.version.split()[0], "widths": asdict(widths),
                 "layers": args.layers, "throughput_layers": args.throughput_layers,

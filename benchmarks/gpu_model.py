@@ -1,5 +1,5 @@
 """What benchmarks/gpu_check.py runs on: checkpoints written on the fly at LLaDA-8B's widths, the run config of the
-checks (configs/sudoku_llada.yaml, the LLaDA paper setting), and FLOP counts.
+checks (configs/sudoku_llada.yaml, the LLaDA paper setting). FLOP counts: benchmarks/common.py.
 
 A checkpoint here is an official-layout LLaDA directory (config.json + safetensors + tokenizer files) with the real
 widths (hidden 4096, 32 heads, FFN 12288, vocabulary 126464, untied head), `layers` blocks and random bf16 weights
@@ -17,33 +17,18 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import Widths, model_args
 from common.config import RunConfig, load_config
 from common.models import DiffusionLM, export_checkpoint, hf_config_from_args
-from common.models.args import ModelArgs
-from common.tiny import INIT_STD, make_tokenizer
+from common.tiny import make_tokenizer, random_init_
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "sudoku_llada.yaml"  # LLaDA-8B paper setting: bf16, LoRA r 128, T = 1, gumbel model
 
 
-@dataclass(frozen=True)
-class Widths:
-    dim: int
-    heads: int
-    kv_heads: int
-    ffn: int
-    vocab: int
-
-
 # LLaDA-8B-Instruct config.json: d_model 4096, n_heads 32 (no GQA), mlp_hidden_size 12288, embedding_size 126464
 LLADA_8B = Widths(dim=4096, heads=32, kv_heads=32, ffn=12288, vocab=126464)
 TOY = Widths(dim=64, heads=4, kv_heads=4, ffn=128, vocab=512)
-
-
-def model_args(w: Widths, layers: int, *, mask_id: int, eos_id: int, pad_id: int) -> ModelArgs:
-    return ModelArgs(family="llada", vocab_size=w.vocab, dim=w.dim, n_layers=layers, n_heads=w.heads,
-                     n_kv_heads=w.kv_heads, ffn_dim=w.ffn, rope_theta=500000.0, norm_eps=1e-5, qkv_bias=False,
-                     tied=False, shift=False, mask_token_id=mask_id, eos_token_id=eos_id, pad_token_id=pad_id)
 
 
 def param_count(w: Widths, layers: int) -> int:
@@ -71,12 +56,7 @@ def write_checkpoint(w: Widths, layers: int, path: Path, *, device: torch.device
     with torch.device("meta"):
         net = DiffusionLM(args)
     net = net.to(torch.bfloat16).to_empty(device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    for name, p in net.named_parameters():
-        if name.endswith("norm.weight"):
-            p.fill_(1.0)
-        else:
-            p.normal_(0.0, INIT_STD, generator=generator)
+    random_init_(net, torch.Generator(device=device).manual_seed(seed))
     path.mkdir(parents=True, exist_ok=True)
     export_checkpoint(net.state_dict(), args, path, source_dir=None)
     del net
@@ -115,23 +95,3 @@ def run_config(model_path: Path, shape: RunShape, *, device: torch.device, threa
     if shape.lr is not None:
         overrides.append(f"learner.lr={shape.lr}")
     return load_config(BASE_CONFIG, overrides)
-
-
-# ---- FLOP counts (forward; the learner's backward is counted by the caller) ------------------------------------
-def body_flops(w: Widths, layers: int, rows: int, tokens: int) -> float:
-    """Forward FLOPs of the blocks over rows x tokens (projections, MLP, attention scores and values)."""
-    hd = w.dim // w.heads
-    proj = w.dim * (w.heads * hd + 2 * w.kv_heads * hd) + w.heads * hd * w.dim + 3 * w.dim * w.ffn
-    attn = 2 * tokens * w.heads * hd  # QK^T and AV per query token
-    return 2.0 * layers * (proj + attn) * rows * tokens
-
-
-def head_flops(w: Widths, positions: int) -> float:
-    return 2.0 * w.dim * w.vocab * positions
-
-
-def lora_flops(w: Widths, layers: int, r: int, targets: list[str], rows: int, tokens: int) -> float:
-    hd = w.dim // w.heads
-    shapes = {"wq": (w.dim, w.heads * hd), "wk": (w.dim, w.kv_heads * hd), "wv": (w.dim, w.kv_heads * hd),
-              "wo": (w.heads * hd, w.dim), "w_gate": (w.dim, w.ffn), "w_up": (w.dim, w.ffn), "w_down": (w.ffn, w.dim)}
-    return 2.0 * layers * sum(r * sum(shapes[t]) for t in targets) * rows * tokens

@@ -21,29 +21,13 @@ from actors.engine import PolicyEngine
 from actors.episode import run_episode
 from actors.sampling import sample
 from actors.sampling.blocks import reveal_schedule
-from benchmarks.gpu_model import Widths, body_flops, head_flops, lora_flops
+from benchmarks.common import Widths, body_flops, head_flops, lora_flops, naive_generate
 from benchmarks.gpu_parts import free_memory, make_prompts, score, start_learner, stop_learner, sync
 from common.config import RunConfig
-from common.denoiser import Denoiser
 from common.devices import make_generator
 from common.tokenize import encode_prompts
 
 SPEC_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
-
-
-def gemm_peak(device: torch.device, n: int) -> float:
-    """Best-of-5 bf16 n x n GEMM FLOP/s (the achievable peak of this device, measured in the same run)."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    torch.mm(a, b)
-    sync(device)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
 
 
 def mfu(flops_per_s: float, peak: dict) -> dict:
@@ -51,31 +35,6 @@ def mfu(flops_per_s: float, peak: dict) -> dict:
     if peak.get("spec"):
         out["mfu_spec"] = flops_per_s / peak["spec"]
     return out
-
-
-@torch.no_grad()
-def naive_generate(policy: Denoiser, prompt: torch.Tensor, gen: int, block: int, steps: int,
-                   generator: torch.Generator) -> torch.Tensor:
-    """The original LLaDA loop for one unpadded row at T = 1: full-vocabulary logits at every position every step,
-    Gumbel noise in float64 over all of them, low-confidence reveal inside the current block."""
-    mask_id, P = policy.mask_id, prompt.shape[0]
-    x = torch.cat([prompt, torch.full((gen,), mask_id, device=prompt.device)])[None]  # [1, T]
-    per_block = steps // (gen // block)
-    for b in range(gen // block):
-        lo, hi = P + b * block, P + (b + 1) * block
-        for k in reveal_schedule(block, per_block):
-            masked = x == mask_id
-            logits = policy.logits(x)  # [1, T, V]
-            logits[..., mask_id] = float("-inf")
-            noisy = logits.double().exp() / (-torch.rand(logits.shape, generator=generator, dtype=torch.float64,
-                                                         device=logits.device).log())
-            x0 = noisy.argmax(-1)
-            p = logits.float().softmax(-1).gather(-1, x0[..., None]).squeeze(-1)
-            p[:, :lo] = float("-inf")
-            p[:, hi:] = float("-inf")
-            idx = torch.where(masked, p, float("-inf")).topk(k, dim=-1).indices
-            x[0, idx[0]] = x0[0, idx[0]]
-    return x[0, P:]
 
 
 def masked_reads(gen: int, block: int, steps: int) -> int:
@@ -118,7 +77,8 @@ def rollout_throughput(cfg: RunConfig, path, device: torch.device, w: Widths, la
     naive_start = time.perf_counter()
     for i in range(naive_rows):
         real = batch.prompt_ids[i, P - int(batch.prompt_len[i]):].to(device)
-        naive_generate(engine.policy, real, L, s.block_length, s.steps, generator)
+        naive_generate(engine.policy.logits, real, mask_id=engine.policy.mask_id, gen=L, block=s.block_length,
+                       steps=s.steps, temperature=1.0, generator=generator)
     sync(device)
     naive_seconds = time.perf_counter() - naive_start
     naive_T = [int(batch.prompt_len[i]) + L for i in range(naive_rows)]

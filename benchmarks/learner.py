@@ -2,11 +2,11 @@
 
   python -m benchmarks.learner [--quick]
 
-Setup: a local Ray instance; the tiny built-in denoiser (native model, LLaDA layout; hidden 256, 4 layers, FFN 768, char vocab);
-one RolloutActor samples 4 sudoku prompts x group 6 = 24 rows once up front (gen 64, block 32, steps 16, mu=8 mask
-seeds, S_old and S_ref), the rows get random non-zero advantages (so the loss has gradients) and the same batch ref
-feeds every case. Each rank gets `learner.cpus_per_rank=1` and one torch thread; this box has 2 cores, so 2 ranks
-use both of them (the 1-rank case leaves one idle).
+Setup: a local Ray instance; the tiny built-in denoiser (native model, LLaDA layout; hidden 256, 4 layers, FFN 768,
+char vocab); one RolloutActor samples 4 sudoku prompts x group 6 = 24 rows once up front (gen 64, block 32, steps 16,
+mu=8 mask seeds, S_old and S_ref), the rows get random non-zero advantages (so the loss has gradients) and the same
+batch ref feeds every case. Each rank gets `learner.cpus_per_rank=1` and one torch thread; this box has 2 cores, so 2
+ranks use both of them (the 1-rank case leaves one idle).
 
 Per case (ranks, mu), one JSON line: wall time of `LearnerGroup.train_step` (median over the timed steps after one
 warm-up step), rows/s = batch rows / step time, tokens/s = completion tokens (rows x L) / step time (the unit the
@@ -41,6 +41,7 @@ import time
 import ray
 import torch
 
+from actors.advantages import leave_one_out
 from actors.rollout import RemoteRolloutActor
 from common.batch import RolloutBatch
 from common.config import RunConfig, TinyModelConfig, load_config
@@ -52,38 +53,27 @@ from learner.group import LearnerGroup
 from learner.losses import get_loss
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.update import loss_on_micro_batch
-from benchmarks.rollout import gemm_peak as rollout_gemm_peak
+from benchmarks.common import Widths, body_flops, gemm_peak, head_flops
 
 FULL = dict(hidden=256, layers=4, ffn=768, heads=4, gen=64, block=32, steps=16, prompts=4, group=6, timed=3)
 QUICK = dict(hidden=64, layers=2, ffn=128, heads=4, gen=32, block=16, steps=8, prompts=2, group=6, timed=2)
 MU_MAX = 8  # the actor draws seeds for mu=8; a mu=1 step reads only j=0 of the same batch
 
 
-def gemm_peak(threads: int) -> float:
-    """Best fp32 FLOP/s of benchmarks/rollout.py's GEMM at `threads` torch threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return rollout_gemm_peak(torch.float32)
-    finally:
-        torch.set_num_threads(before)
-
-
 def step_flops(p: dict, *, rows: int, prompt: int, vocab: int, mu: int, num_mc: int) -> float:
     """Real FLOPs of one train_step (see the module docstring)."""
-    H, F, T, L = p["hidden"], p["ffn"], prompt + p["gen"], p["gen"]
-    per_token = p["layers"] * (2 * (4 * H * H + 3 * H * F) + 4 * T * H)
-    forward = per_token * 2 * rows * T + 2 * H * vocab * rows * L
+    w = Widths(dim=p["hidden"], heads=p["heads"], kv_heads=p["heads"], ffn=p["ffn"], vocab=vocab)
+    T, L = prompt + p["gen"], p["gen"]
+    forward = body_flops(w, p["layers"], 2 * rows, T) + head_flops(w, rows * L)  # x_t and its complement: 2 rows
     return 3 * forward * mu * num_mc
 
 
 def with_advantages(table, group: int, seed: int) -> RolloutBatch:
-    """Random rewards -> leave-one-out advantages (as tests/learner/test_learner.py): an untrained model scores 0
-    everywhere, which would make every advantage 0 and the GDSD term gradient-free."""
+    """Random rewards -> the actors' leave-one-out advantages (as tests/learner/rollouts.py): an untrained model
+    scores 0 everywhere, which would make every advantage 0 and the GDSD term gradient-free."""
     batch = RolloutBatch.from_arrow(table)
     batch.reward = torch.rand(batch.num_rows, generator=torch.Generator().manual_seed(seed))
-    r = batch.reward.view(-1, group)
-    batch.advantage = (r - (r.sum(1, keepdim=True) - r) / (group - 1)).reshape(-1)
+    batch.advantage = leave_one_out(batch.reward, group)
     return batch
 
 
@@ -189,7 +179,7 @@ def main() -> None:
                       "prompt": prompt_len, "gen": L, "rollout_s": rollout_s,
                       "batch_bytes": summary.batch_bytes}), flush=True)
 
-    peak_1t, peak_all = gemm_peak(1), gemm_peak(cores)
+    peak_1t, peak_all = gemm_peak(torch.float32, threads=1), gemm_peak(torch.float32, threads=cores)
     local = {mu: ray.get(local_step_seconds.remote(with_ranks_mu(cfg, 1, mu), model_path, refs[0], mu, p["timed"]))
              for mu in (1, 8)}
 
@@ -218,7 +208,8 @@ def main() -> None:
             })
             print(json.dumps(results[-1]), flush=True)
     # best of the two peak measurements: background load only ever lowers a GEMM's FLOP/s
-    peak_1t, peak_all = max(peak_1t, gemm_peak(1)), max(peak_all, gemm_peak(cores))
+    peak_1t = max(peak_1t, gemm_peak(torch.float32, threads=1))
+    peak_all = max(peak_all, gemm_peak(torch.float32, threads=cores))
     for push in pushes:
         print(json.dumps(push), flush=True)
     print(json.dumps({"bench": "learner_gemm", "gemm_1thread_gflops": peak_1t / 1e9,

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from benchmarks.common import cpu_name
 from benchmarks.gpu_model import LLADA_8B, TOY, checkpoint_dir, write_checkpoint
 from benchmarks.live_bytes import LiveBytes
 
@@ -231,8 +232,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                         for r in range(2)]), key=lambda x: x["part"])
         plan = plan_for([*base, f"cluster.plan_prompt_tokens={rollout['prompt_width']}"])
         records += compare(plan, load, rollout, ranks, file_bytes)
-        records.append({"summary": True, "widths": widths.__dict__, "cpu": cpu_name(), "threads": torch.get_num_threads(),
-                        "layers": args.layers, "checkpoint_gib": file_bytes / GIB, "writer_rss_gib": rss.mark(),
+        records.append({"summary": True, "widths": widths.__dict__, "cpu": cpu_name(),
+                        "threads": torch.get_num_threads(), "layers": args.layers, "checkpoint_gib": file_bytes / GIB,
+                        "writer_rss_gib": rss.mark(),
                         "raw": {"load": load, "rollout": rollout, "ranks": ranks}})
     finally:
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -252,7 +254,7 @@ BASE = ["model.mask_token_id=null", "model.eos_token_id=null", "model.chat_templ
 
 def recompare(path: str, out: str | None) -> list[dict]:
     """The measurements of a previous run against the current plan (the shapes from its summary record)."""
-    from benchmarks.gpu_model import Widths, model_args
+    from benchmarks.common import Widths, model_args
     from common.models import hf_config_from_args
     from common.tiny import make_tokenizer
 
@@ -312,18 +314,6 @@ def compare(plan, load: dict, rollout: dict, ranks: list[dict], file_bytes: int)
     add("rank0 HF export (host)", export["HF export"], ranks[0]["export"]["live_gib"],
         "LiveBytes peak of export_hf()")
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-                isa = "AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
-                return f"{line.split(':', 1)[1].strip()} ({isa}, {os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -17,22 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
+from benchmarks.common import cpu_name
 from benchmarks.humaneval import as_row, load_problems
 from rewards.service.pool import MAX_CONCURRENT_CALLS, RemoteRewardPool
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def measure(pool, rows: list[tuple[dict, str]], callers: int, rows_per_call: int, slow_row_s: float) -> dict:

@@ -5,8 +5,9 @@
 Model: the native model LLaDA-8B runs on (common/models/, LLaDA layout), small: hidden 512, 8 layers, FFN 1536,
 vocab 32000; prompt 64, gen 128, block 32, steps 64 (official eval: gen_len / 2), temperature 0. The naive reference
 runs one row at a time (the first --naive-rows rows) and computes full-vocab logits at every position every step, as
-the original LLaDA `generate` does; both must produce the same tokens on those rows. Achieved FLOP/s counts real FLOPs only (no embedding lookups; the LM head only where computed) and
-is divided by this machine's GEMM FLOP/s for the dtype, measured in the same run. One JSON line per dtype.
+the original LLaDA `generate` does (benchmarks/common.py `naive_generate`); both must produce the same tokens on those
+rows. Achieved FLOP/s counts real FLOPs only (no embedding lookups; the LM head only where computed) and is divided by
+this machine's GEMM FLOP/s for the dtype, measured in the same run. One JSON line per dtype.
 """
 from __future__ import annotations
 
@@ -18,79 +19,28 @@ import time
 import torch
 
 from actors.sampling import sample
+from benchmarks.common import Widths, body_flops, gemm_peak, head_flops, model_args, naive_generate
 from common.config import SamplerConfig
 from common.denoiser import DTYPES, Denoiser
-from common.models import DiffusionLM, ModelArgs
+from common.models import DiffusionLM
+from common.tiny import random_init_
 
-HIDDEN, LAYERS, FFN, VOCAB, HEADS = 512, 8, 1536, 32000, 8
+WIDTHS, LAYERS = Widths(dim=512, heads=8, kv_heads=8, ffn=1536, vocab=32000), 8
 PROMPT, GEN, BLOCK, STEPS = 64, 128, 32, 64
-MASK_ID = VOCAB - 1
-
-
-def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of an n x n x n matmul in `dtype`."""
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
-def body_flops(tokens_per_row: int, rows: int) -> float:
-    """Transformer FLOPs of one forward over rows x tokens (projections, MLP, attention scores and values)."""
-    per_token = LAYERS * 2 * (4 * HIDDEN * HIDDEN + 3 * HIDDEN * FFN + 2 * tokens_per_row * HIDDEN)
-    return per_token * tokens_per_row * rows
-
-
-def head_flops(positions: int) -> float:
-    return 2 * HIDDEN * VOCAB * positions
+MASK_ID = WIDTHS.vocab - 1
 
 
 def make_denoiser(dtype: torch.dtype) -> Denoiser:
-    args = ModelArgs(family="llada", vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, n_kv_heads=HEADS,
-                     ffn_dim=FFN, rope_theta=500000.0, norm_eps=1e-5, qkv_bias=False, tied=False, shift=False,
-                     mask_token_id=MASK_ID, eos_token_id=0, pad_token_id=0)
-    model = DiffusionLM(args)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if not name.endswith("norm.weight"):
-                param.normal_(0.0, 0.02, generator=generator)
+    args = model_args(WIDTHS, LAYERS, mask_id=MASK_ID, eos_id=0, pad_id=0)
+    model = random_init_(DiffusionLM(args), torch.Generator().manual_seed(0))
     return Denoiser.wrap(model.to(dtype).eval(), None, mask_id=MASK_ID, eos_id=0, shift=False)
-
-
-@torch.no_grad()
-def naive_generate(den: Denoiser, prompt: torch.Tensor, cfg: SamplerConfig) -> torch.Tensor:
-    """The original LLaDA loop for one row: full-vocab logits at every position, every step. T = 0."""
-    gen = cfg.gen_length
-    x = torch.cat([prompt, torch.full((gen,), MASK_ID)])[None]  # [1, T]
-    per_block = cfg.steps // (gen // BLOCK)
-    for b in range(gen // BLOCK):
-        lo, hi = PROMPT + b * BLOCK, PROMPT + (b + 1) * BLOCK
-        counts = [BLOCK // per_block + (1 if i < BLOCK % per_block else 0) for i in range(per_block)]
-        for k in counts:
-            masked = x == MASK_ID
-            logits = den.net(x)  # [1, T, V]
-            logits[..., MASK_ID] = float("-inf")
-            x0 = logits.argmax(-1)
-            p = logits.float().softmax(-1).gather(-1, x0[..., None]).squeeze(-1)
-            p[:, hi:] = float("-inf")
-            p[:, :lo] = float("-inf")
-            conf = torch.where(masked, p, float("-inf"))
-            idx = conf.topk(k, dim=1).indices
-            x[0, idx[0]] = x0[0, idx[0]]
-    return x[0, PROMPT:]
 
 
 def run(dtype_name: str, rows: int, naive_rows: int, *, gen: int = GEN, steps: int = STEPS) -> dict:
     dtype = DTYPES[dtype_name]
     den = make_denoiser(dtype)
     cfg = SamplerConfig(gen_length=gen, steps=steps, block_length=BLOCK, temperature=0.0)
-    prompts = torch.randint(0, VOCAB - 1, (rows, PROMPT), generator=torch.Generator().manual_seed(1))
+    prompts = torch.randint(0, MASK_ID, (rows, PROMPT), generator=torch.Generator().manual_seed(1))
     T = PROMPT + gen
     sample(den, prompts[:1], SamplerConfig(gen_length=BLOCK, steps=2, block_length=BLOCK, temperature=0))  # warm-up
 
@@ -100,12 +50,13 @@ def run(dtype_name: str, rows: int, naive_rows: int, *, gen: int = GEN, steps: i
     # head positions: every masked position of the current block, each step (block masked count goes 32, 30, ...)
     per_step = BLOCK // (steps // (gen // BLOCK))  # tokens revealed per step
     head_positions = rows * sum(BLOCK - per_step * i for i in range(steps // (gen // BLOCK))) * (gen // BLOCK)
-    batched_flops = steps * body_flops(T, rows) + head_flops(head_positions)
+    batched_flops = steps * body_flops(WIDTHS, LAYERS, rows, T) + head_flops(WIDTHS, head_positions)
 
     start = time.perf_counter()
-    naive = torch.stack([naive_generate(den, prompts[i], cfg) for i in range(naive_rows)])
+    naive = torch.stack([naive_generate(den.logits, prompts[i], mask_id=MASK_ID, gen=gen, block=BLOCK, steps=steps)
+                         for i in range(naive_rows)])
     naive_s = time.perf_counter() - start
-    naive_flops = naive_rows * steps * (body_flops(T, 1) + head_flops(T))
+    naive_flops = naive_rows * steps * (body_flops(WIDTHS, LAYERS, 1, T) + head_flops(WIDTHS, T))
 
     peak = gemm_peak(dtype)
     return {

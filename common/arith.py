@@ -17,12 +17,14 @@ import ast
 import math
 import operator
 import re
+from typing import Any, Callable
 
 ALLOWED = re.compile(r"^[\d+\-*/().\s]+$")
 MAX_BITS = 1 << 17  # 131072 bits: (a**b)**c for any a, b, c <= 100 fits; one such power costs milliseconds
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
 class TooLarge(ArithmeticError):
@@ -40,7 +42,7 @@ def _check_power(base: object, exponent: object) -> None:
 def value(node: ast.AST) -> int | float | complex:
     """The value of a parsed expression node under Python's semantics; raises TooLarge, ValueError (not arithmetic)
     and whatever Python raises for the operation (ZeroDivisionError, OverflowError)."""
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and (type(node.value) is int or type(node.value) is float):
         return node.value
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](value(node.operand))

@@ -72,7 +72,7 @@ class RolloutBatch:
     @classmethod
     def from_arrow(cls, table: pa.Table) -> "RolloutBatch":
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        tensors: dict[str, torch.Tensor] = {}
+        tensors: dict[str, Any] = {}  # field name -> tensor (Any: they fill the constructor's typed fields by name)
         for key, spec in meta.items():
             if not key.startswith("shape."):
                 continue
@@ -85,7 +85,8 @@ class RolloutBatch:
                 warnings.simplefilter("ignore", UserWarning)
                 tensor = torch.from_numpy(array)
             tensors[name] = tensor.bool() if dtype_name == "torch.bool" else tensor
-        parts = {k.removeprefix("reward_parts."): tensors.pop(k) for k in list(tensors) if k.startswith("reward_parts.")}
+        parts = {k.removeprefix("reward_parts."): tensors.pop(k)
+                 for k in list(tensors) if k.startswith("reward_parts.")}
         strings = {name: table.column(name).to_pylist() for name in _STRINGS}
         return cls(**tensors, **strings, reward_parts=parts, meta=json.loads(meta.get("batch_meta", "{}")))
 
@@ -94,7 +95,7 @@ class RolloutBatch:
         index = (torch.arange(self.num_rows, device="cpu")[rows] if isinstance(rows, slice)
                  else torch.as_tensor(rows, dtype=torch.long, device="cpu"))
         kept = index.tolist()
-        values = {}
+        values: dict[str, Any] = {}  # field name -> its selected rows
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):

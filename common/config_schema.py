@@ -6,7 +6,7 @@ in each field's description.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,6 +15,12 @@ from common.families import get_family, lora_official_names
 from common.tasks import PROMPT_FORMATS, TASKS
 
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+if TYPE_CHECKING:  # Literals built from the registries at import: pydantic checks them, a type checker sees str
+    TaskName: TypeAlias = str
+    PromptFormat: TypeAlias = str
+    AlgorithmName: TypeAlias = str
+else:
+    TaskName, PromptFormat, AlgorithmName = Literal[TASK_NAMES], Literal[PROMPT_FORMATS], Literal[ALGORITHM_NAMES]
 
 
 class _Section(BaseModel):
@@ -87,7 +93,8 @@ class ModelConfig(_Section):
                                      "151643), else the tokenizer's EOS")
     chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template (LLaDA/Dream)")
     dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="compute dtype of rollout and learner; both must agree (docs/design.md, Numerical traps)")
+        "float32",
+        description="compute dtype of rollout and learner; both must agree (docs/design.md, Numerical traps)")
     lora: LoRAConfig = LoRAConfig()
 
     @field_validator("family")
@@ -147,8 +154,8 @@ class SamplerConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: Literal[TASK_NAMES] = Field("sudoku", description="an entry of the task registry (common/tasks)")
-    prompt_format: Literal[PROMPT_FORMATS] = Field(
+    name: TaskName = Field("sudoku", description="an entry of the task registry (common/tasks)")
+    prompt_format: PromptFormat = Field(
         "compact", description="gdsd = GDSD's prompts (training; the evaluation variant with the worked example and "
         "the '<reasoning>' prefill for test sets), the paper configs' choice; d1 = d1's prompts; compact = short, for "
         "the tiny model")
@@ -166,8 +173,9 @@ class RolloutConfig(_Section):
     group_size: int = Field(6, gt=1, description="G completions per prompt (official: 6; GSM8K 16)")
     cpus_per_actor: float = Field(1, gt=0)
     gpus_per_actor: float = Field(0, ge=0)
-    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per actor, e.g. "
-                                        "{rollout_node: 1} to keep actors on the rollout node type (deploy/cluster.yaml)")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per actor, e.g. {rollout_node: 1} to keep actors on "
+                                          "the rollout node type (deploy/cluster.yaml)")
     torch_threads: int = Field(1, gt=0, description="intra-op threads per actor on CPU")
 
 
@@ -182,7 +190,7 @@ class RewardConfig(_Section):
 class AlgorithmConfig(_Section):
     """GDSD and baselines. Official GDSD defaults: beta=1e-3, eps=4e-4, mu=8, num_mc=1, psi=1 (GSM8K/MATH psi=10)."""
 
-    name: Literal[ALGORITHM_NAMES] = Field("gdsd", description="an entry of common/algorithms.py (the registry)")
+    name: AlgorithmName = Field("gdsd", description="an entry of common/algorithms.py (the registry)")
     beta: float = Field(1e-3, ge=0, description="weight of the k2 KL term to the reference")
     eps: float = Field(4e-4, gt=0, lt=1, description="clamp of the log-ratio to [log(1-eps), log(1+eps)]")
     eps_scope: Literal["sequence", "token"] = Field(

@@ -15,10 +15,9 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import torch
-from torch import nn
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Tokenizer
 
@@ -34,6 +33,10 @@ transformers.utils.logging.disable_progress_bar()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+@overload
+def padding_mask(prompt_len: torch.Tensor, prompt_width: int, completion_len: int) -> torch.Tensor: ...
+@overload
+def padding_mask(prompt_len: None, prompt_width: int, completion_len: int) -> None: ...
 def padding_mask(prompt_len: torch.Tensor | None, prompt_width: int, completion_len: int) -> torch.Tensor | None:
     """bool [B, P+L]: False on the left padding of each prompt (`prompt_len` [B] real tokens), True elsewhere;
     None when `prompt_len` is None (every token real)."""
@@ -55,7 +58,7 @@ class Denoiser:
     adapters: bool = True  # False: the same net with its LoRA adapters off (the reference policy S_ref)
 
     @classmethod
-    def wrap(cls, model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, *, mask_id: int, eos_id: int,
+    def wrap(cls, model: DiffusionLM, tokenizer: PreTrainedTokenizerBase | None, *, mask_id: int, eos_id: int,
              shift: bool) -> "Denoiser":
         return cls(net=model, tokenizer=tokenizer, mask_id=mask_id, eos_id=eos_id, shift=shift)
 

@@ -8,7 +8,9 @@ means would weight each by the wrong count (a per-program mean by rows, say).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+_N = TypeVar("_N", int, float)  # a count or a sum of seconds: merged values keep their type
 
 
 @dataclass
@@ -22,11 +24,11 @@ class PoolCounters:
 
 @dataclass
 class RewardMetrics:
-    """The reward service's metrics of scored rows. `flat()` gives the metric keys (rewards/README.md, deploy/README.md):
-    `rows`, `reward/total_mean`, `reward/<part>_mean` (over the rows that have the part), `errors/total`,
-    `errors/<kind>`, `sandbox/programs`, `sandbox/seconds_total|mean|max` (wall seconds per sandboxed program),
-    `sandbox/<outcome>`, `sandbox/orphans`, `sandbox/cpu_seconds_total|max`, `pool/worker_restarts|chunks_retried|
-    rows_scored`."""
+    """The reward service's metrics of scored rows. `flat()` gives the metric keys (rewards/README.md,
+    deploy/README.md): `rows`, `reward/total_mean`, `reward/<part>_mean` (over the rows that have the part),
+    `errors/total`, `errors/<kind>`, `sandbox/programs`, `sandbox/seconds_total|mean|max` (wall seconds per sandboxed
+    program), `sandbox/<outcome>`, `sandbox/orphans`, `sandbox/cpu_seconds_total|max`,
+    `pool/worker_restarts|chunks_retried|rows_scored`."""
 
     rows: int = 0
     reward_sum: float = 0.0
@@ -123,9 +125,9 @@ def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in sorted({*a, *b})}
 
 
-def _sum(a: float | None, b: float | None) -> float | None:
+def _sum(a: _N | None, b: _N | None) -> _N | None:
     return b if a is None else a if b is None else a + b
 
 
-def _max(a: float | None, b: float | None) -> float | None:
+def _max(a: _N | None, b: _N | None) -> _N | None:
     return b if a is None else a if b is None else max(a, b)

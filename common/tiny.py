@@ -54,6 +54,21 @@ def tiny_args(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Model
         pad_token_id=tokenizer.pad_token_id)
 
 
+@torch.no_grad()
+def random_init_(model: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
+    """Initialise every parameter in place, in `named_parameters` order: norm weights 1, biases 0, the rest normal
+    (0, INIT_STD) from `generator` (never the global RNG, so the same seed gives the same model anywhere; a generator
+    on the parameters' device). Fills every value, so it also initialises a model materialised with `to_empty`."""
+    for name, param in model.named_parameters():
+        if name.endswith("norm.weight"):
+            param.fill_(1.0)
+        elif name.endswith(".bias"):
+            param.zero_()
+        else:
+            param.normal_(0.0, INIT_STD, generator=generator)
+    return model
+
+
 def make_tiny_model(cfg: TinyModelConfig, path: str | Path) -> Path:
     """Create, initialise (seeded) and save the tiny model + tokenizer to `path` in the official layout of
     `cfg.family`; returns the path."""
@@ -63,16 +78,7 @@ def make_tiny_model(cfg: TinyModelConfig, path: str | Path) -> Path:
     if args_from_hf(config, cfg.family) != args:  # the saved config.json must read back as the same model
         raise RuntimeError(f"tiny model: config.json {config} does not read back as {args}")
     model = DiffusionLM(args)
-    # seeded init from our own generator (never the global RNG), so the same seed gives the same model anywhere
-    generator = torch.Generator().manual_seed(cfg.seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.fill_(1.0)
-            elif name.endswith(".bias"):
-                param.zero_()
-            else:
-                param.normal_(0.0, INIT_STD, generator=generator)
+    random_init_(model, torch.Generator().manual_seed(cfg.seed))
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     export_checkpoint(model.state_dict(), args, path, source_dir=None)

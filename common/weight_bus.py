@@ -24,7 +24,7 @@ import datetime
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -57,16 +57,17 @@ def plan_buckets(state: dict[str, torch.Tensor], bucket_bytes: int) -> list[Buck
     buckets: list[Bucket] = []
     names: list[str] = []
     shapes: list[tuple[int, ...]] = []
-    dtype, size = None, 0
+    dtype: torch.dtype | None = None  # of the open bucket; None: no bucket open yet
+    size = 0
     for name, t in state.items():
         nbytes = t.numel() * t.element_size()
-        if names and (t.dtype != dtype or size + nbytes > bucket_bytes):
+        if dtype is not None and (t.dtype != dtype or size + nbytes > bucket_bytes):
             buckets.append(Bucket(tuple(names), tuple(shapes), dtype))
             names, shapes, size = [], [], 0
         names.append(name)
         shapes.append(tuple(t.shape))
         dtype, size = t.dtype, size + nbytes
-    if names:
+    if dtype is not None:
         buckets.append(Bucket(tuple(names), tuple(shapes), dtype))
     return buckets
 
@@ -95,16 +96,18 @@ class WeightBus:
         self.backend = agree_backend(prefixed, rank=rank, world_size=world_size, device=torch.device(device))
         # where the flat buffers live: the member's accelerator with NCCL, host memory with gloo
         self.device = torch.device(device) if self.backend == "nccl" else torch.device("cpu")
+        # Any: torch's stubs declare neither `broadcast` on these backends nor ProcessGroupGloo._Options
+        self.group: Any
         if self.backend == "nccl":
             opts = dist.ProcessGroupNCCL.Options()
             opts._timeout = timeout
             with _env("TORCH_NCCL_ASYNC_ERROR_HANDLING", NCCL_ERROR_HANDLING):  # read when the group is built
                 self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size, opts)
         else:
-            opts = dist.ProcessGroupGloo._Options()
-            opts._timeout = timeout
-            opts._devices = [gloo_device()]
-            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, opts)
+            gloo_opts = dist.ProcessGroupGloo._Options()  # type: ignore[attr-defined]
+            gloo_opts._timeout = timeout
+            gloo_opts._devices = [gloo_device()]
+            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, gloo_opts)
 
     @classmethod
     def join(cls, store: dist.Store, pipeline, *, rank: int, world_size: int, generation: int,

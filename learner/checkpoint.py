@@ -6,6 +6,7 @@ model.path), and the export is the merged weights plus a peft adapter directory 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import json
 import os
@@ -16,8 +17,9 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from common.models import export_checkpoint, key_map
+from common.models import DiffusionLM, export_checkpoint, key_map
 from common.models.lora import LoRASpec, has_lora, is_adapter, merged_state
+from learner.state import WorkerState
 
 
 def _options(net: nn.Module) -> StateDictOptions:
@@ -39,7 +41,7 @@ def load(path: str, *, net: nn.Module, optimizer, scheduler, rank: int) -> dict:
         raise FileNotFoundError(f"{path}: no learner checkpoint for rank {rank} (was it saved with as many ranks?)")
     options = _options(net)
     model_sd, optim_sd = get_state_dict(net, optimizer, options=options)
-    state = {"model": model_sd, "optim": optim_sd}
+    state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=path)
     set_state_dict(net, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=options)
     extra = torch.load(Path(path) / f"rank{rank}.pt", weights_only=False)
@@ -47,7 +49,7 @@ def load(path: str, *, net: nn.Module, optimizer, scheduler, rank: int) -> dict:
     return extra
 
 
-def save_hf(state: dict[str, torch.Tensor], model: nn.Module, tokenizer, path: str) -> None:
+def save_hf(state: dict[str, torch.Tensor], model: DiffusionLM, tokenizer, path: str) -> None:
     """Export the gathered `state` (our parameter names) in the official layout of `model`'s family, with the
     config.json, tokenizer and code files of the directory the model was loaded from; files 0644. `tokenizer` is
     saved only when that directory is unknown."""
@@ -56,7 +58,7 @@ def save_hf(state: dict[str, torch.Tensor], model: nn.Module, tokenizer, path: s
         tokenizer.save_pretrained(path)
 
 
-def save_adapter(state: dict[str, torch.Tensor], model: nn.Module, spec: LoRASpec, path: str) -> str:
+def save_adapter(state: dict[str, torch.Tensor], model: DiffusionLM, spec: LoRASpec, path: str) -> str:
     """A peft adapter directory (adapter_config.json + adapter_model.safetensors) for the official checkpoint:
     keys `base_model.model.<official module>.lora_A.weight` / `.lora_B.weight`, the official module names of the
     model's family (LLaDA: q_proj k_proj v_proj attn_out ff_proj up_proj ff_out; Dream: the Qwen2 names)."""
@@ -82,7 +84,7 @@ def save_adapter(state: dict[str, torch.Tensor], model: nn.Module, spec: LoRASpe
     return str(out)
 
 
-class Checkpointing:
+class Checkpointing(WorkerState):
     """The worker's export and checkpoint calls (a mixin of LearnerWorker, learner/worker.py): every rank calls them
     (the gathers and DCP are collective); rank 0 writes the export."""
 

@@ -35,7 +35,8 @@ class LearnerGroup:
                                f"{PLACEMENT_TIMEOUT_S}s; the cluster has {ray.available_resources()} free (lower "
                                "learner.num_ranks / learner.cpus_per_rank or add nodes)") from None
         worker_cls = ray.remote(LearnerWorker)
-        self.workers = []
+        # ActorHandle[LearnerWorker], typed Any: Ray's stubs give a handle's methods no `.remote` / `.options`
+        self.workers: list[Any] = []
         try:
             for rank in range(lcfg.num_ranks):
                 self.workers.append(worker_cls.options(

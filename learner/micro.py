@@ -36,11 +36,12 @@ def forward_units(batch: RolloutBatch, rows: int) -> list[RolloutBatch]:
 def plan_micro_batches(batches: list[RolloutBatch], *, rows: int, rank: int, world_size: int) -> list[RolloutBatch]:
     """This rank's micro-batches of the step: every batch's forward units pooled (in batch order), dealt round-robin,
     padded with empty units to the same count on every rank."""
+    if not batches:
+        return []
     units = [u for b in batches for u in forward_units(b, rows)]
     per_rank = math.ceil(len(units) / world_size) if units else 0
     mine = units[rank::world_size]
-    empty = batches[0].select([]) if batches else None
-    return mine + [empty] * (per_rank - len(mine))
+    return mine + [batches[0].select([])] * (per_rank - len(mine))
 
 
 def unit_count(batch_rows: list[int], rows: int) -> int:

@@ -4,6 +4,8 @@ common/weight_bus.py), and the signature the actors check theirs against. A mixi
 (learner/worker.py): it reads the worker's denoiser, config, rank, version and bus."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
@@ -11,13 +13,14 @@ from torch.distributed.tensor import DTensor
 from common.denoiser import DTYPES
 from common.models.lora import is_adapter
 from common.weight_bus import WeightBus, signature, wire_format
+from learner.state import WorkerState
 
 
-class WeightPublisher:
+class WeightPublisher(WorkerState):
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The full HF state dict, gathered once onto rank 0's CPU (collective: every rank must call it)."""
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_model_state_dict(self.denoiser.net, options=options)
+        state: dict[str, Any] = get_model_state_dict(self.denoiser.net, options=options)  # [str, Tensor]
         return {k.removeprefix("model."): v for k, v in state.items()}
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
@@ -63,11 +66,17 @@ class WeightPublisher:
         state = self.export_weights()[0]
         if self.rank != 0:
             return self.version, 0
+        assert state is not None  # rank 0's export holds the state
         self._sent = state  # kept: a group rebuilt after an actor died gets the same version again
-        return self.version, self.bus.send(state, self.version)
+        return self.version, self._joined_bus().send(state, self.version)
 
     def resend_weights(self) -> tuple[int, int]:
         """Rank 0 only: broadcast the last sent state again (to a group rebuilt after a death)."""
         if self._sent is None:  # exporting here would be a collective that the other ranks do not join
             raise RuntimeError("resend_weights: nothing was broadcast yet")
-        return self.version, self.bus.send(self._sent, self.version)
+        return self.version, self._joined_bus().send(self._sent, self.version)
+
+    def _joined_bus(self) -> WeightBus:
+        if self.bus is None:
+            raise RuntimeError("weight bus: rank 0 has not joined one (join_weight_bus first)")
+        return self.bus

@@ -19,14 +19,14 @@ def reduce_step(per_iter: list[torch.Tensor], keys: list[str], gap_max: torch.Te
     """`per_iter`: one [len(keys) + 3] vector per inner iteration (metric sums over this rank's rows, the row count,
     the grad norm, the parameter movement); `head`: scalars reported as they are (version, lr, ...). Returns the
     global metrics: a list over inner iterations per key. Collective: every rank calls it."""
-    stacked = None
+    stacked: list[list[float]] = []  # [J][len(keys) + 3]
     if per_iter:
-        stacked = torch.stack(per_iter)  # [J, len(keys) + 3]
-        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        summed = torch.stack(per_iter)  # [J, len(keys) + 3]
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
         dist.all_reduce(gap_max, op=dist.ReduceOp.MAX)
-        stacked = stacked.tolist()  # the step's one device -> host sync
+        stacked = summed.tolist()  # the step's one device -> host sync
     out: dict[str, Any] = dict(head)
-    for row in stacked or []:
+    for row in stacked:
         rows = row[len(keys)]
         for k, key in enumerate(keys):
             out.setdefault(key, []).append(row[k] if key.startswith("loss") else row[k] / max(rows, 1))

@@ -11,15 +11,19 @@ import torch.distributed as dist
 
 from common.denoiser import Denoiser, padding_mask
 from common.tokenize import encode_prompts
+from learner.state import WorkerState
 
 T_MIN = 1e-3  # LLaDA: p_mask = (1 - eps) t + eps
 
 
 def encode_answers(denoiser: Denoiser, answers: list[str], gen_length: int) -> torch.Tensor:
     """int64 [B, L]: answer tokens, EOS, EOS padding. An answer too long for gen_length raises, naming it."""
+    tokenizer = denoiser.tokenizer
+    if tokenizer is None:
+        raise ValueError("SFT warm start: the model has no tokenizer (model.path holds none)")
     rows = []
     for answer in answers:
-        ids = denoiser.tokenizer(answer, add_special_tokens=False)["input_ids"] + [denoiser.eos_id]
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [denoiser.eos_id]
         if len(ids) > gen_length:
             raise ValueError(f"sampler.gen_length={gen_length} is shorter than an SFT answer ({len(ids)} tokens "
                              f"with EOS): {answer[:60]!r}")
@@ -47,7 +51,7 @@ def sft_loss(denoiser: Denoiser, prompts: list[str], answers: list[str], *, gen_
     return loss, {"tokens": float(masked.sum())}
 
 
-class SFTStep:
+class SFTStep(WorkerState):
     """The SFT warm start's optimizer step (a mixin of LearnerWorker, learner/worker.py: it uses the worker's
     denoiser, generator and `_optimizer_step`); every rank gets the same pairs and takes its shard of them."""
 

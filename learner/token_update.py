@@ -17,7 +17,10 @@ No Ray here. Legend: b rows on this rank, P prompt, L completion, J inner iterat
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from common.batch import RolloutBatch
 from common.config import RunConfig
@@ -34,8 +37,9 @@ def onestep_prompt_mask(batch: RolloutBatch, j: int, p_mask_prompt: float) -> to
         return torch.zeros(0, width, dtype=torch.bool, device="cpu")
     source_rows = int(batch.mask_batch_rows[0])
     generator = torch.Generator(device="cpu").manual_seed(int(batch.mask_seeds[0, j, 0]))
-    full = diffu_grpo_prompt_mask(torch.ones(source_rows, width, dtype=torch.bool, device="cpu"), p_mask_prompt=p_mask_prompt,
-                                  generator=generator)  # [source B, P], a pure function of (seed, source B, P)
+    # [source B, P], a pure function of (seed, source B, P)
+    full = diffu_grpo_prompt_mask(torch.ones(source_rows, width, dtype=torch.bool, device="cpu"),
+                                  p_mask_prompt=p_mask_prompt, generator=generator)
     return full[batch.mask_row] & padding_mask(batch.prompt_len, width, 0)  # [b, P]: real prompt tokens
 
 
@@ -71,7 +75,8 @@ class TokenPath:
         """Compute old / reference targets for each of this rank's micro-batches, then return `fn(micro index, j)`
         that runs the forward, the loss and the backward and returns (metrics, teacher gap at j = 0 or None)."""
         num_iters = self.cfg.algorithm.mu
-        old = ref = None
+        old: list[torch.Tensor] = []  # filled when the loss needs S_old
+        ref: list[torch.Tensor] | None = None
         if self.spec.algorithm.old_on(self.cfg.algorithm.teacher_source) == "learner":  # always, when it has S_old
             check_on_policy(micros, version)
             old = self._targets(policy, micros, num_iters)
@@ -80,7 +85,8 @@ class TokenPath:
                 raise RuntimeError(f"algorithm.name={self.spec.algorithm.name} with beta > 0 needs the learner's "
                                    "reference copy")
             ref = self._targets(reference, micros, num_iters)
-            reference.net.reshard()  # the FSDP root stays gathered after a forward without backward
+            # the FSDP root stays gathered after a forward without backward (fully_shard made the net an FSDPModule)
+            cast(FSDPModule, reference.net).reshard()
 
         def run(i: int, j: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
             micro, device = micros[i], policy.device
@@ -95,7 +101,7 @@ class TokenPath:
                                          completion_mask=cmask, num_rows=num_rows, **self.kwargs, **extra)
             (loss * scale).backward()
             gap = None
-            if old is not None:
+            if self.spec.algorithm.needs_old:
                 with torch.no_grad():
                     delta = (lp.detach() - old[i][:, j]).abs() * cmask
                     metrics["mean_abs_delta"] = delta.sum() / cmask.sum().clamp_min(1)

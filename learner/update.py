@@ -96,6 +96,14 @@ class MetricSum:
         return torch.stack([self.sums.get(k, zero) for k in keys] + [rows])
 
 
+def s_variant_of(spec: LossSpec) -> SVariant:
+    """The S(x0) formula of a sequence-level loss (None only for the per-token and SPG kinds, never routed here)."""
+    variant = spec.algorithm.s_variant
+    if variant is None:
+        raise ValueError(f"algorithm {spec.algorithm.name!r} has no sequence-level S(x0) formula")
+    return variant
+
+
 class SequencePath:
     """Sequence-level S(x0) losses. S_old comes from the actor (algorithm.teacher_source=rollout) or is recomputed
     here under no_grad from the sampling weights on exactly the micro-batches the gradient forwards use, so S_old and
@@ -119,7 +127,7 @@ class SequencePath:
                                  "must run with the same algorithm config")
             return micro.old_logp.to(policy.device)
         check_on_policy([micro], version)
-        return torch.stack([sequence_logp(policy, micro, j, s_variant=self.spec.algorithm.s_variant).float()
+        return torch.stack([sequence_logp(policy, micro, j, s_variant=s_variant_of(self.spec)).float()
                             for j in range(micro.mask_seeds.shape[1])], dim=1)  # [b, J, M]
 
     def prepare(self, policy: Denoiser, reference: Denoiser | None, micros: list[RolloutBatch], *, version: int,
@@ -145,7 +153,7 @@ def loss_on_micro_batch(denoiser: Denoiser, micro: RolloutBatch, j: int, *, spec
     """Forward, loss, backward for one micro-batch at inner iteration j (`old` [b, M] S_old on the device, or None).
     Returns (metrics, S_theta detached [b, M])."""
     device = denoiser.device
-    logp = sequence_logp(denoiser, micro, j, s_variant=spec.algorithm.s_variant)  # [b, M]
+    logp = sequence_logp(denoiser, micro, j, s_variant=s_variant_of(spec))  # [b, M]
     actor_ref = spec.algorithm.reference_on(loss_kwargs.get("beta", 0.0)) == "actor"  # S_ref in the batch
     ref = micro.ref_logp[:, j].to(device) if actor_ref else None
     loss, metrics = spec.fn(logp, old, ref, micro.advantage.to(device), micro.completion_ids.shape[1],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import torch
@@ -32,7 +32,7 @@ from common.devices import group_backend, make_generator, service_device
 from common.weight_bus import WeightBus
 from learner.checkpoint import Checkpointing
 from learner.fsdp import shard_model
-from learner.losses import get_loss
+from learner.losses import LossSpec, get_loss
 from learner.micro import drop_zero_advantage_groups, plan_micro_batches
 from learner.optim import build_optimizer, clip_grad_norm
 from learner.publish import WeightPublisher
@@ -51,7 +51,8 @@ class LearnerWorker(WeightPublisher, Checkpointing, SFTStep):
         self.spec = get_loss(cfg.algorithm.name)
         if not self.spec.algorithm.trainable:  # load_config rejects it already; a hand-built config gets here
             raise ConfigError(f"algorithm.name={cfg.algorithm.name}: the learner does not implement it")
-        paths = {"token_onestep": TokenPath, "tlc+eubo": SandwichPath}
+        paths: dict[str, Callable[[LossSpec, RunConfig], UpdatePath]] = {"token_onestep": TokenPath,
+                                                                          "tlc+eubo": SandwichPath}
         self.path: UpdatePath = paths.get(self.spec.algorithm.logp_kind, SequencePath)(self.spec, cfg)
         # wd1 normalises within prompt groups: its rows are split over ranks / micro-batches on group boundaries
         self.group_size = self.path.group_size

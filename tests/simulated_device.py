@@ -10,8 +10,8 @@ the CPU and wraps the result again, and fails the way a GPU would where devices 
 
 Generators on simdev are CPU generators of a marked subclass (`torch.Generator(device="simdev")` works inside
 `simulated_accelerator()`). Importing this module registers the device type, process-wide and for good, so only the
-checks' own subprocess imports it (tests/test_simulated_device.py runs tests/simulated_device_checks.py). Not a model of a GPU's numerics: a check of
-where tensors live.
+checks' own subprocess imports it (tests/test_simulated_device.py runs tests/simulated_device_checks.py). Not a model of
+a GPU's numerics: a check of where tensors live.
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ the RNG with the mask seed before each S forward), and each layer hashes (row se
 a uniform number (`uniform_hash`: integer ops only, so the draws are identical on CPU and any accelerator, need no
 generator and cost one vectorised pass for all rows). So the actor's S_old and the learner's S_theta of the same
 (row, j, m) see the same draws whatever the batching or device, and activation checkpointing recomputes them
-identically (the seeds travel as block arguments). Without bound seeds (sampling, evaluation) there is no dropout. The reference policy is the same model
-with adapters off (`adapters_disabled`): no second copy of the weights.
+identically (the seeds travel as block arguments). Without bound seeds (sampling, evaluation) there is no dropout.
+The reference policy is the same model with adapters off (`adapters_disabled`): no second copy of the weights.
 Legend: B rows, T sequence, r rank.
 """
 from __future__ import annotations
@@ -22,13 +22,16 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.families import LORA_TARGETS
+
+if TYPE_CHECKING:  # a type only: transformer.py imports this module
+    from common.models.transformer import DiffusionLM
 
 # our block projections that take an adapter; the official (peft target) names are common/families.py's LORA_TARGETS
 ALL_TARGETS = tuple(LORA_TARGETS)
@@ -79,7 +82,8 @@ def uniform_hash(keys: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> tor
 
 def row_seeds(mask_seed: int, rows: torch.Tensor) -> torch.Tensor:
     """int64 [B]: the dropout seed of each row (index in its rollout batch) for mask seed s[j, m]."""
-    return torch.tensor([_splitmix(int(mask_seed) * 1_000_003 + int(r)) for r in rows.tolist()], dtype=torch.int64, device="cpu")
+    return torch.tensor([_splitmix(int(mask_seed) * 1_000_003 + int(r)) for r in rows.tolist()], dtype=torch.int64,
+                        device="cpu")
 
 
 class LoRALinear(nn.Linear):
@@ -117,7 +121,7 @@ class LoRALinear(nn.Linear):
         return (self.lora_B.float() @ self.lora_A.float()) * self.scaling
 
 
-def apply_lora(net: nn.Module, spec: LoRASpec, *, generator: torch.Generator) -> list[str]:
+def apply_lora(net: DiffusionLM, spec: LoRASpec, *, generator: torch.Generator) -> list[str]:
     """Replace the `spec.targets` projections of every block of a DiffusionLM by LoRALinear (in place, keeping the
     base weights), freeze everything else, init A from `generator` (the same seed on actors and learner gives the
     same A, so version 0 agrees bit for bit; B = 0 anyway). Returns the adapter parameter names."""
@@ -171,7 +175,7 @@ def bind_row_seeds(block: nn.Module, seeds: torch.Tensor | None) -> None:
 
 
 @contextlib.contextmanager
-def lora_dropout(net: nn.Module, seeds: torch.Tensor | None) -> Iterator[None]:
+def lora_dropout(net: DiffusionLM, seeds: torch.Tensor | None) -> Iterator[None]:
     """Seeded LoRA dropout for the forwards inside (`seeds` int64 [B] per input row; None = no dropout). The body
     hands the seeds to each block as an argument, so a checkpointed block recomputes the same draws in backward."""
     body = net.body

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from common.models.args import ModelArgs
-from common.models.lora import bind_row_seeds
+from common.models.lora import LoRASpec, bind_row_seeds
 
 
 class RMSNorm(nn.Module):
@@ -142,6 +142,8 @@ class Body(nn.Module):
 class DiffusionLM(nn.Module):
     """Body + LM head. The forward does both (so the module can be the FSDP2 root: every parameter is gathered by
     its hooks) but applies the head only at `positions`, optionally straight to log p(target) chunk by chunk."""
+
+    lora_spec: LoRASpec  # set by common.models.lora.apply_lora, on a model with adapters only
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()

@@ -16,8 +16,8 @@ import numpy as np
 
 from common.messages import PromptItem
 from common import arith
-from common.tasks.base import (DATA_DIR, REASONING_SYSTEM_PROMPT, OfficialEval, Task, base_summary, check_format, check_split,
-                               last_boxed_only_string, mean_of, remove_boxed)
+from common.tasks.base import (DATA_DIR, REASONING_SYSTEM_PROMPT, OfficialEval, Task, base_summary, check_format,
+                               check_split, last_boxed_only_string, mean_of, remove_boxed)
 
 OPS = "+-*/"
 
@@ -94,7 +94,7 @@ def make_prompts(*, prompt_format: str, split: str, num: int, seed: int, source:
     check_split(split)
     check_format(prompt_format)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    items = []
+    items: list[PromptItem] = []
     while len(items) < num:
         numbers, target, solution = make_instance(rng)
         if in_test_split(numbers, target) == (split == "test"):

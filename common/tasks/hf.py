@@ -69,7 +69,7 @@ def epochs(items: list[PromptItem], *, num: int, seed: int) -> list[PromptItem]:
 
 def field(row: dict[str, Any], key: str, kind: type = str) -> Any:
     value = row.get(key)
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
+    if not isinstance(value, kind) or (kind is str and isinstance(value, str) and not value.strip()):
         raise BadRow(f"field {key!r} must be a non-empty {kind.__name__}, got {value!r:.60}")
     return value
 

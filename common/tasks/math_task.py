@@ -11,8 +11,8 @@ from typing import Any
 
 from common.messages import PromptItem
 from common.tasks import hf
-from common.tasks.base import (REASONING_SYSTEM_PROMPT, Task, base_summary, check_format, check_split, last_boxed_only_string, mean_of,
-                               remove_boxed)
+from common.tasks.base import (REASONING_SYSTEM_PROMPT, Task, base_summary, check_format, check_split,
+                               last_boxed_only_string, mean_of, remove_boxed)
 
 HUB_NAME = "ankner/math-500"
 
@@ -21,8 +21,8 @@ def format_prompt(problem: str, prompt_format: str) -> str:
     check_format(prompt_format)
     if prompt_format == "compact":
         return f"{problem}\n"
-    return (f"{REASONING_SYSTEM_PROMPT}\n\nYou are a math expert. Solve the problem step by step. Wrap the final answer in a "
-            f"\\boxed{{}}.\n\n{problem}")
+    return (f"{REASONING_SYSTEM_PROMPT}\n\nYou are a math expert. Solve the problem step by step. Wrap the final "
+            f"answer in a \\boxed{{}}.\n\n{problem}")
 
 
 def row_item(index: int, row: dict[str, Any], prompt_format: str) -> PromptItem:

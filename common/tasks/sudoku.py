@@ -17,8 +17,10 @@ from common.messages import PromptItem
 from common.tasks.base import DATA_DIR, OfficialEval, Task, base_summary, check_format, check_split, mean_of
 
 # d1's Sudoku prompt (prompt_format "d1"; d1's `SUDOKU_SYSTEM_PROMPT` + "Solve the following Sudoku puzzle: ...").
+# In both official prompts, a backslash at a line end continues the same line of the official text.
 D1_SYSTEM_PROMPT = """
-Please solve the following 4x4 Sudoku puzzle. The puzzle is provided as a 16-character string reading left-to-right, top-to-bottom, where '0' represents empty cells.
+Please solve the following 4x4 Sudoku puzzle. The puzzle is provided as a 16-character string reading \
+left-to-right, top-to-bottom, where '0' represents empty cells.
 
 Rules:
 - Fill empty cells with digits 1-4
@@ -26,7 +28,8 @@ Rules:
 - Each column must contain digits 1-4 exactly once
 - Each 2x2 box must contain digits 1-4 exactly once
 
-Important: Your solution must be a COMPLETE 16-character string with only the digits 1-4, representing your final solved grid.
+Important: Your solution must be a COMPLETE 16-character string with only the digits 1-4, \
+representing your final solved grid.
 
 Respond in this exact format:
 <reasoning>
@@ -57,7 +60,8 @@ Your step-by-step solving process
 """
 # GDSD's evaluation prompt (GaryBall/GDSD eval/data_utils.py SUDOKU_SYSTEM_PROMPT, with its worked example).
 GDSD_EVAL_SYSTEM_PROMPT = """
-Please solve the following 4x4 Sudoku puzzle. The puzzle is provided as a 16-character string reading left-to-right, top-to-bottom, where '0' represents empty cells.
+Please solve the following 4x4 Sudoku puzzle. The puzzle is provided as a 16-character string reading \
+left-to-right, top-to-bottom, where '0' represents empty cells.
 
 **Rules:**
 - Fill empty cells with digits 1-4.
@@ -82,7 +86,8 @@ The solved grid looks like this:
 1 2 | 4 3
 4 3 | 1 2
 
-**Important:** Your solution must be a COMPLETE 16-character string with only the digits 1-4, representing your final solved grid.
+**Important:** Your solution must be a COMPLETE 16-character string with only the digits 1-4, \
+representing your final solved grid.
 
 Respond in this exact format:
 <reasoning>
@@ -166,7 +171,8 @@ def make_prompts(*, prompt_format: str, split: str, num: int, seed: int, source:
     check_split(split)
     check_format(prompt_format)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    items, seen = [], set()
+    items: list[PromptItem] = []
+    seen: set[str] = set()
     while len(items) < num:
         puzzle, solution = make_puzzle(rng)
         if in_test_split(puzzle) != (split == "test") or puzzle in seen:

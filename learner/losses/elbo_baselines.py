@@ -175,7 +175,7 @@ def spg_loss(
     advantages: Tensor,
     gen_len: int,
     *,
-    mix_weight: float = ALGORITHMS["spg"].official["mix_weight"],
+    mix_weight: float = float(ALGORITHMS["spg"].official["mix_weight"]),
     num_rows: int | None = None,
 ) -> tuple[Tensor, Metrics]:
     """SPG (Sandwiched Policy Gradient), Wang et al., arXiv:2510.09541, Sec. 3 "Sandwiched Policy Gradient with

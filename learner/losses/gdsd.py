@@ -102,6 +102,8 @@ def gdsd_loss(
 
     metrics: Metrics = {}
     if beta != 0:
+        if ref_logp is None:
+            raise ValueError("gdsd with beta > 0 needs ref_logp (S_ref)")
         k2 = 0.5 * (s - ref_logp.to(dt)).square()  # [B, M]
         loss_kl = beta * k2.sum() / (n * num_mc * L)
         metrics["k2"] = detached(k2.mean())

@@ -125,7 +125,7 @@ def wd1_loss(
     completion_mask: Tensor,
     *,
     group_size: int | None = None,
-    psi: float = ALGORITHMS["wd1"].official["psi"],
+    psi: float = float(ALGORITHMS["wd1"].official["psi"]),
     num_rows: int | None = None,
 ) -> tuple[Tensor, Metrics]:
     """wd1 (Tang et al., "wd1: Weighted Policy Optimization for Reasoning in Diffusion Language Models",

@@ -6,10 +6,10 @@ Two processes per run, neither able to touch the other:
   environment, `--die-with-parent`, `--new-session`, the seccomp filter of `rewards/sandbox/seccomp.py`) -> `prlimit`
   (address space, CPU seconds, file size, open files, processes, no core) -> `setpriv` (a fresh unprivileged uid per
   run, no groups, no capabilities, no_new_privs) -> `/usr/bin/python3 -I -S -B`, inside a per-run cgroup
-  (`rewards/sandbox/cgroup.py`: memory.max, pids.max) where the host allows one. It runs the program and then only answers
-  "what is name X" and "call function X with these arguments" with plain data (`inside/plain.py`).
-- the checker (`inside/checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs the
-  tests, each in a forked child that can only report its own verdict, and decides every verdict from fresh builtin
+  (`rewards/sandbox/cgroup.py`: memory.max, pids.max) where the host allows one. It runs the program and then only
+  answers "what is name X" and "call function X with these arguments" with plain data (`inside/plain.py`).
+- the checker (`inside/checker.py`): a long-lived process in its own sandbox and uid, one per concurrent run, which runs
+  the tests, each in a forked child that can only report its own verdict, and decides every verdict from fresh builtin
   values. It never receives program code. Checkers are started and killed by `checkers.py` (a killed checker
   takes its whole pid namespace; leftovers are counted as orphans).
 The checker receives the two pipes of the program's process for each run and talks to it directly; the host

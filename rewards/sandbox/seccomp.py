@@ -88,7 +88,7 @@ def seccomp_program(machine: str | None = None) -> bytes:
              ("label", "eafnosupport"), (_RET, 0, 0, _errno(errno.EAFNOSUPPORT)),
              ("label", "kill"), (_RET, 0, 0, _KILL_PROCESS)]
     labels: dict[str, int] = {}
-    instructions = []
+    instructions: list[tuple] = []
     for entry in prog:
         if entry[0] == "label":
             labels[entry[1]] = len(instructions)

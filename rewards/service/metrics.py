@@ -25,11 +25,12 @@ def summarize(results: list[RewardResult], sandbox_records: list[tuple[float, st
         for name, value in result.parts.items():
             part_values[name].append(value)
     seconds = [s for s, _ in sandbox_records]
+    kinds = [error_kind(r.error) for r in results]  # None: no error
     return RewardMetrics(
         rows=len(results), reward_sum=sum(r.total for r in results),
         part_sums={name: sum(values) for name, values in sorted(part_values.items())},
         part_rows={name: len(values) for name, values in sorted(part_values.items())},
-        errors=dict(sorted(Counter(error_kind(r.error) for r in results if r.error is not None).items())),
+        errors=dict(sorted(Counter(kind for kind in kinds if kind is not None).items())),
         programs=len(seconds), program_seconds=sum(seconds), program_seconds_max=max(seconds, default=None),
         outcomes=dict(sorted(Counter(o for _, o in sandbox_records).items())), orphans=orphans,
         cpu_seconds=sum(cpu_seconds) if cpu_seconds else None,

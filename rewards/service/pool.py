@@ -166,7 +166,8 @@ class RewardPool:
     def _requeue(self, chunk: _Chunk, pending: deque, results: list, exc: Exception) -> None:
         if chunk.stop - chunk.start > 1:  # split to isolate a row that kills workers; splitting costs no attempt
             middle = (chunk.start + chunk.stop) // 2
-            pending.extendleft([_Chunk(middle, chunk.stop, chunk.attempts), _Chunk(chunk.start, middle, chunk.attempts)])
+            pending.extendleft([_Chunk(middle, chunk.stop, chunk.attempts),
+                                _Chunk(chunk.start, middle, chunk.attempts)])
         elif chunk.attempts + 1 < self.max_attempts:
             pending.appendleft(_Chunk(chunk.start, chunk.stop, chunk.attempts + 1))
         else:
@@ -187,7 +188,8 @@ class RewardPool:
 
 
 MAX_CONCURRENT_CALLS = 8  # score calls the pool actor serves at once (rollout actors); more wait in Ray's queue
-RemoteRewardPool = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0,
+# ignore: Ray's stubs type ray.remote(**options) with the task options only (no max_concurrency)
+RemoteRewardPool = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0,  # type: ignore[call-overload]
                               max_concurrency=MAX_CONCURRENT_CALLS)(RewardPool)
 
 

@@ -1,8 +1,8 @@
 """`RewardWorker`: a CPU-only Ray actor that scores a batch of replies, one result per row, in input order.
 
-Training scores through `RewardPool` (rewards/service/pool.py), which splits a batch over these workers, replaces a dead one
-and collects metrics via `score_with_metrics`. A row that fails in any way (exception, undecodable text, a reply over
-`max_reply_chars`, a verifier exceeding `row_timeout_s`) gets reward 0 and an error string; a batch never fails.
+Training scores through `RewardPool` (rewards/service/pool.py), which splits a batch over these workers, replaces a dead
+one and collects metrics via `score_with_metrics`. A row that fails in any way (exception, undecodable text, a reply
+over `max_reply_chars`, a verifier exceeding `row_timeout_s`) gets reward 0 and an error string; a batch never fails.
 Workers are created with Ray restarts and task retries off: the pool owns recovery, with a bounded number of attempts.
 """
 from __future__ import annotations

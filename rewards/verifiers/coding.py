@@ -3,8 +3,8 @@
 the format score is 1.0).
 
 Official definition: DiffuCoder / open-r1 `get_code_format_reward` (0 / 0.5 / 1.0 by `ast.parse`) and `code_reward`
-(pass rate of the test cases, zero when the format is wrong), as summarised in docs/design.md ("Rewards"), with asserts as test
-cases, as in d1's `coding_reward_func` (`split_test_function`: one unit per assert, 1 s each).
+(pass rate of the test cases, zero when the format is wrong), as summarised in docs/design.md ("Rewards"), with asserts
+as test cases, as in d1's `coding_reward_func` (`split_test_function`: one unit per assert, 1 s each).
 "Exactly one block" is read strictly: the reply contains exactly two ``` fences, the first opening "```python\\n";
 text may follow the closing fence.
 
@@ -51,7 +51,8 @@ def bind_entry_point(program: str, entry_point: str | None) -> str:
         return program
     if not entry_point.isidentifier():
         raise MetaError(f"code meta: entry_point must be an identifier, got {entry_point!r}")
-    functions = [node.name for node in ast.parse(program).body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    functions = [node.name for node in ast.parse(program).body
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
     if entry_point in functions or not functions:
         return program
     return f"{program}\n{entry_point} = {functions[0]}\n"

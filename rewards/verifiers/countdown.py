@@ -16,6 +16,7 @@ such a literal cannot be one of the task's numbers, and a 3-number expression is
 from __future__ import annotations
 
 import ast
+from typing import cast
 
 from common.messages import RewardResult
 from common import arith
@@ -59,7 +60,8 @@ def parse_expression(expr: str) -> ast.expr:
 def literals(tree: ast.expr) -> list[int]:
     """The integer literals of a checked tree, in source order."""
     found = [node for node in ast.walk(tree) if isinstance(node, ast.Constant)]
-    return [node.value for node in sorted(found, key=lambda n: (n.lineno, n.col_offset))]
+    # cast: check() admits int literals only
+    return [cast(int, node.value) for node in sorted(found, key=lambda n: (n.lineno, n.col_offset))]
 
 
 def countdown_reward(meta: dict, text: str) -> RewardResult:

@@ -108,5 +108,5 @@ def math_format(meta: dict, text: str) -> RewardResult:
     """0.5 x (1 if `<answer>` present + (1 if `\\boxed` in the answer part, else 0.5)). Part name: 'math_format'."""
     region = answer_region(text)
     has_answer = region is not None
-    searched = region if has_answer else text  # d1 tests the whole reply when there is no <answer>
+    searched = region if region is not None else text  # d1 tests the whole reply when there is no <answer>
     return single("math_format", 0.5 * (float(has_answer) + (1.0 if "\\boxed" in searched else 0.5)))

@@ -34,7 +34,8 @@ def main() -> None:
                          extraction_mode="first_match")
             pred = parse(_as_latex(request["pred"]), parsing_timeout=request.get("timeout", 5),
                          extraction_mode="first_match")
-            reply = {"equivalent": bool(gold and pred and verify(gold, pred, timeout_seconds=request.get("timeout", 5)))}
+            equivalent = gold and pred and verify(gold, pred, timeout_seconds=request.get("timeout", 5))
+            reply: dict[str, object] = {"equivalent": bool(equivalent)}
         except BaseException as exc:  # noqa: B036  (a MemoryError or the alarm must not end the loop)
             reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         out.write(json.dumps(reply) + "\n")

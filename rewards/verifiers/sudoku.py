@@ -1,7 +1,7 @@
 """4x4 Sudoku reward: the fraction of originally empty cells filled correctly.
 
-Official definition (d1 `diffu-grpo/reward_func.py`, `sudoku_reward_func` / `validate_sudoku_solution`, used unchanged by
-GDSD): take the digits inside the last `<answer>…</answer>`, pad with '0' or truncate to 16, and score
+Official definition (d1 `diffu-grpo/reward_func.py`, `sudoku_reward_func` / `validate_sudoku_solution`, used unchanged
+by GDSD): take the digits inside the last `<answer>…</answer>`, pad with '0' or truncate to 16, and score
 correct_empty_cells / empty_cells; no `<answer>` (or no digit in it) scores 0. Works for all three prompt formats
 (`task.prompt_format`: `gdsd` and `d1` ask for a `<reasoning>` block, their reference replies put the 16 digits on
 their own line; `compact` has no reasoning tag), since only the answer tag is read.

@@ -42,5 +42,6 @@ def single(name: str, value: float, error: str | None = None) -> RewardResult:
 
 def require(meta: dict, key: str, task: str) -> object:
     if not isinstance(meta, dict) or key not in meta:
-        raise MetaError(f"{task} meta needs a {key!r} field, got keys {sorted(meta) if isinstance(meta, dict) else meta!r}")
+        got = sorted(meta) if isinstance(meta, dict) else meta
+        raise MetaError(f"{task} meta needs a {key!r} field, got keys {got!r}")
     return meta[key]

@@ -11,7 +11,8 @@ LORA = ["model.lora.enabled=true", "model.lora.r=4", "model.lora.alpha=8"]
 
 
 def test_engine_holds_one_copy_and_takes_adapter_pushes(tiny_model_dir):
-    engine = PolicyEngine(load_config(None, LORA), tiny_model_dir, device=torch.device("cpu"))  # gdsd, beta 1e-3: needs a reference
+    # gdsd, beta 1e-3: needs a reference
+    engine = PolicyEngine(load_config(None, LORA), tiny_model_dir, device=torch.device("cpu"))
     assert engine.reference is not None and engine.reference.net is engine.policy.net
     assert engine.reference.adapters is False and engine.policy.adapters is True
     like = engine.wire_like()

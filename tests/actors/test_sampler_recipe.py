@@ -61,8 +61,8 @@ def llada_official_one_row(den: Denoiser, prompt: torch.Tensor, cfg: SamplerConf
     """Greedy LLaDA `generate` as GDSD's evaluation and rollouts call it, one row: x == mask_id decides what is
     masked; argmax and softmax over the whole vocabulary, MASK included; confidence -inf from the block's end on;
     topk over the row; a drawn MASK leaves the position masked; the softmax in `dtype` (GDSD's rollouts:
-    `F.softmax(logits.to(model.dtype))`, its evaluation: float32 under autocast). Returns (tokens, step that set each position to a
-    non-MASK token or -1, MASK draws)."""
+    `F.softmax(logits.to(model.dtype))`, its evaluation: float32 under autocast). Returns (tokens, step that set each
+    position to a non-MASK token or -1, MASK draws)."""
     P, L = prompt.shape[0], cfg.gen_length
     x = torch.cat([prompt, torch.full((L,), den.mask_id)])[None]  # [1, T]
     steps_of, mask_draws, step = [-1] * L, 0, 0
@@ -230,7 +230,8 @@ def test_low_precision_gumbel_noise_sharpens_sampling():
     freq = {}
     for dtype in (torch.float64, torch.bfloat16):
         gen = torch.Generator().manual_seed(1)
-        hits = sum(int((gumbel_argmax(logits.expand(500, V), 1.0, gen, dtype) == top).sum()) for _ in range(draws // 500))
+        hits = sum(int((gumbel_argmax(logits.expand(500, V), 1.0, gen, dtype) == top).sum())
+                   for _ in range(draws // 500))
         freq[dtype] = hits / draws
     se = (exact * (1 - exact) / draws) ** 0.5
     assert abs(freq[torch.float64] - exact) < 4 * se, (freq, exact)

@@ -6,7 +6,8 @@ from common.config import ConfigError, load_config
 
 def test_defaults_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("sampler:\n  gen_length: 64\n  block_length: 32\n  steps: 32\nalgorithm:\n  beta: 0.01\n  name: gdsd\n")
+    path.write_text("sampler:\n  gen_length: 64\n  block_length: 32\n  steps: 32\n"
+                    "algorithm:\n  beta: 0.01\n  name: gdsd\n")
     cfg = load_config(path, ["sampler.temperature=0", "algorithm.name=gdsd_tlc", "model.path=/m"])
     assert cfg.sampler.gen_length == 64 and cfg.sampler.temperature == 0.0
     assert cfg.algorithm.beta == 0.01 and cfg.algorithm.name == "gdsd_tlc" and cfg.model.path == "/m"

@@ -43,7 +43,8 @@ def test_fresh_adapters_equal_base_and_only_adapters_train(tiny_model_dir):
     trainable = [n for n, p in den.net.named_parameters() if p.requires_grad]
     assert trainable == adapter_names(den.net) and len(trainable) == 2 * 7 * den.net.args.n_layers
     assert set(den.net.state_dict()) - set(base.net.state_dict()) == set(trainable)  # base keys unchanged
-    again = load_denoiser(ModelConfig(lora=LORA), tiny_model_dir, device="cpu")  # same init seed -> the same A on every process
+    # same init seed -> the same A on every process
+    again = load_denoiser(ModelConfig(lora=LORA), tiny_model_dir, device="cpu")
     assert all(torch.equal(again.net.state_dict()[k], den.net.state_dict()[k]) for k in trainable)
 
 
@@ -181,6 +182,7 @@ def test_config_maps_official_names_and_rejects_unknown():
 
 
 def test_push_bytes_formula_matches_the_model(tiny_model_dir):
-    den = load_denoiser(ModelConfig(lora={**LORA, "target_modules": ["wq", "wo", "w_up"]}), tiny_model_dir, device="cpu")
+    den = load_denoiser(ModelConfig(lora={**LORA, "target_modules": ["wq", "wo", "w_up"]}), tiny_model_dir,
+                        device="cpu")
     measured = sum(v.numel() * 2 for k, v in den.net.state_dict().items() if k in set(adapter_names(den.net)))
     assert adapter_bytes(den.net.args, LoRASpec(r=4, targets=("wq", "wo", "w_up"))) == measured

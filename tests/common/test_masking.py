@@ -10,7 +10,8 @@ from common.masking import consistent_masks, mask_fraction, mask_levels
 
 
 def reference_levels(k: int, num_rows: int, gen_len: int) -> list[int]:
-    """docs/design.md, "Formulas": m_i = round(k + i(L+1)/B) mod (L+1), written with Python's own round (half to even)."""
+    """docs/design.md, "Formulas": m_i = round(k + i(L+1)/B) mod (L+1), written with Python's own round (half to
+    even)."""
     return [round(k + i * (gen_len + 1) / num_rows) % (gen_len + 1) for i in range(num_rows)]
 
 

@@ -219,7 +219,8 @@ def test_dream_shift_reads_the_previous_hidden_state(tmp_path):
         select = torch.zeros_like(ids, dtype=torch.bool)
         select[0, [2, 5]] = True
         picked = den.logits(ids, positions=select)
-    assert torch.allclose(shifted[1:], unshifted[:-1], atol=1e-6) and torch.allclose(shifted[0], unshifted[0], atol=1e-6)
+    assert torch.allclose(shifted[1:], unshifted[:-1], atol=1e-6)
+    assert torch.allclose(shifted[0], unshifted[0], atol=1e-6)
     assert torch.allclose(picked, unshifted[[1, 4]], atol=1e-6)
     # our config overrides the family default
     assert load_denoiser(ModelConfig(logits_shift=False), tmp_path / "ckpt", device="cpu").shift is False

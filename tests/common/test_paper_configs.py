@@ -15,7 +15,8 @@ RECIPE = {"sudoku": ("3e-6", "1e-3", 1, 1.0, 6, 12, 64), "countdown": ("3e-6", "
 
 
 def test_the_table_is_covered_exactly():
-    expected = {f"{task}_{model}_{method}.yaml" for model, tasks in TABLE.items() for task in tasks for method in METHODS}
+    expected = {f"{task}_{model}_{method}.yaml"
+                for model, tasks in TABLE.items() for task in tasks for method in METHODS}
     assert {f.name for f in FILES} == expected
 
 

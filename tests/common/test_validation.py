@@ -132,7 +132,8 @@ def test_per_token_algorithms_need_learner_side_targets(name):
 
 
 def test_teacher_source_learner_needs_synchronous_mode():
-    with pytest.raises(ConfigError, match=r"set pipeline.max_staleness=0 \(got 1\) or algorithm.teacher_source=rollout"):
+    with pytest.raises(ConfigError,
+                       match=r"set pipeline.max_staleness=0 \(got 1\) or algorithm.teacher_source=rollout"):
         load_config(None, ["algorithm.teacher_source=learner", "pipeline.max_staleness=1"])
     cfg = load_config(None, ["algorithm.teacher_source=rollout", "pipeline.max_staleness=1"])  # async, actor targets
     assert cfg.pipeline.max_staleness == 1

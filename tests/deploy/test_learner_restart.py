@@ -19,8 +19,8 @@ STEPS, KILL_AT = 4, 3
 
 def run(jobs, tmp_path, name: str, *overrides: str, kill: bool) -> tuple[dict, dict[int, dict]]:
     cfg = load_config(jobs.repo / "configs/sudoku_tiny.yaml", [
-        *jobs.tiny, f"steps={STEPS}", "learner.num_ranks=2", "learner.cpus_per_rank=1", "learner.micro_batch_rows=6", "checkpoint.every=2",
-        "checkpoint.export_hf=false", "learner.max_restarts=1", f"run_dir={tmp_path / name}",
+        *jobs.tiny, f"steps={STEPS}", "learner.num_ranks=2", "learner.cpus_per_rank=1", "learner.micro_batch_rows=6",
+        "checkpoint.every=2", "checkpoint.export_hf=false", "learner.max_restarts=1", f"run_dir={tmp_path / name}",
         f"cache_dir={tmp_path / 'cache'}", *overrides])
     trainer = Trainer(cfg)
     first = trainer.learner

@@ -33,7 +33,8 @@ def test_gdsd_with_lora_through_the_job(jobs, tmp_path):
     # the tiny model earns no sudoku reward in two steps (A = 0, no RL gradient: tests/learner/test_lora_learner.py
     # trains the adapters with given advantages); the LoRA warm start did train, through the same learner
     base_dir = next((tmp_path / "cache").rglob("tiny-*/config.json")).parent
-    base, merged = load_denoiser(ModelConfig(), base_dir, device="cpu"), load_denoiser(ModelConfig(), final, device="cpu")
+    base = load_denoiser(ModelConfig(), base_dir, device="cpu")
+    merged = load_denoiser(ModelConfig(), final, device="cpu")
     before, after = base.net.state_dict(), merged.net.state_dict()
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}

@@ -19,7 +19,8 @@ from deploy.metrics import Metrics, flatten, gauge_spec
 REPO = Path(__file__).resolve().parents[2]
 RECORD = {"reward": {"mean": 0.5, "sudoku": 0.5}, "reward_errors": 0, "zero_variance_groups": 1,
           "rollout": {"actor0/tokens_per_s": 100.0, "actor1/tokens_per_s": 120.0}, "staleness": {"max": 1},
-          "bytes": {"batches": 1000}, "fleet": {"reissued_chunks": 1, "dead_nodes": 1}, "time": {"rollout": 1.0, "update": 0.5, "sync_weights": 0.1},
+          "bytes": {"batches": 1000}, "fleet": {"reissued_chunks": 1, "dead_nodes": 1},
+          "time": {"rollout": 1.0, "update": 0.5, "sync_weights": 0.1},
           "learner": {"seconds": 0.4, "clamp_frac": [0.0, 0.25], "k2": [1e-6, 2e-6], "teacher_gap_max": 1e-3},
           "version": 3}
 
@@ -128,7 +129,8 @@ def test_a_second_sink_appends_to_the_same_file(tmp_path):
 
 
 def test_reward_service_sandbox_metrics_are_named_and_documented():
-    """rewards/service/metrics.py's sandbox keys (issue 23 added orphans and cpu_seconds_*): each maps to a documented name."""
+    """rewards/service/metrics.py's sandbox keys (issue 23 added orphans and cpu_seconds_*): each maps to a documented
+    name."""
     docs = documented()
     cpu = "gdsd_reward_service_sandbox_cpu_seconds"
     expected = {"reward_service/sandbox/orphans": ("gdsd_reward_service_sandbox_orphans", {}),

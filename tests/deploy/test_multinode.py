@@ -52,7 +52,8 @@ def test_multinode_placement_object_stores_and_node_loss(ray_tmp, tmp_path):
     assert report["killed"] == placed["rollout-1"]
     assert report["placed_after"]["rollout-1"] == report["replacement"]
     reissued = report["result"]["reissued_chunks"]
-    assert report["result"]["step"] == STEPS and 1 <= reissued <= (2 if placed["reward-pool"] == report["killed"] else 1)
+    assert report["result"]["step"] == STEPS
+    assert 1 <= reissued <= (2 if placed["reward-pool"] == report["killed"] else 1)
     records = report["records"]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     assert [r["learner"]["global_rows"] for r in records] == [ROWS] * STEPS

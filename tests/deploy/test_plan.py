@@ -1,9 +1,10 @@
 """deploy/plan.py against what the code allocates, line by line, on real tiny models.
 
 Weights, adapters, AdamW state and the push are counted exactly from real tensors. Activation lines are measured:
-`LiveBytes` (benchmarks/live_bytes.py) is a TorchDispatchMode that adds the bytes of every new storage an op creates and subtracts them
-when the storage is freed (weak references: a tensor saved for backward stays counted), so its peak is what an
-allocator would have to hold for the ops run inside it. It runs the real forwards, samplers and arrow conversion.
+`LiveBytes` (benchmarks/live_bytes.py) is a TorchDispatchMode that adds the bytes of every new storage an op creates and
+subtracts them when the storage is freed (weak references: a tensor saved for backward stays counted), so its peak is
+what an allocator would have to hold for the ops run inside it. It runs the real forwards, samplers and arrow
+conversion.
 """
 from __future__ import annotations
 
@@ -194,8 +195,8 @@ def test_batch_row_bytes_is_the_arrow_table():
 
 
 def test_checks_name_the_line_and_the_keys():
-    _, _, plan = tiny_plan("learner.gpus_per_rank=1", "rollout.gpus_per_actor=1", "learner.micro_batch_rows=24", "cluster.plan_prompt_tokens=4096",
-                           gpu_mem_gib=3.0)
+    _, _, plan = tiny_plan("learner.gpus_per_rank=1", "rollout.gpus_per_actor=1", "learner.micro_batch_rows=24",
+                           "cluster.plan_prompt_tokens=4096", gpu_mem_gib=3.0)
     (problem,) = [p for p in P.problems(plan) if p.startswith("one learner rank")]
     assert "one learner rank needs" in problem and "'activations (micro-batch)'" in problem
     assert "learner.micro_batch_rows" in problem and "learner.activation_checkpointing" in problem

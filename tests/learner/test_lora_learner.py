@@ -77,7 +77,8 @@ def test_lora_teacher_gap_zero_after_push_and_resume_bit_exact(setup, tiny_model
 
     path = resumed.export_hf(str(tmp_path / "hf"))
     resumed.shutdown()
-    merged = load_denoiser(ModelConfig(), path, device="cpu")  # the merged weights in the official layout, loaded without LoRA
+    # the merged weights in the official layout, loaded without LoRA
+    merged = load_denoiser(ModelConfig(), path, device="cpu")
     adapted = load_denoiser(ModelConfig(lora=cfg.model.lora), tiny_model_dir, device="cpu")
     adapted.net.load_state_dict(again_state, strict=False)
     x = torch.randint(0, 30, (2, 24))

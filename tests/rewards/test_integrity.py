@@ -15,7 +15,8 @@ from tests.rewards.test_sandbox import assert_contained
 
 WRONG_ADD = "def add(a, b):\n    return 0\n"
 TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
-HUMANEVAL_STYLE = ["def check(candidate):\n    assert candidate(1, 2) == 3\n    assert abs(candidate(0.5, 1.5) - 2.0) < 1e-6\n"
+HUMANEVAL_STYLE = ["def check(candidate):\n    assert candidate(1, 2) == 3\n"
+                   "    assert abs(candidate(0.5, 1.5) - 2.0) < 1e-6\n"
                    "    assert candidate('a', 'b') == 'ab'\n\ncheck(add)\n"]
 
 # ---- class 1: the verdict computed inside the program's interpreter ------------------------------------------------
@@ -27,7 +28,8 @@ VERDICT_ATTACKS = {
                               "builtins.compile = lambda source, name, mode, *a, **k: _compile('pass', name, mode)\n"),
     # rewrite the live test list found through gc
     "rewrite_tests_through_gc": ("import gc\nfor obj in gc.get_objects():\n"
-                                 "    if type(obj) is list and obj and all(type(t) is str and 'assert' in t for t in obj):\n"
+                                 "    if type(obj) is list and obj and "
+                                 "all(type(t) is str and 'assert' in t for t in obj):\n"
                                  "        obj[:] = ['pass'] * len(obj)\n"),
     # reach the report closure through frames and write pass lines after the harness's last line (atexit)
     "report_through_frames_at_exit": (
@@ -115,12 +117,14 @@ MEMORY_ATTACKS = {
     "sysv_shm": ("import ctypes\nheld = False\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                  "libc.shmat.restype = ctypes.c_void_p\nlibc.shmdt.argtypes = [ctypes.c_void_p]\n"
                  "libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]\ncount = 0\n"
-                 f"for _ in range({PIECES}):\n    shmid = libc.shmget(0, ctypes.c_size_t(8 << 20), 0o1600)\n    if shmid < 0:\n        break\n"
+                 f"for _ in range({PIECES}):\n    shmid = libc.shmget(0, ctypes.c_size_t(8 << 20), 0o1600)\n"
+                 "    if shmid < 0:\n        break\n"
                  "    address = libc.shmat(shmid, None, 0)\n    if address in (None, ctypes.c_void_p(-1).value):\n"
                  "        break\n    ctypes.memset(address, 1, 8 << 20)\n    libc.shmdt(address)\n    count += 1\n"
                  f"held = count == {PIECES}\n"),
     "tmpfs_in_new_user_namespace": (
-        "import ctypes, os\nheld = False\nlibc = ctypes.CDLL(None, use_errno=True)\nuid, gid = os.getuid(), os.getgid()\n"
+        "import ctypes, os\nheld = False\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "uid, gid = os.getuid(), os.getgid()\n"
         "if libc.unshare(0x10000000 | 0x00020000) == 0:\n"  # CLONE_NEWUSER | CLONE_NEWNS
         "    open('/proc/self/setgroups', 'w').write('deny')\n"
         "    open('/proc/self/uid_map', 'w').write('0 %d 1' % uid)\n"
@@ -132,7 +136,8 @@ MEMORY_ATTACKS = {
         "        held = True\n"),
     "unshare_user_namespace_at_all": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                                       "held = libc.unshare(0x10000000) == 0\n"),
-    "sysv_message_queue": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nheld = libc.msgget(0, 0o1600) >= 0\n",
+    "sysv_message_queue": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                           "held = libc.msgget(0, 0o1600) >= 0\n"),
 }
 SMALL = session_config(memory_mb=192, tmpfs_mb=16)
 

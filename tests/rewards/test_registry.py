@@ -15,8 +15,10 @@ def test_no_module_level_scorer_or_function_table():
     import rewards.service.registry
 
     assert not hasattr(rewards.service.registry, "score") and not hasattr(rewards.service.registry, "reward_functions")
-    assert not hasattr(rewards.verifiers.coding, "default_sandbox") and not hasattr(rewards.verifiers.math_answer, "default_checker")
-    a, b = Scorer(), Scorer(RewardServiceConfig(reward_functions={**DEFAULT_REWARD_FUNCTIONS, "gsm8k": ["correctness"]}))
+    assert not hasattr(rewards.verifiers.coding, "default_sandbox")
+    assert not hasattr(rewards.verifiers.math_answer, "default_checker")
+    a = Scorer()
+    b = Scorer(RewardServiceConfig(reward_functions={**DEFAULT_REWARD_FUNCTIONS, "gsm8k": ["correctness"]}))
     assert a.score("gsm8k", {"answer": "72"}, GSM8K).total == pytest.approx(3.987)
     assert b.score("gsm8k", {"answer": "72"}, GSM8K).parts == {"correctness": 2.0}
     assert a.sandbox is not b.sandbox

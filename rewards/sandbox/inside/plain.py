@@ -1,12 +1,12 @@
 """Plain data across the sandbox boundary: builtin values <-> JSON, exact types only.
 
 This file is self-contained (stdlib `json` only): its source is prepended to the in-sandbox scripts
-(`inside/program.py`, `inside/checker.py`), which cannot import the project. The checker decodes what the program's process
-sent with `decode`, which builds only fresh builtin objects (no subclass, no object of the program's, nothing whose
-`__eq__` the program wrote), so every comparison a test makes is the builtins' own.
+(`inside/program.py`, `inside/checker.py`), which cannot import the project. The checker decodes what the program's
+process sent with `decode`, which builds only fresh builtin objects (no subclass, no object of the program's, nothing
+whose `__eq__` the program wrote), so every comparison a test makes is the builtins' own.
 
-Encoding: None, bool, int, float, str are JSON scalars (NaN/Infinity as Python's json writes them); list is a JSON array;
-the other builtins are one-key objects: {"tuple": [...]}, {"dict": [[k, v], ...]}, {"set": [...]},
+Encoding: None, bool, int, float, str are JSON scalars (NaN/Infinity as Python's json writes them); list is a JSON
+array; the other builtins are one-key objects: {"tuple": [...]}, {"dict": [[k, v], ...]}, {"set": [...]},
 {"frozenset": [...]}, {"bytes": hex}, {"bytearray": hex}, {"complex": [re, im]}.
 """
 import json as _json
