@@ -8,11 +8,8 @@ is computed, LoRA; no embedding lookups, norms or softmax.
 """
 from __future__ import annotations
 
-import os
-import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -86,20 +83,6 @@ def gemm_peak(dtype: torch.dtype, *, device: torch.device | str = "cpu", n: int 
 def _sync(device: torch.device) -> None:
     if device.type != "cpu":
         torch.accelerator.synchronize(device)
-
-
-def cpu_name() -> str:
-    """The CPU model, its vector ISA and the core count, for a record (a time is quoted with the CPU and ISA)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    isa = " + ".join(name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX"))
-                     if flag in flags) or "ISA unknown"
-    return f"{model} ({isa}, {os.cpu_count()} cores)"
 
 
 # ---- the naive reference sampler ---------------------------------------------------------------------------------

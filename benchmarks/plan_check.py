@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from benchmarks.common import cpu_name
+from common.machine import cpu_name
 from benchmarks.gpu_model import LLADA_8B, TOY, checkpoint_dir, write_checkpoint
 from benchmarks.live_bytes import LiveBytes
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
-from benchmarks.common import cpu_name
+from common.machine import cpu_name
 from benchmarks.humaneval import as_row, load_problems
 from rewards.service.pool import MAX_CONCURRENT_CALLS, RemoteRewardPool
 
