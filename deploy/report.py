@@ -50,17 +50,52 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def summary(evals: dict[str, dict[str, float]], metric: str) -> str:
     """Markdown: one row per evaluation (metric ± SE), then the gain of the last over the first in points and in
-    units of the larger of the two standard errors."""
+    units of the standard error of the difference, sqrt(SE_first^2 + SE_last^2)."""
     lines = [f"| model | n | {metric} | ± SE |", "|---|---|---|---|"]
     for name, res in evals.items():
         lines.append(f"| {name} | {res['n']:.0f} | {res[metric]:.3f} | {_se(res, metric):.3f} |")
     if len(evals) >= 2:
         first, last = next(iter(evals.values())), list(evals.values())[-1]
         gain = last[metric] - first[metric]
-        se = max(_se(first, metric), _se(last, metric))
+        # the two evaluations' errors added in quadrature: the SE of the difference of independent evaluations (an
+        # upper bound here, where both score the same items and the item difficulty cancels)
+        se = math.hypot(_se(first, metric), _se(last, metric))
         lines.append(f"\ngain: {100 * gain:+.1f} points = {gain / se if se else float('inf'):.1f} standard errors "
-                     "of one evaluation")
+                     "of the difference (sqrt(SE_before^2 + SE_after^2))")
     return "\n".join(lines)
+
+
+def busy_shares(records: list[dict[str, Any]]) -> tuple[float, dict[str, float]] | None:
+    """(wall seconds of the training loop, each service's busy seconds / wall) from metrics.jsonl. The loop starts
+    when the step-0 evaluation was logged (else when the first step began) and ends at the last step; a step logged
+    twice (a resumed run) counts once. None for a run without the `busy` records."""
+    steps = {r["step"]: r for r in records if "busy" in r}
+    if not steps:
+        return None
+    before = [r["timestamp"] for r in records if r.get("step") == 0 and "eval" in r]
+    first = steps[min(steps)]
+    start = before[-1] if before else first["timestamp"] - sum(first.get("time", {}).values())
+    wall = max(r["timestamp"] for r in steps.values()) - start
+    busy: dict[str, float] = {}
+    for r in steps.values():
+        for name, seconds in r["busy"].items():
+            busy[name] = busy.get(name, 0.0) + seconds
+    return wall, {name: seconds / wall for name, seconds in busy.items()} if wall > 0 else {}
+
+
+def busy_line(records: list[dict[str, Any]]) -> str | None:
+    """'busy: actor0 92 % (generate 41 %, score 9 %, teacher 42 %), learner 88 % of 301 s'."""
+    shares = busy_shares(records)
+    if shares is None:
+        return None
+    wall, share = shares
+    actors = sorted({name.split("/")[0] for name in share if "/" in name})
+    parts = [f"{a} {100 * sum(v for k, v in share.items() if k.startswith(a + '/')):.0f} % ("
+             + ", ".join(f"{k.split('/')[1]} {100 * v:.0f} %" for k, v in share.items() if k.startswith(a + "/"))
+             + ")" for a in actors]
+    if "learner" in share:
+        parts.append(f"learner {100 * share['learner']:.0f} %")
+    return f"busy share of the training loop's {wall:.0f} s wall time: " + ", ".join(parts)
 
 
 def plot(run_dir: Path, metric: str) -> Path | None:
@@ -119,6 +154,9 @@ def report(run_dir: str | Path, task: str) -> str:
     eval_path = run_dir / "eval.json"
     if eval_path.is_file():
         lines.append(summary(json.loads(eval_path.read_text()), metric))
+    busy = busy_line(read_metrics(run_dir))
+    if busy is not None:
+        lines.append(busy)
     png = plot(run_dir, metric)
     lines.append("")
     if png is not None:

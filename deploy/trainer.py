@@ -136,6 +136,8 @@ class Trainer:
             # cumulative: chunks re-issued after an actor died (or restarted) and Ray nodes lost so far
             "fleet": {"reissued_chunks": self.fleet.reissued, "dead_nodes": self.fleet.dead_nodes()},
             "time": times,
+            # seconds each service worked on this step (deploy/report.py: the share of the loop's wall time)
+            "busy": busy_seconds(summaries, stats),
             "learner": {k: v for k, v in stats.items() if k not in ("staleness",)},
             "version": stats["version"],
         }
@@ -212,6 +214,18 @@ class Trainer:
         self.metrics.close()
         self.fleet.shutdown()
         self.learner.shutdown()
+
+
+def busy_seconds(summaries: list[RolloutSummary], stats: dict) -> dict[str, float]:
+    """Per rollout actor: its episode (generate, score = waiting for the reward pool, teacher); the learner: its step.
+    With pipeline.max_staleness > 0 they overlap, so the shares may add up to more than 1."""
+    busy: dict[str, float] = {}
+    for s in summaries:
+        for part, seconds in (("generate", s.generate_seconds), ("score", s.score_seconds),
+                              ("teacher", s.teacher_seconds)):
+            busy[f"actor{s.actor}/{part}"] = busy.get(f"actor{s.actor}/{part}", 0.0) + seconds
+    busy["learner"] = float(stats["seconds"])
+    return busy
 
 
 @contextmanager

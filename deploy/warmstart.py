@@ -1,12 +1,27 @@
 """The starting policy: a local HF model, or the tiny built-in one, optionally warm-started by SFT (learner/sft.py).
 
 Both are cached under `cache_dir` (default runs/cache, shared by runs), keyed by a hash of the settings that produce
-them, so a second `make run` reuses them."""
+them, so a second `make run` reuses them.
+
+A warm start depends on the machine's float rounding (other GEMM kernels give other weights after a few hundred SFT
+steps), so the `make run` default does not build one: it starts from a start shipped in the repository (starts/),
+built once by
+
+  python -m deploy.warmstart --config configs/sudoku_quick.yaml --out starts/NAME model.path=null sft.enabled=true ...
+
+which runs the SFT of the config, stores the weights in bfloat16 (half the bytes; loading upcasts exactly) and writes
+`start.json`: the command, the settings, the machine and the weights' sha256.
+"""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import platform
+import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +70,70 @@ def warm_start(cfg: RunConfig, model_path: str, cache_root: Path) -> str:
     group.export_hf(str(path))
     group.shutdown()
     return str(path)
+
+
+def cpu_name() -> str:
+    """The CPU model and its widest vector ISA, for the provenance of a start (and of any time quoted with it)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
+    return f"{model} ({' + '.join(isa) or 'no AVX2'})"
+
+
+def ship(source: str, out: Path, *, provenance: dict) -> Path:
+    """Copy the HF directory `source` to `out` with bfloat16 weights (config.json torch_dtype) and start.json."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out)
+    config = json.loads((out / "config.json").read_text())
+    config["torch_dtype"] = "bfloat16"
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    digests = {}
+    for f in sorted(out.glob("*.safetensors")):
+        tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(f)).items()}
+        save_file(tensors, str(f), metadata={"format": "pt"})
+        digests[f.name] = hashlib.sha256(f.read_bytes()).hexdigest()
+    (out / "start.json").write_text(json.dumps({**provenance, "sha256": digests}, indent=1) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common import cluster
+    from common.config import load_config
+
+    parser = argparse.ArgumentParser(description="build an SFT warm start once and store it as a shippable start")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--out", required=True, help="directory to write (replaced), e.g. starts/sudoku_tiny_sft300")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. model.path=null sft.enabled=true)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.sft.enabled:
+        parser.error("sft.enabled is false in this config: add sft.enabled=true (and model.path=null to start "
+                     "from the tiny built-in model)")
+    cluster.local_env()
+    cluster.init_ray(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus or 2)
+    cache = Path(cfg.cache_dir)
+    source = warm_start(cfg, base_model(cfg, cache), cache)
+    import torch
+
+    provenance = {"command": "python -m deploy.warmstart " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "sft": cfg.sft.model_dump(), "task": cfg.task.model_dump(), "model": cfg.model.model_dump(),
+                  "machine": cpu_name(), "torch": torch.__version__,
+                  "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    print(ship(source, Path(args.out), provenance=provenance))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

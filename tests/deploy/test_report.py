@@ -13,9 +13,10 @@ def test_standard_error_and_gain():
     evals = {"before (step 0)": {"n": 128, "reward": 0.1, "accuracy": 0.05},
              "after (step 30)": {"n": 128, "reward": 0.4, "accuracy": 0.30}}
     text = summary(evals, "accuracy")
-    se_after = math.sqrt(0.3 * 0.7 / 128)  # the larger of the two
+    se_before, se_after = math.sqrt(0.05 * 0.95 / 128), math.sqrt(0.3 * 0.7 / 128)
     assert f"| after (step 30) | 128 | 0.300 | {se_after:.3f} |" in text
-    assert f"gain: +25.0 points = {0.25 / se_after:.1f} standard errors" in text
+    se_diff = math.sqrt(se_before ** 2 + se_after ** 2)  # independent evaluations: variances add
+    assert f"gain: +25.0 points = {0.25 / se_diff:.1f} standard errors of the difference" in text
 
 
 def test_report_writes_the_plot_and_names_the_files(tmp_path):
@@ -47,10 +48,29 @@ def test_metric_se_uses_the_per_item_values_and_the_report_prefers_it():
     assert expected < math.sqrt(mean * (1 - mean) / 4)
     evals = {"before": {"n": 4, "cell_accuracy": 0.5, "cell_accuracy_se": 0.01},
              "after": {"n": 4, "cell_accuracy": 0.6, "cell_accuracy_se": 0.02}}
-    assert "gain: +10.0 points = 5.0 standard errors" in summary(evals, "cell_accuracy")
+    assert f"gain: +10.0 points = {0.1 / math.sqrt(0.01 ** 2 + 0.02 ** 2):.1f} standard errors" in summary(
+        evals, "cell_accuracy")
 
 
 def test_metric_se_of_one_item_is_undefined():
     from deploy.report import metric_se
 
     assert metric_se([{"reward": 1.0, "parts": {}, "error": None}], "countdown") is None
+
+
+def test_busy_shares_of_the_loop():
+    from deploy.report import busy_line, busy_shares
+
+    # a loop of 3 steps after the step-0 evaluation at t = 100; step 2 logged twice (resumed): the later one counts
+    records = [{"step": 0, "timestamp": 100.0, "eval": {"n": 4}}]
+    for step, t, gen, score, teacher, learner in ((1, 110.0, 4.0, 1.0, 3.0, 6.0), (2, 118.0, 9.0, 9.0, 9.0, 9.0),
+                                                  (2, 120.0, 4.0, 1.0, 3.0, 7.0), (3, 130.0, 5.0, 1.0, 3.0, 8.0)):
+        records.append({"step": step, "timestamp": t, "busy": {
+            "actor0/generate": gen, "actor0/score": score, "actor0/teacher": teacher, "learner": learner}})
+    wall, share = busy_shares(records)
+    assert wall == 30.0
+    assert share["actor0/generate"] == pytest.approx(13.0 / 30) and share["learner"] == pytest.approx(21.0 / 30)
+    line = busy_line(records)
+    assert line.startswith("busy share of the training loop's 30 s wall time: actor0 83 % (generate 43 %, score 10 %, teacher 30 %)")
+    assert line.endswith("learner 70 %")
+    assert busy_shares([{"step": 1, "timestamp": 1.0}]) is None

@@ -43,3 +43,44 @@ def test_warm_start_trains_once_and_is_reused(ray_local, tmp_path):
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     assert warm_start(cfg, base, tmp_path) == tuned  # cached: no second LearnerGroup
     assert warm_start(load_config(None, [*TINY, *sft, "sft.lr=1e-4"]), base, tmp_path) != tuned  # new settings
+
+
+def test_a_shipped_start_is_bfloat16_with_its_provenance_and_loads_exactly(tmp_path):
+    import hashlib
+    import json
+
+    from common.models.weights import build_model
+    from deploy.warmstart import ship
+
+    source = base_model(load_config(None, TINY), tmp_path / "cache")
+    out = ship(source, tmp_path / "start", provenance={"command": "python -m deploy.warmstart ..."})
+    shipped = weights(out)
+    assert all(t.dtype == torch.bfloat16 for t in shipped.values())
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    meta = json.loads((out / "start.json").read_text())
+    assert meta["command"].startswith("python -m deploy.warmstart")
+    assert meta["sha256"]["model.safetensors"] == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    # loaded in float32 it is the source rounded to bfloat16, exactly (the upcast is exact)
+    loaded = dict(build_model(out, dtype=torch.float32).named_parameters())
+    for name, param in build_model(source, dtype=torch.float32).named_parameters():
+        assert loaded[name].dtype == torch.float32
+        assert torch.equal(loaded[name], param.to(torch.bfloat16).float()), name
+
+
+def test_the_make_run_start_is_shipped_intact():
+    """configs/sudoku_quick.yaml starts from a start in the repository (no machine-dependent SFT): it exists, its
+    weights are the ones start.json was written for, and the run resolves the relative path for its actors."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from deploy.run_dir import resolve_paths
+
+    cfg = load_config("configs/sudoku_quick.yaml")
+    assert not cfg.sft.enabled and cfg.model.path is not None and not Path(cfg.model.path).is_absolute()
+    meta = json.loads((Path(cfg.model.path) / "start.json").read_text())
+    for name, digest in meta["sha256"].items():
+        assert hashlib.sha256((Path(cfg.model.path) / name).read_bytes()).hexdigest() == digest, name
+    assert meta["command"].startswith("python -m deploy.warmstart --config configs/sudoku_quick.yaml")
+    resolved = resolve_paths(cfg)
+    assert Path(resolved.model.path).is_absolute() and Path(resolved.model.path) == Path(cfg.model.path).resolve()
