@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU wheel by default; a GPU user sets e.g. TORCH_SPEC="torch==2.13.0 --index-url <their cuda index>".
 TORCH_SPEC ?= torch==2.13.0
-CONFIG ?= configs/sudoku_quick.yaml
+CONFIG ?= configs/countdown_quick.yaml
 ARGS ?=
 
 .PHONY: setup run test test-quick lint bench gpu-check-wheels clean

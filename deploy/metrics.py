@@ -49,6 +49,10 @@ def gauge_spec(key: str) -> tuple[str, dict[str, str]]:
         tags["iteration"], parts = "first", parts[:2]
     elif parts[0] == "learner" and len(parts) == 2 and parts[1] in PER_ITERATION:
         tags["iteration"] = "last"
+    if parts[0] == "busy":  # seconds each service worked on the step (deploy/trainer.py busy_seconds)
+        if len(parts) == 3 and (m := re.fullmatch(r"actor(\d+)", parts[1])):
+            return "gdsd_busy_actor_seconds", {**tags, "actor": m.group(1), "phase": parts[2]}
+        return "gdsd_busy_" + re.sub(r"[^a-zA-Z0-9_]", "_", "_".join(parts[1:])) + "_seconds", tags
     if parts[0] == "reward_service":  # the reward service's own counters (rewards/service/metrics.py): variable parts as tags
         parts, tags = _reward_service(parts[1:], tags)
     name = "_".join(parts)

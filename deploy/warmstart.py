@@ -102,6 +102,7 @@ def ship(source: str, out: Path, *, provenance: dict) -> Path:
     for f in sorted(out.glob("*.safetensors")):
         tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(f)).items()}
         save_file(tensors, str(f), metadata={"format": "pt"})
+        f.chmod(0o644)  # save_file writes 0600; a shipped file is read by whoever clones the repository
         digests[f.name] = hashlib.sha256(f.read_bytes()).hexdigest()
     (out / "start.json").write_text(json.dumps({**provenance, "sha256": digests}, indent=1) + "\n")
     return out

@@ -40,22 +40,25 @@ class Jobs:
     def __init__(self, ray_tmp: str, logs: Path) -> None:
         self.ray_tmp, self.logs = ray_tmp, logs
 
-    def command(self, *overrides: str, resume: bool = False) -> list[str]:
+    def command(self, *overrides: str, resume: bool = False, config: str = CONFIG,
+                tiny: bool = True) -> list[str]:
         # a private cache_dir: the tiny base model is written there, never into the checkout's runs/cache
-        return [sys.executable, "-m", "deploy.job", "--config", CONFIG, *TINY, f"cache_dir={self.logs / 'cache'}",
-                *overrides] + (["--resume"] if resume else [])
+        return [sys.executable, "-m", "deploy.job", "--config", config, *(TINY if tiny else []),
+                f"cache_dir={self.logs / 'cache'}", *overrides] + (["--resume"] if resume else [])
 
-    def start(self, name: str, *overrides: str, resume: bool = False) -> subprocess.Popen:
+    def start(self, name: str, *overrides: str, resume: bool = False, config: str = CONFIG,
+              tiny: bool = True) -> subprocess.Popen:
         env = {**head_env(), "RAY_TMPDIR": self.ray_tmp}
         log = (self.logs / f"{name}.log").open("w")
-        return subprocess.Popen(self.command(*overrides, resume=resume), cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(self.command(*overrides, resume=resume, config=config, tiny=tiny), cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()
 
-    def run(self, name: str, *overrides: str, resume: bool = False, timeout: float = 240) -> None:
-        proc = self.start(name, *overrides, resume=resume)
+    def run(self, name: str, *overrides: str, resume: bool = False, timeout: float = 240, config: str = CONFIG,
+            tiny: bool = True) -> None:
+        proc = self.start(name, *overrides, resume=resume, config=config, tiny=tiny)
         try:
             rc = proc.wait(timeout=timeout)
         finally:

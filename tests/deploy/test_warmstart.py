@@ -68,19 +68,23 @@ def test_a_shipped_start_is_bfloat16_with_its_provenance_and_loads_exactly(tmp_p
 
 
 def test_the_make_run_start_is_shipped_intact():
-    """configs/sudoku_quick.yaml starts from a start in the repository (no machine-dependent SFT): it exists, its
+    """The `make run` config starts from a start in the repository (no machine-dependent SFT): it exists, its
     weights are the ones start.json was written for, and the run resolves the relative path for its actors."""
     import hashlib
     import json
+    import re
     from pathlib import Path
 
     from deploy.run_dir import resolve_paths
 
-    cfg = load_config("configs/sudoku_quick.yaml")
+    config = re.search(r"^CONFIG \?= (\S+)$", Path("Makefile").read_text(), re.M).group(1)
+    cfg = load_config(config)
     assert not cfg.sft.enabled and cfg.model.path is not None and not Path(cfg.model.path).is_absolute()
     meta = json.loads((Path(cfg.model.path) / "start.json").read_text())
     for name, digest in meta["sha256"].items():
         assert hashlib.sha256((Path(cfg.model.path) / name).read_bytes()).hexdigest() == digest, name
-    assert meta["command"].startswith("python -m deploy.warmstart --config configs/sudoku_quick.yaml")
+    assert meta["command"].startswith("python -m deploy.warmstart --config configs/")
+    # the shipped start was trained for this task and prompt format
+    assert meta["task"]["name"] == cfg.task.name and meta["task"]["prompt_format"] == cfg.task.prompt_format
     resolved = resolve_paths(cfg)
     assert Path(resolved.model.path).is_absolute() and Path(resolved.model.path) == Path(cfg.model.path).resolve()
