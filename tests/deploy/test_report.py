@@ -71,6 +71,7 @@ def test_busy_shares_of_the_loop():
     assert wall == 30.0
     assert share["actor0/generate"] == pytest.approx(13.0 / 30) and share["learner"] == pytest.approx(21.0 / 30)
     line = busy_line(records)
-    assert line.startswith("busy share of the training loop's 30 s wall time: actor0 83 % (generate 43 %, score 10 %, teacher 30 %)")
+    assert line.startswith("busy share of the training loop's 30 s wall time: "
+                           "actor0 83 % (generate 43 %, score 10 %, teacher 30 %)")
     assert line.endswith("learner 70 %")
     assert busy_shares([{"step": 1, "timestamp": 1.0}]) is None
