@@ -5,11 +5,12 @@
 
 Each run is the real job (`python -m deploy.job --config C seed=S run_dir=OUT/<isa>-s<S>`) in its own process with
 `ATEN_CPU_CAPABILITY=<isa>`, `MKL_ENABLE_INSTRUCTIONS=<ISA>` and `ONEDNN_MAX_CPU_ISA=<ISA>` ('default' leaves them
-unset: the machine's widest kernels), so GEMMs and reductions round differently per path and the runs show whether
-the gain depends on the float rounding. A finished run (its eval.json has the after evaluation) is reused, so an
-interrupted check resumes. Prints one markdown row per run and writes the JSON: before and after with their standard errors, the gain in points and in standard errors of the difference, the busy share of
-each service (deploy/report.py), the run's wall time and the 1-minute load average when it started and ended (times
-from runs that overlapped each other, --jobs > 1, are not the wall time of a run alone).
+unset: the machine's widest kernels), so GEMMs and reductions round differently per path and the runs show whether the
+gain depends on the float rounding. A finished run (its eval.json has the after evaluation) is reused, so an interrupted
+check resumes. Prints one markdown row per run and writes the JSON: before and after with their standard errors, the
+gain in points and in standard errors of the difference, the busy share of each service (deploy/report.py), the run's
+wall time and the 1-minute load average when it started and ended (times from runs that overlapped each other, --jobs >
+1, are not the wall time of a run alone).
 """
 from __future__ import annotations
 
