@@ -22,8 +22,8 @@ from rewards.service.registry import SANDBOX_FUNCTIONS, RewardServiceConfig
 
 log = logging.getLogger(__name__)
 RESTART_TIMEOUT_S = 300
-# The reward service is one Ray actor (rewards/service/pool.py): it creates its RewardWorkers itself, replaces dead ones,
-# splits and retries their chunks (bounded), and reserves no CPU (it only coordinates).
+# The reward service is one Ray actor (rewards/service/pool.py): it creates its RewardWorkers itself, replaces dead
+# ones, splits and retries their chunks (bounded), and reserves no CPU (it only coordinates).
 POOL_TASK_RETRIES = 2  # a score call lost with a dead pool actor runs again on its restart, at most this often
 
 
@@ -59,8 +59,8 @@ def reward_service_config(cfg: RunConfig) -> RewardServiceConfig:
 
 
 def merge_reward_metrics(summaries: list[RolloutSummary]) -> dict[str, float]:
-    """The reward service's metrics of one step from every chunk, as the metric keys (rewards/service/metrics.py): the chunks'
-    sums and counts add up, the means are derived from the totals."""
+    """The reward service's metrics of one step from every chunk, as the metric keys (rewards/service/metrics.py): the
+    chunks' sums and counts add up, the means are derived from the totals."""
     return RewardMetrics.merge([s.reward_metrics for s in summaries]).flat()
 
 

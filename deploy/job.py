@@ -27,7 +27,8 @@ from deploy import preflight, run_dir
 
 
 def local_cpus(cfg: RunConfig) -> int:
-    reserved = (cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.reward.num_workers * cfg.reward.cpus_per_worker
+    reserved = (cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
+                + cfg.reward.num_workers * cfg.reward.cpus_per_worker
                 + cfg.learner.num_ranks * cfg.learner.cpus_per_rank)
     return max(os.cpu_count() or 1, math.ceil(reserved))
 

@@ -53,7 +53,7 @@ def gauge_spec(key: str) -> tuple[str, dict[str, str]]:
         if len(parts) == 3 and (m := re.fullmatch(r"actor(\d+)", parts[1])):
             return "gdsd_busy_actor_seconds", {**tags, "actor": m.group(1), "phase": parts[2]}
         return "gdsd_busy_" + re.sub(r"[^a-zA-Z0-9_]", "_", "_".join(parts[1:])) + "_seconds", tags
-    if parts[0] == "reward_service":  # the reward service's own counters (rewards/service/metrics.py): variable parts as tags
+    if parts[0] == "reward_service":  # rewards/service/metrics.py counters: variable parts as tags
         parts, tags = _reward_service(parts[1:], tags)
     name = "_".join(parts)
     if parts[0] == "time":  # the step's phases, wall clock

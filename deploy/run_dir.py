@@ -22,12 +22,13 @@ from common.config import ConfigError, RunConfig
 OUTPUTS = {"config.yaml", "metrics.jsonl", "tensorboard", "wandb", "checkpoint", "final", "eval.md", "eval.json",
            "training.png"}  # the last one: deploy/report.py, written after the run
 # Keys a resumed run may change: where things run and what is logged, not what is trained. Any other difference
-# (seed, model, sampler, task, batch shape, algorithm, optimizer, learner.num_ranks / micro_batch_rows, staleness, reward
-# service, SFT) would make the resumed steps a different experiment than the checkpointed ones.
+# (seed, model, sampler, task, batch shape, algorithm, optimizer, learner.num_ranks / micro_batch_rows, staleness,
+# reward service, SFT) would make the resumed steps a different experiment than the checkpointed ones.
 RESUME_SAFE = ("run_dir", "cache_dir", "eval.", "checkpoint.", "cluster.", "metrics.",
                "rollout.num_actors", "rollout.cpus_per_actor", "rollout.gpus_per_actor", "rollout.resources",
                "rollout.torch_threads", "reward.num_workers", "reward.cpus_per_worker",
-               "learner.cpus_per_rank", "learner.gpus_per_rank", "learner.resources", "learner.placement", "learner.torch_threads",
+               "learner.cpus_per_rank", "learner.gpus_per_rank", "learner.resources", "learner.placement",
+               "learner.torch_threads",
                "learner.max_restarts", "pipeline.weight_sync", "pipeline.weight_bucket_mb",
                "pipeline.weight_sync_timeout_s")
 

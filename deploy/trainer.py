@@ -99,7 +99,8 @@ class Trainer:
             self.step += 1
             flat = self._log(stats, summaries, times)
             progress.update(1)
-            progress.set_postfix(reward=f"{flat['reward/mean']:.3f}", clamp=f"{flat.get('learner/clamp_frac/first', 0):.2f}")
+            progress.set_postfix(reward=f"{flat['reward/mean']:.3f}",
+                                 clamp=f"{flat.get('learner/clamp_frac/first', 0):.2f}")
             # evaluate first, so that a checkpoint of this step carries its evaluation into a resumed run
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
                 self.evaluate(f"step {self.step}")
