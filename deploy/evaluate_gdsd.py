@@ -4,15 +4,15 @@
 
 Exactly as the official scripts: the task's test set (data/, or task.test_path), `num_items` items drawn with
 `np.random.seed(42); np.random.choice(n, num_items, replace=False)` (all 256 Countdown rows, 256 of the 500 Sudoku
-puzzles); GDSD's evaluation prompt through the tokenizer's chat template and "<reasoning>" prefilled (whatever
-the config's task.prompt_format; only --prompt-format changes it, and the result says so); greedy, steps =
-gen_length / 2, block 32, the sampler of the checkpoint's family as eval.py picks it by model (config.json
-`model_type`, or model.family: LLaDA's generate, or Dream's diffusion_generate with alg entropy and the inherited
-top_k 50; `ModelFamily.sampler` in common/families.py; the config's sampler settings do not apply); every gen length
-of the protocol (Sudoku 128 and 256, Countdown 128); the completion decoded whole with special tokens, parsed and
-scored by the task's official parser; the metric micro-averaged (Sudoku: correct cells / empty cells). Batch size
-1 as run_eval.sh (no padding) unless --batch-size says otherwise. Runs in this process on one device (no Ray): it is a measurement, not a service.
-"""
+puzzles); GDSD's evaluation prompt through the tokenizer's chat template and "<reasoning>" prefilled (whatever the
+config's task.prompt_format; only --prompt-format changes it, and the result says so); greedy, steps = gen_length / 2,
+block 32, the sampler of the checkpoint's family as eval.py picks it by model (config.json `model_type`, or
+model.family: LLaDA's generate, or Dream's diffusion_generate with alg entropy and the inherited top_k 50;
+`ModelFamily.sampler` in common/families.py; the config's sampler settings do not apply); every gen length of the
+protocol (Sudoku 128 and 256, Countdown 128); the completion decoded whole with special tokens, parsed and scored by the
+task's official parser; the metric micro-averaged (Sudoku: correct cells / empty cells). Batch size 1 as run_eval.sh (no
+padding) unless --batch-size says otherwise. Runs in this process on one device (no Ray): it is a measurement, not a
+service."""
 from __future__ import annotations
 
 import json
