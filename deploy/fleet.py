@@ -69,9 +69,11 @@ class RolloutFleet:
         self.cfg = cfg
         rcfg = cfg.reward
         service = reward_service_config(cfg)
+        # reward.resources go to the pool actor and to each of its workers: the service stays on its node type, and
+        # a pool restarted after its node died comes back (with fresh workers) only where they can be met
         self.reward_pool = RemoteRewardPool.options(
-            name="reward-pool", max_restarts=-1, max_task_retries=POOL_TASK_RETRIES).remote(
-            rcfg.num_workers, num_cpus_per_worker=rcfg.cpus_per_worker, config=service)
+            name="reward-pool", max_restarts=-1, max_task_retries=POOL_TASK_RETRIES, resources=rcfg.resources).remote(
+            rcfg.num_workers, num_cpus_per_worker=rcfg.cpus_per_worker, config=service, resources=rcfg.resources)
         if any(name in SANDBOX_FUNCTIONS for name in service.reward_functions.get(cfg.task.name, [])):
             # fail now, naming the cause, rather than score every row of the run 0 (SandboxUnavailable)
             ray.get(self.reward_pool.check_ready.remote())
