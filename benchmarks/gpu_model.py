@@ -33,21 +33,32 @@ class Widths:
     kv_heads: int
     ffn: int
     vocab: int
+    family: str = "llada"  # the checkpoint layout (common/families.py); dream: q/k/v bias, shifted logits
+    rope_theta: float = 500000.0
+    norm_eps: float = 1e-5
 
 
 # LLaDA-8B-Instruct config.json: d_model 4096, n_heads 32 (no GQA), mlp_hidden_size 12288, embedding_size 126464
 LLADA_8B = Widths(dim=4096, heads=32, kv_heads=32, ffn=12288, vocab=126464)
+# Dream-v0-Instruct-7B config.json (deploy/shapes/dream-7b-instruct.json): hidden 3584, 28 heads / 4 kv heads, FFN
+# 18944, vocabulary 152064, tie_word_embeddings false, rope_theta 1e6, rms_norm_eps 1e-6
+DREAM_7B = Widths(dim=3584, heads=28, kv_heads=4, ffn=18944, vocab=152064, family="dream", rope_theta=1e6,
+                  norm_eps=1e-6)
 TOY = Widths(dim=64, heads=4, kv_heads=4, ffn=128, vocab=512)
+TOY_DREAM = Widths(dim=64, heads=4, kv_heads=2, ffn=336, vocab=512, family="dream", rope_theta=1e6, norm_eps=1e-6)
 
 
 def model_args(w: Widths, layers: int, *, mask_id: int, eos_id: int, pad_id: int) -> ModelArgs:
-    return ModelArgs(family="llada", vocab_size=w.vocab, dim=w.dim, n_layers=layers, n_heads=w.heads,
-                     n_kv_heads=w.kv_heads, ffn_dim=w.ffn, rope_theta=500000.0, norm_eps=1e-5, qkv_bias=False,
-                     tied=False, shift=False, mask_token_id=mask_id, eos_token_id=eos_id, pad_token_id=pad_id)
+    dream = w.family == "dream"
+    return ModelArgs(family=w.family, vocab_size=w.vocab, dim=w.dim, n_layers=layers, n_heads=w.heads,
+                     n_kv_heads=w.kv_heads, ffn_dim=w.ffn, rope_theta=w.rope_theta, norm_eps=w.norm_eps, qkv_bias=dream,
+                     tied=False, shift=dream, mask_token_id=mask_id, eos_token_id=eos_id, pad_token_id=pad_id)
 
 
 def param_count(w: Widths, layers: int) -> int:
-    block = 2 * w.dim + w.dim * (w.heads + 2 * w.kv_heads) * (w.dim // w.heads) + w.dim * w.dim + 3 * w.dim * w.ffn
+    hd = w.dim // w.heads
+    bias = (w.heads + 2 * w.kv_heads) * hd if w.family == "dream" else 0
+    block = 2 * w.dim + w.dim * (w.heads + 2 * w.kv_heads) * hd + w.dim * w.dim + 3 * w.dim * w.ffn + bias
     return layers * block + 2 * w.vocab * w.dim + w.dim
 
 

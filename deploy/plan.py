@@ -26,8 +26,8 @@ from common.algorithms import get_algorithm
 from common.config import ConfigError, RunConfig, load_config
 from common.models.args import ModelArgs
 from deploy.plan_sizes import (  # noqa: F401  (re-exported: the formulas are part of the plan's interface)
-    base_params, batch_row_bytes, block_params, draw_bytes, draw_peak, grad_layer_bytes, lora_params, model_args,
-    nograd_token_bytes, projections, root_params)
+    base_params, batch_row_bytes, block_params, draw_bytes, draw_peak, grad_layer_bytes, head_chunk_bytes,
+    lora_params, model_args, nograd_token_bytes, projections, root_params)
 
 GIB = 2**30
 HEAD_CHUNK = 2048  # DiffusionLM.forward's default `chunk`: positions per head + log_softmax pass
@@ -142,9 +142,10 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
                                 "hash included)", ("learner.micro_batch_rows", "cluster.plan_prompt_tokens"),
                                 "teacher: body"))
         n = min(HEAD_CHUNK, b * L)
-        actor.lines.append(Line("teacher head chunk", rows * T * H * c + n * V * (c + 8),
-                                f"final hidden 2 x {b} rows x T x c H + min({HEAD_CHUNK}, {b} x L {L}) x V x (c + 4 "
-                                "float32 logits + 4 logsumexp's exp)", ("learner.micro_batch_rows",), "teacher: head"))
+        actor.lines.append(Line("teacher head chunk", rows * T * H * c + head_chunk_bytes(n, V, H, c, grad=False),
+                                f"final hidden 2 x {b} rows x T x c H + min({HEAD_CHUNK}, {b} x L {L}) x V x 8 (float32 "
+                                "logits + logsumexp's float32 exp of them; the c-byte logits are freed by then)",
+                                ("learner.micro_batch_rows",), "teacher: head"))
     if cfg.eval.num_prompts:
         from deploy.evaluate import eval_sampler
 
@@ -200,9 +201,10 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
     learner.lines.append(Line("activations (micro-batch)", saved, f,
                               ("learner.micro_batch_rows", "learner.activation_checkpointing"), "step"))
     n = min(HEAD_CHUNK, b * L)
-    learner.lines.append(Line("head chunk", n * (H * c + V * (3 * c + 12)),
-                              f"min({HEAD_CHUNK}, {b} x L) x (c H + V x (3c + 12)): recomputed logits, float32 "
-                              "copy, softmax grad", ("learner.micro_batch_rows",), "step"))
+    learner.lines.append(Line("head chunk", head_chunk_bytes(n, V, H, c, grad=True),
+                              f"min({HEAD_CHUNK}, {b} x L) x (c H + 16 V): recomputed float32 logits + logsumexp's "
+                              "backward (x - lse, its exp, the product), the input's grad", ("learner.micro_batch_rows",),
+                              "step"))
     if alg.teacher_source == "learner" or (token_path and spec.needs_old):
         per_tok = nograd_token_bytes(a, c, targets=targets, r=r, rows=rows, T=T)
         learner.lines.append(Line("teacher forward (no grad)", rows * T * per_tok,
