@@ -322,8 +322,11 @@ def compare(plan, load: dict, rollout: dict, ranks: list[dict], file_bytes: int)
         loaded = learner["load (before sharding)"] + learner["base shard"] + learner["LoRA params + grads + AdamW"] / 4
         add(f"{name} load + shard", loaded, r["setup"]["rss_anon_gib"],
             "RssAnon peak during setup (whole model, then shards)")
-        step_plan = (learner["all-gather buffers"] + learner["activations (micro-batch)"] + learner["head chunk"]
-                     + learner["LoRA params + grads + AdamW"] * 0.75)  # grads + AdamW state appear in the step
+        # the step's moments: the root's all-gather (before any activation), or the activations + the head chunk;
+        # grads + AdamW state appear in the step
+        step_plan = (learner["all-gather buffers"] + learner["LoRA params + grads + AdamW"] * 0.75
+                     + max(learner.get("root all-gather", 0.0),
+                           learner["activations (micro-batch)"] + learner["head chunk"]))
         add(f"{name} step (gather + activations + head + grads/AdamW)", step_plan, r["step"]["live_gib"],
             "LiveBytes peak of train_step()")
     add("rank0 push export (host)", export["push (adapters)"], ranks[0]["push"]["live_gib"],

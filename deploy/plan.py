@@ -177,14 +177,21 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         learner.lines.append(Line("load (before sharding)", peak - n_base * cl / W,
                                   f"max(N_base, Lyr x block / W + root x (1 + 1/W)) x {cl} - the rank's own shard "
                                   "(every rank loads the whole checkpoint, then shards it)", (), "load"))
-    gather = max(2 * root, root + 3 * blk) * c
-    formula = ("max(2 x root {:.3g}, root + 3 blocks x {:.3g}) x c: FSDP2 copies an all-gather's output into the "
-               "unsharded parameters (2x a group while it is gathered); the root stays gathered, then a block, the "
-               "prefetched next one and a copy").format(root, blk)
+    nb = min(3, Lyr)
+    gather = (root + nb * blk) * c
+    formula = ("(root {:.3g} + {} blocks x {:.3g}) x c: the root stays gathered through the step, then a block, the "
+               "prefetched next one and the all-gather output being copied into it").format(root, nb, blk)
     if not lora:
         gather += (root + blk) * 4
         formula += "; + (root + block) x 4 unsharded float32 grads before reduce-scatter"
     learner.lines.append(Line("all-gather buffers", gather, formula, ("learner.num_ranks",)))
+    if root > nb * blk:
+        # the root's own all-gather, at the start of the forward (no activation exists yet): FSDP2 copies the gather's
+        # output into the unsharded parameters, so the root is there twice for a moment
+        learner.lines.append(Line("root all-gather", (root - nb * blk) * c,
+                                  f"(root - {nb} blocks) x c: the root's all-gather output while it is copied into the "
+                                  "unsharded parameters (2 x root at that moment, before any activation)",
+                                  ("learner.num_ranks",), "gather"))
     token_path = not spec.sequence_level  # d1 / wd1: one forward of b rows (learner/token_update.py)
     b = lcfg.micro_batch_rows
     rows = b if token_path else 2 * b
