@@ -177,7 +177,7 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         learner.lines.append(Line("load (before sharding)", peak - n_base * cl / W,
                                   f"max(N_base, Lyr x block / W + root x (1 + 1/W)) x {cl} - the rank's own shard "
                                   "(every rank loads the whole checkpoint, then shards it)", (), "load"))
-    nb = min(3, Lyr)
+    nb = min(3, Lyr + 1)  # a block, the prefetched next one and the output of its gather
     gather = (root + nb * blk) * c
     formula = ("(root {:.3g} + {} blocks x {:.3g}) x c: the root stays gathered through the step, then a block, the "
                "prefetched next one and the all-gather output being copied into it").format(root, nb, blk)
