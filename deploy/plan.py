@@ -185,13 +185,14 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         gather += (root + blk) * 4
         formula += "; + (root + block) x 4 unsharded float32 grads before reduce-scatter"
     learner.lines.append(Line("all-gather buffers", gather, formula, ("learner.num_ranks",)))
-    if root > nb * blk:
+    if root > (nb - 2) * blk:
         # the root's own all-gather, at the start of the forward (no activation exists yet): FSDP2 copies the gather's
-        # output into the unsharded parameters, so the root is there twice for a moment
-        learner.lines.append(Line("root all-gather", (root - nb * blk) * c,
-                                  f"(root - {nb} blocks) x c: the root's all-gather output while it is copied into the "
-                                  "unsharded parameters (2 x root at that moment, before any activation)",
-                                  ("learner.num_ranks",), "gather"))
+        # output into the unsharded parameters while the first block's gather (output + copy) is in flight, so the
+        # moment holds 2 x root + 2 blocks (measured at 8B widths: benchmarks/plan_check.py, the tensors at the peak)
+        learner.lines.append(Line("root all-gather", (root - (nb - 2) * blk) * c,
+                                  f"(root - {nb - 2} block) x c: the root's all-gather output while it is copied into "
+                                  "the unsharded parameters, the first block's gather in flight (2 x root + 2 blocks at "
+                                  "that moment, before any activation)", ("learner.num_ranks",), "gather"))
     token_path = not spec.sequence_level  # d1 / wd1: one forward of b rows (learner/token_update.py)
     b = lcfg.micro_batch_rows
     rows = b if token_path else 2 * b
