@@ -23,13 +23,18 @@ class Widths:
     kv_heads: int
     ffn: int
     vocab: int
+    family: str = "llada"  # the checkpoint layout (common/families.py); dream: q/k/v bias, shifted logits
+    rope_theta: float = 500000.0
+    norm_eps: float = 1e-5
 
 
 def model_args(w: Widths, layers: int, *, mask_id: int, eos_id: int, pad_id: int) -> ModelArgs:
-    """A LLaDA-layout model (untied head, no qkv bias, no shift; LLaDA-8B's RoPE theta and norm eps) at widths `w`."""
-    return ModelArgs(family="llada", vocab_size=w.vocab, dim=w.dim, n_layers=layers, n_heads=w.heads,
-                     n_kv_heads=w.kv_heads, ffn_dim=w.ffn, rope_theta=500000.0, norm_eps=1e-5, qkv_bias=False,
-                     tied=False, shift=False, mask_token_id=mask_id, eos_token_id=eos_id, pad_token_id=pad_id)
+    """A model of `w.family`'s layout at widths `w` (untied head; dream: q/k/v bias and shifted logits)."""
+    dream = w.family == "dream"
+    return ModelArgs(family=w.family, vocab_size=w.vocab, dim=w.dim, n_layers=layers, n_heads=w.heads,
+                     n_kv_heads=w.kv_heads, ffn_dim=w.ffn, rope_theta=w.rope_theta, norm_eps=w.norm_eps,
+                     qkv_bias=dream, tied=False, shift=dream, mask_token_id=mask_id, eos_token_id=eos_id,
+                     pad_token_id=pad_id)
 
 
 # ---- FLOP counts (forward; a learner's backward is counted by the caller) --------------------------------------

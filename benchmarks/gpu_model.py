@@ -28,11 +28,18 @@ BASE_CONFIG = REPO / "configs" / "sudoku_llada.yaml"  # LLaDA-8B paper setting: 
 
 # LLaDA-8B-Instruct config.json: d_model 4096, n_heads 32 (no GQA), mlp_hidden_size 12288, embedding_size 126464
 LLADA_8B = Widths(dim=4096, heads=32, kv_heads=32, ffn=12288, vocab=126464)
+# Dream-v0-Instruct-7B config.json (deploy/shapes/dream-7b-instruct.json): hidden 3584, 28 heads / 4 kv heads, FFN
+# 18944, vocabulary 152064, tie_word_embeddings false, rope_theta 1e6, rms_norm_eps 1e-6
+DREAM_7B = Widths(dim=3584, heads=28, kv_heads=4, ffn=18944, vocab=152064, family="dream", rope_theta=1e6,
+                  norm_eps=1e-6)
 TOY = Widths(dim=64, heads=4, kv_heads=4, ffn=128, vocab=512)
+TOY_DREAM = Widths(dim=64, heads=4, kv_heads=2, ffn=336, vocab=512, family="dream", rope_theta=1e6, norm_eps=1e-6)
 
 
 def param_count(w: Widths, layers: int) -> int:
-    block = 2 * w.dim + w.dim * (w.heads + 2 * w.kv_heads) * (w.dim // w.heads) + w.dim * w.dim + 3 * w.dim * w.ffn
+    hd = w.dim // w.heads
+    bias = (w.heads + 2 * w.kv_heads) * hd if w.family == "dream" else 0
+    block = 2 * w.dim + w.dim * (w.heads + 2 * w.kv_heads) * hd + w.dim * w.dim + 3 * w.dim * w.ffn + bias
     return layers * block + 2 * w.vocab * w.dim + w.dim
 
 

@@ -1,9 +1,14 @@
-"""The memory plan (deploy/plan.py) against measurement at real width, on CPU: LLaDA-8B's widths (hidden 4096, 32 heads,
-FFN 12288, vocabulary 126464, untied head) with `--layers` blocks (default 2), random bf16 weights
-(benchmarks/gpu_model.py), configs/sudoku_llada.yaml's setting (bf16, LoRA r 128 on wq/wk/wv/w_up with dropout,
-activation checkpointing, Gumbel noise in bf16) at a few rows.
+"""The memory plan (deploy/plan.py) against measurement at real width, on CPU, with `--layers` blocks (default 2) and
+random bf16 weights (benchmarks/gpu_model.py), at a few rows:
+  --shape llada (default): LLaDA-8B's widths (hidden 4096, 32 heads, FFN 12288, vocabulary 126464, untied head) in
+    configs/sudoku_llada.yaml's setting (bf16, LoRA r 128 on wq/wk/wv/w_up with dropout, activation checkpointing,
+    Gumbel noise in bf16)
+  --shape dream: Dream-7B's widths (hidden 3584, 28 heads / 4 kv heads, FFN 18944, vocabulary 152064, untied head,
+    q/k/v bias, shifted logits) in configs/sudoku_dream.yaml's setting (bf16, LoRA r 128 on all seven projections
+    with dropout, activation checkpointing, Dream's sampler with top_p / top_k)
 
-  nice -n 10 python -m benchmarks.plan_check [--out docs/plan_check.json] [--layers 2] [--ckpt-dir DIR]
+  nice -n 10 python -m benchmarks.plan_check [--shape llada|dream] [--out docs/plan_check.json] [--layers 2]
+      [--ckpt-dir DIR] [--toy]
 
 Several GB of RAM and minutes of CPU: run it alone. Each part runs in a process of its own, one after the other
 (peak RSS is per process):
@@ -33,10 +38,14 @@ import torch
 import torch.multiprocessing as mp
 
 from common.machine import cpu_name
-from benchmarks.gpu_model import LLADA_8B, TOY, checkpoint_dir, write_checkpoint
+from benchmarks.gpu_model import DREAM_7B, LLADA_8B, TOY, TOY_DREAM, checkpoint_dir, write_checkpoint
 from benchmarks.live_bytes import LiveBytes
 
 GIB = 2**30
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# --shape: (real widths, toy widths, the run config whose setting is measured)
+SHAPES = {"llada": (LLADA_8B, TOY, "sudoku_llada.yaml"), "dream": (DREAM_7B, TOY_DREAM, "sudoku_dream.yaml")}
+TOP = 6  # the largest tensors live at a LiveBytes peak, recorded with the op that made each
 
 
 class RssPeak:
@@ -72,13 +81,18 @@ class RssPeak:
         return out
 
 
-def plan_for(overrides: list[str]):
+def plan_for(config: str, overrides: list[str]):
     """The plan of the run's config at the checkpoint's shapes (model.path's config.json)."""
     from common.config import load_config
     from deploy.plan import build_plan, model_args
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "sudoku_llada.yaml", overrides)
+    cfg = load_config(CONFIGS / config, overrides)
     return build_plan(cfg, model_args(cfg), gpu_mem_gib=None)
+
+
+def top(m: LiveBytes) -> list[list]:
+    """The largest tensors live at the peak: [op that created it, GiB]."""
+    return [[op, round(n / GIB, 4)] for op, n in m.at_peak]
 
 
 def lines(section, phase: str | None = "all") -> dict[str, float]:
@@ -114,14 +128,14 @@ def part_rollout(cfg, path: str, out: str, queue) -> None:
     load = rss.mark()
     G = cfg.rollout.group_size
     prompts = make_prompts(cfg.rollout.prompts_per_step, 24, seed=0)
-    with LiveBytes() as sampling:
+    with LiveBytes(TOP) as sampling:
         start = time.perf_counter()
         gen = generate(engine.policy, prompts, G, sampler=cfg.sampler, generator=make_generator("cpu", 1),
                        chat_template=False)
         generate_seconds = time.perf_counter() - start
     sampled = rss.mark()
     scores = score(local_score, gen)
-    with LiveBytes() as teacher:
+    with LiveBytes(TOP) as teacher:
         start = time.perf_counter()
         targets = teacher_targets(cfg, engine.policy, engine.reference, gen, generator=make_generator("cpu", 2))
         teacher_seconds = time.perf_counter() - start
@@ -142,8 +156,10 @@ def part_rollout(cfg, path: str, out: str, queue) -> None:
     with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     queue.put({"part": "rollout", "rows": B, "prompt_width": int(gen.prompt_ids.shape[1]), "load": load,
-               "sampling": {**sampled, "live_gib": sampling.peak / GIB, "seconds": generate_seconds},
-               "teacher": {**taught, "live_gib": teacher.peak / GIB, "seconds": teacher_seconds},
+               "sampling": {**sampled, "live_gib": sampling.peak / GIB, "seconds": generate_seconds,
+                            "at_peak": top(sampling)},
+               "teacher": {**taught, "live_gib": teacher.peak / GIB, "seconds": teacher_seconds,
+                           "at_peak": top(teacher)},
                "batch_bytes": table.nbytes, "process": {"rss_gib": (rss.rss - rss.base_rss) / GIB}})
 
 
@@ -169,18 +185,18 @@ def part_rank(rank: int, cfg, path: str, batch_file: str, export_dir: str, store
     setup = {**rss.mark(), "seconds": time.perf_counter() - start}
     with pa.memory_map(batch_file) as source:
         table = pa.ipc.open_file(source).read_all()
-    with LiveBytes() as live:
+    with LiveBytes(TOP) as live:
         start = time.perf_counter()
         stats = worker.train_step(table)
         step_seconds = time.perf_counter() - start
     step = {**rss.mark(), "live_gib": live.peak / GIB, "held_after_gib": live.now / GIB, "seconds": step_seconds,
-            "micro_batches": stats["micro_batches"], "grad_norm": stats["grad_norm"]}
-    with LiveBytes() as live:
+            "micro_batches": stats["micro_batches"], "grad_norm": stats["grad_norm"], "at_peak": top(live)}
+    with LiveBytes(TOP) as live:
         worker.export_weights()
-    push = {**rss.mark(), "live_gib": live.peak / GIB}
-    with LiveBytes() as live:
+    push = {**rss.mark(), "live_gib": live.peak / GIB, "at_peak": top(live)}
+    with LiveBytes(TOP) as live:
         worker.export_hf(export_dir)
-    export = {**rss.mark(), "live_gib": live.peak / GIB}
+    export = {**rss.mark(), "live_gib": live.peak / GIB, "at_peak": top(live)}
     dist.destroy_process_group()
     queue.put({"part": f"rank{rank}", "first": first, "setup": setup, "step": step, "push": push, "export": export,
                "process": {"rss_gib": (max(rss.rss, rss.read()[0]) - rss.base_rss) / GIB}})
@@ -202,6 +218,7 @@ def run(target, *args) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llada", help="the model's widths and run config")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--ckpt-dir", default=None)
     parser.add_argument("--toy", action="store_true", help="toy widths (a smoke run of seconds)")
@@ -213,7 +230,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return recompare(args.recompare, args.out)
     records: list[dict] = []
     work = Path(tempfile.mkdtemp(prefix="plan_check_"))
-    widths = TOY if args.toy else LLADA_8B
+    real, toy, config = SHAPES[args.shape]
+    widths = toy if args.toy else real
     ckpt = checkpoint_dir(widths, args.layers, args.ckpt_dir or tempfile.gettempdir())
     try:
         rss = RssPeak()
@@ -223,18 +241,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         base = [f"model.path={ckpt}", *BASE]
         from common.config import load_config
 
-        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "sudoku_llada.yaml",
-                          [*base, "rollout.gpus_per_actor=0", "learner.gpus_per_rank=0"])
+        cfg = load_config(CONFIGS / config, [*base, "rollout.gpus_per_actor=0", "learner.gpus_per_rank=0"])
         (load,) = run(part_load, (cfg, str(ckpt)))
         (rollout,) = run(part_rollout, (cfg, str(ckpt), str(work / "batch.arrow")))
         store = str(work / "port")
         ranks = sorted(run(part_rank, *[(r, cfg, str(ckpt), str(work / "batch.arrow"), str(work / "export"), store)
                                         for r in range(2)]), key=lambda x: x["part"])
-        plan = plan_for([*base, f"cluster.plan_prompt_tokens={rollout['prompt_width']}"])
+        plan = plan_for(config, [*base, f"cluster.plan_prompt_tokens={rollout['prompt_width']}"])
         records += compare(plan, load, rollout, ranks, file_bytes)
-        records.append({"summary": True, "widths": widths.__dict__, "cpu": cpu_name(),
-                        "threads": torch.get_num_threads(), "layers": args.layers, "checkpoint_gib": file_bytes / GIB,
-                        "writer_rss_gib": rss.mark(),
+        records.append({"summary": True, "shape": args.shape, "config": config, "widths": widths.__dict__,
+                        "cpu": cpu_name(), "threads": torch.get_num_threads(),
+                        "layers": args.layers, "checkpoint_gib": file_bytes / GIB, "writer_rss_gib": rss.mark(),
                         "raw": {"load": load, "rollout": rollout, "ranks": ranks}})
     finally:
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -268,7 +285,8 @@ def recompare(path: str, out: str | None) -> list[dict]:
                           pad_id=tok.pad_token_id)
         (shapes / "config.json").write_text(json.dumps(hf_config_from_args(args)))
         raw = summary["raw"]
-        plan = plan_for([f"model.path={shapes}", *BASE, f"cluster.plan_prompt_tokens={raw['rollout']['prompt_width']}"])
+        plan = plan_for(summary.get("config", "sudoku_llada.yaml"),
+                        [f"model.path={shapes}", *BASE, f"cluster.plan_prompt_tokens={raw['rollout']['prompt_width']}"])
         file_bytes = summary["checkpoint_gib"] * GIB
         records = compare(plan, raw["load"], raw["rollout"], raw["ranks"], file_bytes) + [summary]
     finally:
@@ -296,8 +314,8 @@ def compare(plan, load: dict, rollout: dict, ranks: list[dict], file_bytes: int)
     add("sampling (max of forward, logits + draw)", max(actor["sampling forward"], actor["sampling logits + draw"]),
         rollout["sampling"]["live_gib"], "LiveBytes peak of generate()")
     add("teacher (max of forward, head chunk)", max(actor["teacher forward"], actor["teacher head chunk"]),
-        rollout["teacher"]["live_gib"], "LiveBytes peak of teacher_targets() (misses logsumexp's internal exp "
-        "buffer, 4 B x chunk x V)")
+        rollout["teacher"]["live_gib"], "LiveBytes peak of teacher_targets() (logsumexp's internal exp buffer "
+        "included)")
     add("actor process peak", plan.actor.peak()[0] / GIB, rollout["process"]["rss_gib"],
         "peak RSS - baseline (weights + the largest phase)")
     for r in ranks:
@@ -305,8 +323,11 @@ def compare(plan, load: dict, rollout: dict, ranks: list[dict], file_bytes: int)
         loaded = learner["load (before sharding)"] + learner["base shard"] + learner["LoRA params + grads + AdamW"] / 4
         add(f"{name} load + shard", loaded, r["setup"]["rss_anon_gib"],
             "RssAnon peak during setup (whole model, then shards)")
-        step_plan = (learner["all-gather buffers"] + learner["activations (micro-batch)"] + learner["head chunk"]
-                     + learner["LoRA params + grads + AdamW"] * 0.75)  # grads + AdamW state appear in the step
+        # the step's moments: the root's all-gather (before any activation), or the activations + the head chunk;
+        # grads + AdamW state appear in the step
+        step_plan = (learner["all-gather buffers"] + learner["LoRA params + grads + AdamW"] * 0.75
+                     + max(learner.get("root all-gather", 0.0),
+                           learner["activations (micro-batch)"] + learner["head chunk"]))
         add(f"{name} step (gather + activations + head + grads/AdamW)", step_plan, r["step"]["live_gib"],
             "LiveBytes peak of train_step()")
     add("rank0 push export (host)", export["push (adapters)"], ranks[0]["push"]["live_gib"],

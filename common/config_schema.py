@@ -27,6 +27,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def custom_resources(value: dict[str, float], *, cpu_key: str, gpu_key: str | None) -> dict[str, float]:
+    """A `*.resources` dict: custom Ray resources only (CPU and GPU have keys of their own, which Ray insists on), each
+    amount > 0 (a zero request places nothing) and at most 4 decimals (Ray's resource unit is 0.0001)."""
+    for name in ("CPU", "GPU"):
+        if name in value:
+            instead = gpu_key if name == "GPU" else cpu_key
+            fix = instead or "no GPU (this service runs on CPUs)"
+            raise ValueError(f"{name!r} is not a custom resource: set {fix} instead")
+    for name, amount in value.items():
+        if amount <= 0 or round(amount, 4) != amount:
+            raise ValueError(f"resource {name!r}: amount {amount:g} must be > 0 and a multiple of 0.0001")
+    return value
+
+
 class TinyModelConfig(_Section):
     """The built-in tiny dLLM: the native model (common/models/) saved in an official checkpoint layout, with a
     character tokenizer (common/tiny.py)."""
@@ -178,10 +192,24 @@ class RolloutConfig(_Section):
                                           "the rollout node type (deploy/cluster.yaml)")
     torch_threads: int = Field(1, gt=0, description="intra-op threads per actor on CPU")
 
+    @field_validator("resources")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        return custom_resources(value, cpu_key="rollout.cpus_per_actor", gpu_key="rollout.gpus_per_actor")
+
 
 class RewardConfig(_Section):
     num_workers: int = Field(1, gt=0)
     cpus_per_worker: float = Field(0.5, gt=0)
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources that each RewardWorker and the RewardPool actor "
+        "coordinating them ask for (reward.num_workers + 1 times in all), e.g. {reward_node: 1} to keep the reward "
+        "service on a node of its own (deploy/README.md); empty = workers anywhere with CPUs, the pool anywhere")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        return custom_resources(value, cpu_key="reward.cpus_per_worker", gpu_key=None)
     service: dict[str, Any] = Field(
         default_factory=dict, description="the reward service's own settings (rewards/README.md: reward_functions, "
         "sandbox, math_processes, ...), validated by rewards.service.registry.RewardServiceConfig when the job starts")
@@ -244,6 +272,11 @@ class LearnerConfig(_Section):
         False, description="recompute each transformer block in backward instead of keeping its activations "
         "(needed for 7-8B models at L=256 on one GPU; costs about one extra forward)")
 
+
+    @field_validator("resources")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        return custom_resources(value, cpu_key="learner.cpus_per_rank", gpu_key="learner.gpus_per_rank")
 
 class SFTConfig(_Section):
     """Warm start by masked-diffusion SFT on generated solutions (learner/sft.py), cached in the run directory."""

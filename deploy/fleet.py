@@ -36,6 +36,29 @@ class Weights(Protocol):
         """Give restarted actor `actor` (alive again) the current weights."""
 
 
+class RestartTimeout(RuntimeError):
+    """A lost rollout actor did not come back in time: no alive node can take it."""
+
+
+def restart_timeout_message(cfg: RunConfig, actor: int, waited_s: float, free: list[dict[str, float]]) -> str:
+    """Why rollout-`actor` is not back after `waited_s`: what one actor asks for (and the keys), what each alive node
+    has free (`free`: Ray's available resources per node), and what to change. Pure (tested without Ray)."""
+    r = cfg.rollout
+    need = {"CPU": r.cpus_per_actor, **({"GPU": r.gpus_per_actor} if r.gpus_per_actor else {}), **r.resources}
+    short = sorted({name for name, amount in need.items() if not any(n.get(name, 0.0) + 1e-9 >= amount for n in free)})
+    custom = [name for name in r.resources if name in short]
+    fix = (f"add a node that advertises {', '.join(custom)} (the node type rollout.resources asks for: an autoscaler "
+           "or KubeRay worker group of that type), or change rollout.resources" if custom else
+           "add a node with that much free, or lower those keys")
+    lacking = ", ".join(short) or "none; a node may still be joining"
+    per_node = [{k: n.get(k, 0.0) for k in need} for n in free]
+    return (f"rollout-{actor} did not come back within {waited_s:g} s (deploy/fleet.py RESTART_TIMEOUT_S): "
+            f"Ray restarts a lost actor only on a node with {need} free (rollout.cpus_per_actor, "
+            f"rollout.gpus_per_actor, rollout.resources), and no alive node has that now (short of: {lacking}; "
+            f"free per node: {per_node}). To go on, {fix}; then start the job again (with --resume where it wrote "
+            "a checkpoint: checkpoint.every)")
+
+
 @dataclass
 class Chunk:
     """Prompts given to one actor for one step; re-issued as a whole if the actor dies."""
@@ -69,9 +92,11 @@ class RolloutFleet:
         self.cfg = cfg
         rcfg = cfg.reward
         service = reward_service_config(cfg)
+        # reward.resources go to the pool actor and to each of its workers: the service stays on its node type, and
+        # a pool restarted after its node died comes back (with fresh workers) only where they can be met
         self.reward_pool = RemoteRewardPool.options(
-            name="reward-pool", max_restarts=-1, max_task_retries=POOL_TASK_RETRIES).remote(
-            rcfg.num_workers, num_cpus_per_worker=rcfg.cpus_per_worker, config=service)
+            name="reward-pool", max_restarts=-1, max_task_retries=POOL_TASK_RETRIES, resources=rcfg.resources).remote(
+            rcfg.num_workers, num_cpus_per_worker=rcfg.cpus_per_worker, config=service, resources=rcfg.resources)
         if any(name in SANDBOX_FUNCTIONS for name in service.reward_functions.get(cfg.task.name, [])):
             # fail now, naming the cause, rather than score every row of the run 0 (SandboxUnavailable)
             ray.get(self.reward_pool.check_ready.remote())
@@ -130,16 +155,21 @@ class RolloutFleet:
         """Ray nodes the cluster has lost (a rollout node that died takes its actors along: they restart elsewhere)."""
         return sum(not n.get("Alive") for n in ray.nodes())
 
-    def wait_alive(self, actor: int) -> None:
-        """Until the actor (restarted by Ray if it died) answers."""
-        deadline = time.monotonic() + RESTART_TIMEOUT_S
+    def wait_alive(self, actor: int, *, timeout_s: float | None = None) -> None:
+        """Until the actor (restarted by Ray if it died) answers; after `timeout_s` (RESTART_TIMEOUT_S) a
+        RestartTimeout that names what the restart needs and the keys that ask for it."""
+        timeout_s = RESTART_TIMEOUT_S if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
-                ray.get(self.actors[actor].ping.remote(), timeout=30)
+                ray.get(self.actors[actor].ping.remote(), timeout=max(1.0, min(30.0, deadline - time.monotonic())))
                 break
-            except (RayActorError, ray.exceptions.GetTimeoutError):
+            except (RayActorError, ray.exceptions.GetTimeoutError) as err:
                 if time.monotonic() > deadline:
-                    raise
+                    from ray._private.state import available_resources_per_node
+
+                    raise RestartTimeout(restart_timeout_message(
+                        self.cfg, actor, timeout_s, list(available_resources_per_node().values()))) from err
                 time.sleep(1.0)
 
     def push_weights(self, state_ref: ray.ObjectRef, version: int) -> list[ray.ObjectRef]:

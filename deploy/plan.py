@@ -26,8 +26,8 @@ from common.algorithms import get_algorithm
 from common.config import ConfigError, RunConfig, load_config
 from common.models.args import ModelArgs
 from deploy.plan_sizes import (  # noqa: F401  (re-exported: the formulas are part of the plan's interface)
-    base_params, batch_row_bytes, block_params, draw_bytes, draw_peak, grad_layer_bytes, lora_params, model_args,
-    nograd_token_bytes, projections, root_params)
+    base_params, batch_row_bytes, block_params, draw_bytes, draw_peak, grad_layer_bytes, head_chunk_bytes,
+    lora_params, model_args, nograd_token_bytes, projections, root_params)
 
 GIB = 2**30
 HEAD_CHUNK = 2048  # DiffusionLM.forward's default `chunk`: positions per head + log_softmax pass
@@ -142,9 +142,11 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
                                 "hash included)", ("learner.micro_batch_rows", "cluster.plan_prompt_tokens"),
                                 "teacher: body"))
         n = min(HEAD_CHUNK, b * L)
-        actor.lines.append(Line("teacher head chunk", rows * T * H * c + n * V * (c + 8),
-                                f"final hidden 2 x {b} rows x T x c H + min({HEAD_CHUNK}, {b} x L {L}) x V x (c + 4 "
-                                "float32 logits + 4 logsumexp's exp)", ("learner.micro_batch_rows",), "teacher: head"))
+        actor.lines.append(Line("teacher head chunk", rows * T * H * c + head_chunk_bytes(n, V, H, c, grad=False),
+                                f"final hidden 2 x {b} rows x T x c H + min({HEAD_CHUNK}, {b} x L {L}) x V x 8 "
+                                "(float32 logits + logsumexp's float32 exp of them; the c-byte logits are freed by "
+                                "then)",
+                                ("learner.micro_batch_rows",), "teacher: head"))
     if cfg.eval.num_prompts:
         from deploy.evaluate import eval_sampler
 
@@ -180,14 +182,22 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
         learner.lines.append(Line("load (before sharding)", peak - n_base * cl / W,
                                   f"max(N_base, Lyr x block / W + root x (1 + 1/W)) x {cl} - the rank's own shard "
                                   "(every rank loads the whole checkpoint, then shards it)", (), "load"))
-    gather = max(2 * root, root + 3 * blk) * c
-    formula = ("max(2 x root {:.3g}, root + 3 blocks x {:.3g}) x c: FSDP2 copies an all-gather's output into the "
-               "unsharded parameters (2x a group while it is gathered); the root stays gathered, then a block, the "
-               "prefetched next one and a copy").format(root, blk)
+    nb = min(3, Lyr + 1)  # a block, the prefetched next one and the output of its gather
+    gather = (root + nb * blk) * c
+    formula = ("(root {:.3g} + {} blocks x {:.3g}) x c: the root stays gathered through the step, then a block, the "
+               "prefetched next one and the all-gather output being copied into it").format(root, nb, blk)
     if not lora:
         gather += (root + blk) * 4
         formula += "; + (root + block) x 4 unsharded float32 grads before reduce-scatter"
     learner.lines.append(Line("all-gather buffers", gather, formula, ("learner.num_ranks",)))
+    if root > (nb - 2) * blk:
+        # the root's own all-gather, at the start of the forward (no activation exists yet): FSDP2 copies the gather's
+        # output into the unsharded parameters while the first block's gather (output + copy) is in flight, so the
+        # moment holds 2 x root + 2 blocks (measured at 8B widths: benchmarks/plan_check.py, the tensors at the peak)
+        learner.lines.append(Line("root all-gather", (root - (nb - 2) * blk) * c,
+                                  f"(root - {nb - 2} block) x c: the root's all-gather output while it is copied into "
+                                  "the unsharded parameters, the first block's gather in flight (2 x root + 2 blocks "
+                                  "at that moment, before any activation)", ("learner.num_ranks",), "gather"))
     token_path = not spec.sequence_level  # d1 / wd1: one forward of b rows (learner/token_update.py)
     b = lcfg.micro_batch_rows
     rows = b if token_path else 2 * b
@@ -204,9 +214,10 @@ def build_plan(cfg: RunConfig, a: ModelArgs, *, gpus_per_node: int = 8, nodes: i
     learner.lines.append(Line("activations (micro-batch)", saved, f,
                               ("learner.micro_batch_rows", "learner.activation_checkpointing"), "step"))
     n = min(HEAD_CHUNK, b * L)
-    learner.lines.append(Line("head chunk", n * (H * c + V * (3 * c + 12)),
-                              f"min({HEAD_CHUNK}, {b} x L) x (c H + V x (3c + 12)): recomputed logits, float32 "
-                              "copy, softmax grad", ("learner.micro_batch_rows",), "step"))
+    learner.lines.append(Line("head chunk", head_chunk_bytes(n, V, H, c, grad=True),
+                              f"min({HEAD_CHUNK}, {b} x L) x (c H + 16 V): recomputed float32 logits + logsumexp's "
+                              "backward (x - lse, its exp, the product), the input's grad",
+                              ("learner.micro_batch_rows",), "step"))
     if spec.old_on(alg.teacher_source) == "learner":
         per_tok = nograd_token_bytes(a, c, targets=targets, r=r, rows=rows, T=T)
         learner.lines.append(Line("teacher forward (no grad)", rows * T * per_tok,

@@ -121,6 +121,18 @@ def grad_layer_bytes(a: ModelArgs, c: int, *, full: bool, targets: tuple[str, ..
     return float(out)
 
 
+# ---- the LM head over a chunk of positions (DiffusionLM._target_logprob) -------------------------------------------
+def head_chunk_bytes(n: int, V: int, H: int, c: int, *, grad: bool) -> int:
+    """Peak bytes of the head + log-softmax over n positions (V logits each), c-byte model dtype:
+      no grad (teacher targets): the float32 logits + logsumexp's float32 exp of them (its kernel holds
+        (x - max).exp_(), ATen ReduceOps.cpp) = 8 B per logit; the c-byte logits are freed once copied to float32
+        (c + 4 <= 8)
+      grad (the learner, recomputed in backward): the float32 logits + logsumexp's backward (x - lse, its exp, the
+        product with the incoming grad) = 16 B per logit, + the gradient of the n x H input, c H per position
+    (tests/deploy/test_plan.py::test_head_chunk_bytes measures both)."""
+    return n * (H * c + 16 * V) if grad else 8 * n * V
+
+
 # ---- the draw and the batch ----------------------------------------------------------------------------------------
 def draw_peak(s, c: int, N: int, V: int) -> int:
     """Bytes at the draw's peak for logits [N, V] in c-byte floats: the logits, plus one chunk's temporaries

@@ -54,8 +54,9 @@ def check_files(cfg: RunConfig, *, resume: bool) -> None:
 def demands(cfg: RunConfig) -> list[tuple[str, int, dict[str, float]]]:
     """(config section, count, resources of one) of every actor / rank the run creates at once."""
     r, w, l = cfg.rollout, cfg.reward, cfg.learner
+    pool = [("reward pool", 1, dict(w.resources))] if w.resources else []  # it reserves no CPU, only these
     return [("rollout", r.num_actors, {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_actor, **r.resources}),
-            ("reward", w.num_workers, {"CPU": w.cpus_per_worker}),
+            ("reward", w.num_workers, {"CPU": w.cpus_per_worker, **w.resources}), *pool,
             ("learner", l.num_ranks, {"CPU": l.cpus_per_rank, "GPU": l.gpus_per_rank, **l.resources})]
 
 
@@ -64,11 +65,14 @@ KEYS = {("rollout", "CPU"): "rollout.num_actors x rollout.cpus_per_actor",
         ("reward", "CPU"): "reward.num_workers x reward.cpus_per_worker",
         ("learner", "CPU"): "learner.num_ranks x learner.cpus_per_rank",
         ("learner", "GPU"): "learner.num_ranks x learner.gpus_per_rank"}
-COUNT_KEY = {"rollout": "rollout.num_actors", "reward": "reward.num_workers", "learner": "learner.num_ranks"}
+COUNT_KEY = {"rollout": "rollout.num_actors", "reward": "reward.num_workers", "reward pool": "the reward pool actor",
+             "learner": "learner.num_ranks"}
+SECTION = {"reward pool": "reward"}  # a demand's config section, where its name is not one
 
 
 def _key(section: str, resource: str) -> str:
-    return KEYS.get((section, resource), f"{COUNT_KEY[section]} x {section}.resources.{resource}")
+    return KEYS.get((section, resource),
+                    f"{COUNT_KEY[section]} x {SECTION.get(section, section)}.resources.{resource}")
 
 
 def shortfalls(wanted: list[tuple[str, int, dict[str, float]]], nodes: list[dict[str, float]]) -> list[str]:
@@ -94,7 +98,7 @@ def shortfalls(wanted: list[tuple[str, int, dict[str, float]]], nodes: list[dict
         asked = {k: v for k, v in one.items() if v}
         if count and total and not any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in asked.items()) for node in nodes):
             problems.append(f"one {section} {'rank' if section == 'learner' else 'actor'} asks for {asked} "
-                            f"({section}.* keys), but no single node has that much (nodes: "
+                            f"({SECTION.get(section, section)}.* keys), but no single node has that much (nodes: "
                             f"{[{k: v for k, v in n.items() if k in asked} for n in nodes]})")
     return problems
 

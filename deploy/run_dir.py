@@ -26,7 +26,7 @@ OUTPUTS = {"config.yaml", "metrics.jsonl", "tensorboard", "wandb", "checkpoint",
 # reward service, SFT) would make the resumed steps a different experiment than the checkpointed ones.
 RESUME_SAFE = ("run_dir", "cache_dir", "eval.", "checkpoint.", "cluster.", "metrics.",
                "rollout.num_actors", "rollout.cpus_per_actor", "rollout.gpus_per_actor", "rollout.resources",
-               "rollout.torch_threads", "reward.num_workers", "reward.cpus_per_worker",
+               "rollout.torch_threads", "reward.num_workers", "reward.cpus_per_worker", "reward.resources",
                "learner.cpus_per_rank", "learner.gpus_per_rank", "learner.resources", "learner.placement",
                "learner.torch_threads",
                "learner.max_restarts", "pipeline.weight_sync", "pipeline.weight_bucket_mb",

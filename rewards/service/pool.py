@@ -45,18 +45,20 @@ class _Chunk:
 
 class RewardPool:
     """`num_workers` CPU-only RewardWorker actors; `score(texts, metas, tasks) -> (results, metrics)`, safe to call
-    from several threads at once (the Ray actor runs up to MAX_CONCURRENT_CALLS calls at a time)."""
+    from several threads at once (the Ray actor runs up to MAX_CONCURRENT_CALLS calls at a time). `resources`: the
+    custom Ray resources each worker (the first ones and every replacement) asks for, to keep them on a node type."""
 
     def __init__(self, num_workers: int = 2, *, num_cpus_per_worker: float = 1.0,
                  config: RewardServiceConfig | dict | None = None, chunk_size: int | None = None,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, resources: dict[str, float] | None = None) -> None:
         if max_attempts < 1:
             raise ValueError(f"RewardPool max_attempts must be >= 1, got {max_attempts}")
         self.config = (config if isinstance(config, RewardServiceConfig)
                        else RewardServiceConfig.model_validate(config or {}))
-        self.num_cpus = num_cpus_per_worker
+        self.num_cpus, self.resources = num_cpus_per_worker, dict(resources or {})
         self.chunk_size, self.max_attempts = chunk_size, max_attempts
-        self.handles = create_workers(num_workers, num_cpus=num_cpus_per_worker, config=self.config)
+        self.handles = create_workers(num_workers, num_cpus=num_cpus_per_worker, config=self.config,
+                                      resources=self.resources)
         self.worker_restarts = 0
         # Workers are lent to one call's chunk at a time: `_idle` holds the indices of workers with no chunk in
         # flight; calls take from it in turn, so a slow chunk of one caller never holds up another's queue.
@@ -90,7 +92,8 @@ class RewardPool:
                 ray.kill(dead, no_restart=True)
             except Exception:  # noqa: BLE001  (already dead is fine)
                 pass
-            self.handles[index] = create_workers(1, num_cpus=self.num_cpus, config=self.config)[0]
+            self.handles[index] = create_workers(1, num_cpus=self.num_cpus, config=self.config,
+                                                 resources=self.resources)[0]
             self.worker_restarts += 1
             return True
 

@@ -88,9 +88,12 @@ def _assigned_cpus() -> int:
 RewardWorker = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(RewardWorkerImpl)
 
 
-def create_workers(num_workers: int, *, num_cpus: float = 1.0, config: RewardServiceConfig | None = None) -> list:
-    """`num_workers` RewardWorker actor handles, each reserving `num_cpus` CPUs and no GPU; no Ray restarts or
-    retries (a row that kills its worker must not be retried forever: RewardPool bounds the attempts)."""
+def create_workers(num_workers: int, *, num_cpus: float = 1.0, config: RewardServiceConfig | None = None,
+                   resources: dict[str, float] | None = None) -> list:
+    """`num_workers` RewardWorker actor handles, each reserving `num_cpus` CPUs, no GPU and the custom Ray
+    `resources` (placement on a node type, e.g. {reward_node: 1}); no Ray restarts or retries (a row that kills its
+    worker must not be retried forever: RewardPool bounds the attempts)."""
     if num_workers < 1:
         raise ValueError(f"rewards.num_workers must be >= 1, got {num_workers}")
-    return [RewardWorker.options(num_cpus=num_cpus, num_gpus=0).remote(config) for _ in range(num_workers)]
+    return [RewardWorker.options(num_cpus=num_cpus, num_gpus=0, resources=dict(resources or {})).remote(config)
+            for _ in range(num_workers)]

@@ -33,6 +33,34 @@ def test_bad_config_names_the_key(override, names):
     assert names in str(err.value)
 
 
+@pytest.mark.parametrize("override,names", [
+    ("reward.resources={CPU: 1}", "config key 'reward.resources': Value error, 'CPU' is not a custom resource: set "
+                                  "reward.cpus_per_worker instead"),
+    ("reward.resources={GPU: 1}", "'GPU' is not a custom resource: set no GPU"),
+    ("rollout.resources={GPU: 1}", "config key 'rollout.resources': Value error, 'GPU' is not a custom resource: set "
+                                   "rollout.gpus_per_actor instead"),
+    ("learner.resources={CPU: 2}", "set learner.cpus_per_rank instead"),
+    ("learner.resources={learner_node: 0}", "config key 'learner.resources': Value error, resource 'learner_node': "
+                                            "amount 0 must be > 0"),
+    ("reward.resources={reward_node: 0.00001}", "resource 'reward_node': amount 1e-05 must be > 0 and a multiple of "
+                                                "0.0001"),
+    ("reward.resources={reward_node: -1}", "config key 'reward.resources'"),
+])
+def test_bad_custom_resources_name_the_key(override, names):
+    """rollout.resources, reward.resources, learner.resources: custom Ray resources only, amounts Ray can place."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert names in str(err.value), str(err.value)
+
+
+def test_custom_resources_load():
+    cfg = load_config(None, ["reward.resources={reward_node: 1}", "rollout.resources={rollout_node: 0.5}",
+                             "learner.resources={learner_node: 2}"])
+    assert (cfg.reward.resources, cfg.rollout.resources, cfg.learner.resources) == (
+        {"reward_node": 1.0}, {"rollout_node": 0.5}, {"learner_node": 2.0})
+    assert load_config(None).reward.resources == {}
+
+
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ConfigError, match="valid keys here: .*gen_length"):
         load_config(None, ["sampler.gen_len=3"])

@@ -1,12 +1,14 @@
 """A training run on a multi-node Ray cluster on this machine (run by tests/deploy/test_multinode.py in a process of
 its own, with RAY_TMPDIR private: `ray.cluster_utils.Cluster` writes its address where a plain ray.init() would look).
 
-Nodes: a head (driver, reward service; no custom resource), a learner node (`learner_node`), two rollout nodes
+Nodes: a head (driver, reward service: `reward_node`), a learner node (`learner_node`), two rollout nodes
 (`rollout_node`), each a raylet with its own object store. The config places the 2 learner ranks with
-`learner.resources={learner_node: 1}` (one STRICT_PACK placement group) and the 2 rollout actors with
-`rollout.resources={rollout_node: 1}`. At step KILL_STEP, right after the actors were handed their chunks, the rollout
-node hosting actor 1 is killed (its raylet and every process on it, not gracefully) and a replacement rollout node
-joins, as an autoscaler or KubeRay would bring one; the run must finish with every row once.
+`learner.resources={learner_node: 1}` (one STRICT_PACK placement group), the 2 rollout actors with
+`rollout.resources={rollout_node: 1}` and the reward pool actor and its worker with `reward.resources={reward_node: 1}`
+(the head advertises 2: one worker + the pool), so the reward service is not on the node that is killed. At step
+KILL_STEP, right after the actors were handed their chunks, the rollout node hosting actor 1 is killed (its raylet and
+every process on it, not gracefully) and a replacement rollout node joins, as an autoscaler or KubeRay would bring one;
+the run must finish with every row once.
 
 Writes a JSON report: where each actor and rank ran, the object stores that held every step's rollout batches and
 every weight push (Ray's object directory), the run's result and metrics records.
@@ -55,9 +57,16 @@ def node_of_actors() -> dict[str, str]:
     return {a["Name"]: a["Address"]["NodeID"] for a in gcs_actors().values() if a["State"] == "ALIVE" and a["Name"]}
 
 
+def nodes_of_class(name: str) -> list[str]:
+    """Node ids of the live actors of one class (the unnamed RewardWorkers)."""
+    return sorted(a["Address"]["NodeID"] for a in gcs_actors().values()
+                  if a["State"] == "ALIVE" and a["ActorClassName"].endswith(name))
+
+
 def main(out: str, workdir: str) -> None:
     work = Path(workdir)
-    cluster = Cluster(initialize_head=True, head_node_args={**NODE, "num_cpus": 3, "_system_config": SYSTEM})
+    cluster = Cluster(initialize_head=True, head_node_args={**NODE, "num_cpus": 3, "resources": {"reward_node": 2},
+                                                            "_system_config": SYSTEM})
     learner_node = cluster.add_node(**NODE, num_cpus=2, resources={"learner_node": 2})
     rollout_nodes = [cluster.add_node(**NODE, num_cpus=1, resources={"rollout_node": 1}) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=True)
@@ -65,12 +74,14 @@ def main(out: str, workdir: str) -> None:
                               "rollout": [n.node_id for n in rollout_nodes]}, "batches": [], "pushes": []}
     cfg = load_config(REPO / "configs" / "sudoku_tiny.yaml", [
         *TINY, f"steps={STEPS}", f"run_dir={work / 'run'}", f"cache_dir={work / 'cache'}",
-        "rollout.num_actors=2", "rollout.resources={rollout_node: 1}", "learner.num_ranks=2",
+        "rollout.num_actors=2", "rollout.resources={rollout_node: 1}", "reward.resources={reward_node: 1}",
+        "learner.num_ranks=2",
         "learner.micro_batch_rows=6", "learner.resources={learner_node: 1}", "learner.placement=STRICT_PACK"])
     trainer = Trainer(cfg)
     fleet = trainer.fleet
     ray.get([a.ping.remote() for a in fleet.actors])  # every actor is up (a kill must hit a running one)
     report["placed"] = node_of_actors()
+    report["reward_workers"] = nodes_of_class("RewardWorkerImpl")
 
     # observe (not replace): the object locations after each learner step and each weight push
     train_step, submit, push_weights = trainer.learner.train_step, fleet.submit, fleet.push_weights
@@ -102,6 +113,7 @@ def main(out: str, workdir: str) -> None:
         report["result"] = trainer.run()
     finally:
         report["placed_after"] = node_of_actors()
+        report["reward_workers_after"] = nodes_of_class("RewardWorkerImpl")
         trainer.shutdown()
     report["seconds"] = time.monotonic() - start
     lines = (work / "run" / "metrics.jsonl").read_text().splitlines()

@@ -3,7 +3,7 @@ identically (wall-clock timings)."""
 from __future__ import annotations
 
 TIMING = {"seconds"}  # the learner's wall-clock field, the only learner value allowed to differ
-WALL_CLOCK = ("time", "timestamp", "rollout")  # record sections holding timings and tokens per second
+WALL_CLOCK = ("time", "timestamp", "rollout", "busy")  # record sections holding timings and tokens per second
 
 
 def deterministic(record: dict, keys: tuple[str, ...] | None = None) -> dict:

@@ -1,11 +1,18 @@
-"""deploy/fleet.py's pure parts: the reward service's metrics of one step, merged over the rollout actors' chunks."""
+"""deploy/fleet.py: the reward service's metrics of one step, merged over the rollout actors' chunks; the error of a
+lost actor that no node can take back."""
 from __future__ import annotations
 
-import pytest
+import time
+from pathlib import Path
 
+import pytest
+import ray
+
+from actors.rollout import RemoteRolloutActor
+from common.config import load_config
 from common.messages import RewardResult
 from common.summary import PoolCounters, RewardMetrics, RolloutSummary
-from deploy.fleet import merge_reward_metrics
+from deploy.fleet import RestartTimeout, RolloutFleet, merge_reward_metrics, restart_timeout_message
 from rewards.service.metrics import summarize
 
 
@@ -52,3 +59,37 @@ def test_one_chunk_merges_to_itself():
 def test_metrics_without_sandbox_or_pool_have_only_row_keys():
     assert merge_reward_metrics([summary(0, RewardMetrics(rows=3, reward_sum=1.5))]) == {
         "rows": 3.0, "reward/total_mean": 0.5, "errors/total": 0.0, "sandbox/programs": 0.0}
+
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sudoku_tiny.yaml"
+
+
+def test_restart_timeout_names_the_resource_and_the_key():
+    cfg = load_config(CONFIG, ["rollout.resources={rollout_node: 1}", "rollout.gpus_per_actor=1",
+                              "learner.gpus_per_rank=1"])
+    text = restart_timeout_message(cfg, 1, 300, [{"CPU": 3.0, "GPU": 1.0}, {"CPU": 2.0, "learner_node": 2.0}])
+    assert text.startswith("rollout-1 did not come back within 300 s (deploy/fleet.py RESTART_TIMEOUT_S): Ray "
+                           "restarts a lost actor only on a node with {'CPU': 1.0, 'GPU': 1.0, 'rollout_node': 1.0} "
+                           "free (rollout.cpus_per_actor, rollout.gpus_per_actor, rollout.resources)"), text
+    assert "short of: rollout_node;" in text and "add a node that advertises rollout_node" in text
+    assert "or change rollout.resources" in text
+    # no custom resource: a node is merely full
+    text = restart_timeout_message(load_config(CONFIG), 0, 5, [{"CPU": 0.5}])
+    assert "short of: CPU;" in text and "lower those keys" in text and "{'CPU': 1.0}" in text
+
+
+def test_wait_alive_gives_up_naming_the_resource(ray_local):
+    """A real RolloutActor that asks for a node type the cluster lacks stays pending, as one whose node was lost
+    with no replacement: wait_alive ends (here after 1 s instead of RESTART_TIMEOUT_S) with RestartTimeout."""
+    cfg = load_config(CONFIG, ["rollout.resources={rollout_node: 1}"])
+    fleet = RolloutFleet.__new__(RolloutFleet)  # only the actors and the config: no reward pool is needed to wait
+    fleet.cfg = cfg
+    fleet.actors = [RemoteRolloutActor.options(resources=dict(cfg.rollout.resources), num_cpus=1).remote(
+        cfg, "unused", actor_index=0, reward_pool="reward-pool")]
+    start = time.monotonic()
+    try:
+        with pytest.raises(RestartTimeout, match=r"rollout-0 did not come back within 1 s .*short of: rollout_node;"):
+            fleet.wait_alive(0, timeout_s=1)
+    finally:
+        ray.kill(fleet.actors[0])
+    assert time.monotonic() - start < 10

@@ -3,6 +3,7 @@ RuntimeEnv), the cluster launcher YAML (Ray's schema + the checks `ray up` runs 
 KubeRay RayJob (structure, worker groups sized like the config its entrypoint runs)."""
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def test_cluster_launcher_config():
         assert types["rollout_gpu"]["resources"]["GPU"] == cfg.rollout.num_actors * cfg.rollout.gpus_per_actor, name
         assert types["learner_gpu"]["resources"]["GPU"] == cfg.learner.num_ranks * cfg.learner.gpus_per_rank, name
         assert cfg.model.lora.enabled and cfg.learner.placement == "STRICT_PACK"
+        # the head holds the reward service with reward.resources={reward_node: 1}: each worker and the pool actor
+        assert types["head"]["resources"]["reward_node"] == cfg.reward.num_workers + 1, name
         check_sized_from_plan(cfg, object_store=_flag(head_start, "--object-store-memory"),
                               shm=_size(next(o for o in raw["docker"]["run_options"] if "--shm-size" in o)))
     for command in raw["worker_start_ray_commands"]:
@@ -104,6 +107,10 @@ def test_kuberay_rayjob():
     assert gpus(groups["learner"]) == cfg.learner.num_ranks * cfg.learner.gpus_per_rank
     assert "rollout_node" in groups["rollout"]["rayStartParams"]["resources"]
     assert "learner_node" in groups["learner"]["rayStartParams"]["resources"]
+    # the reward service on the head: reward.resources asked by each worker and by the pool actor
+    head_resources = json.loads(yaml.safe_load(cluster["headGroupSpec"]["rayStartParams"]["resources"]))
+    assert cfg.reward.resources == {"reward_node": 1.0}
+    assert head_resources == {"reward_node": cfg.reward.num_workers + 1}
     for group in [cluster["headGroupSpec"], *groups.values()]:
         env = {e["name"]: e["value"] for e in group["template"]["spec"]["containers"][0]["env"]}
         assert env["RAY_AUTH_MODE"] == "disabled" and "GLOO_SOCKET_IFNAME" in env

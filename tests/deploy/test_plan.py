@@ -153,6 +153,35 @@ def test_activations_saved_for_backward(dtype, family, targets, dropout, checkpo
     assert close(held, planned), (held, planned, planned / held)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_head_chunk_bytes(dtype):
+    """The head over a chunk of positions: the actor's teacher targets (no grad) and the learner's recomputed chunk
+    (forward + backward), measured with logsumexp's internal exp buffer (LiveBytes opens its kernel)."""
+    args = llada(vocab_size=4096, n_layers=1)
+    net = net_of(args, dtype)
+    net.requires_grad_(False)  # LoRA: the head is frozen, the gradient flows to the hidden states
+    n, c = 256, dtype.itemsize
+    targets = torch.randint(0, args.vocab_size, (n,))
+    with torch.no_grad(), LiveBytes() as m:
+        net._target_logprob(torch.randn(n, args.dim, dtype=dtype), targets)
+    planned = P.head_chunk_bytes(n, args.vocab_size, args.dim, c, grad=False)
+    assert close(m.peak, planned, 0.02), (m.peak, planned)
+    h = torch.randn(n, args.dim, dtype=dtype, requires_grad=True)
+    with LiveBytes() as m:
+        out = torch.utils.checkpoint.checkpoint(net._target_logprob, h, targets, use_reentrant=False)
+        out.sum().backward()
+    planned = P.head_chunk_bytes(n, args.vocab_size, args.dim, c, grad=True)
+    assert close(m.peak, planned, 0.02), (m.peak, planned)
+
+
+def test_live_bytes_sees_logsumexp_internal_buffer():
+    """logsumexp's kernel holds (x - max).exp_() of its whole input: a reference count of that buffer + the result."""
+    x = torch.randn(64, 1000)
+    with LiveBytes() as m:
+        torch.logsumexp(x, dim=-1)
+    assert m.peak == 64 * 1000 * 4 + 64 * 4 and m.now == 0
+
+
 @pytest.mark.parametrize("sampler", [
     dict(gumbel_dtype="float64"), dict(gumbel_dtype="model"), dict(temperature=0.0),
     dict(schedule="dream", remasking="entropy", top_p=0.95, gen_length=32, steps=16),

@@ -83,6 +83,20 @@ def test_head_started_with_the_core_count_is_named():
     assert shortfalls(demands(load_config(CONFIG)), [{"CPU": 3.0}]) == []
 
 
+def test_reward_resources_count_the_workers_and_the_pool():
+    """reward.resources are asked by each worker and by the pool actor (num_workers + 1 times); a node must hold one
+    worker with its CPUs."""
+    cfg = load_config(CONFIG, ["reward.num_workers=2", "reward.resources={reward_node: 1}"])
+    assert ("reward pool", 1, {"reward_node": 1.0}) in demands(cfg)
+    assert shortfalls(demands(cfg), [{"CPU": 4.0}, {"CPU": 1.0, "reward_node": 3.0}]) == []
+    assert shortfalls(demands(cfg), [{"CPU": 4.0}, {"CPU": 1.0, "reward_node": 2.0}]) == [
+        "reward_node: the config asks for 3 (reward.num_workers x reward.resources.reward_node = 2 + the reward pool "
+        "actor x reward.resources.reward_node = 1), the cluster has 2"]
+    problems = shortfalls(demands(cfg), [{"CPU": 4.0}, {"CPU": 0.25, "reward_node": 3.0}])
+    assert len(problems) == 1 and "one reward actor asks for {'CPU': 0.5, 'reward_node': 1.0} (reward.* keys)" in \
+        problems[0]
+
+
 def test_each_actor_must_fit_on_one_node():
     cfg = load_config(CONFIG, ["learner.cpus_per_rank=3"])
     problems = shortfalls(demands(cfg), [{"CPU": 2.0}, {"CPU": 2.0}, {"CPU": 2.0}])
