@@ -50,7 +50,7 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
             print(f"note: cache_dir {cfg.cache_dir!r} is relative: the base model / SFT cache goes to "
                   f"{Path(cfg.cache_dir).resolve()} (Ray's copy of the working dir) and is rebuilt by the next job",
                   flush=True)
-    # a relative model.path (the shipped starts/ of `make run`) is the driver's: actors may run in another directory
+    # a relative model.path (make run's data/starts/...) is the driver's: actors may run in another directory
     model = cfg.model if cfg.model.path is None else cfg.model.model_copy(
         update={"path": str(Path(cfg.model.path).resolve())})
     return cfg.model_copy(update={"run_dir": str(Path(cfg.run_dir).resolve()),

@@ -4,10 +4,10 @@ Both are cached under `cache_dir` (default runs/cache, shared by runs), keyed by
 them, so a second `make run` reuses them.
 
 A warm start depends on the machine's float rounding (other GEMM kernels give other weights after a few hundred SFT
-steps), so the `make run` default does not build one: it starts from a start shipped in the repository (starts/),
-built once by
+steps), so the `make run` default does not build one: it starts from a start shipped in the repository
+(data/starts/, data/README.md), built once by
 
-  python -m deploy.warmstart --config configs/sudoku_quick.yaml --out starts/NAME model.path=null sft.enabled=true ...
+  python -m deploy.warmstart --config configs/countdown_tiny.yaml --out data/starts/NAME [key=value ...]
 
 which runs the SFT of the config, stores the weights in bfloat16 (half the bytes; loading upcasts exactly) and writes
 `start.json`: the command, the settings, the machine and the weights' sha256.
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="build an SFT warm start once and store it as a shippable start")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--out", required=True, help="directory to write (replaced), e.g. starts/sudoku_tiny_sft300")
+    parser.add_argument("--out", required=True,
+                        help="directory to write (replaced), e.g. data/starts/countdown_tiny_sft1500")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. model.path=null sft.enabled=true)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
