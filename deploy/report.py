@@ -84,7 +84,8 @@ def busy_shares(records: list[dict[str, Any]]) -> tuple[float, dict[str, float]]
 
 
 def busy_line(records: list[dict[str, Any]]) -> str | None:
-    """'busy: actor0 92 % (generate 41 %, score 9 %, teacher 42 %), learner 88 % of 301 s'."""
+    """e.g. "busy share of the training loop's 173 s wall time: actor0 85 % (generate 28 %, score 0 %, teacher 57 %),
+    learner 96 %"."""
     shares = busy_shares(records)
     if shares is None:
         return None

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import logging
-import platform
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.config import RunConfig
+from common.machine import cpu_name
 from common.tasks import make_prompts
 from common.tiny import make_tiny_model
 from learner.group import LearnerGroup
@@ -72,21 +72,6 @@ def warm_start(cfg: RunConfig, model_path: str, cache_root: Path) -> str:
     return str(path)
 
 
-def cpu_name() -> str:
-    """The CPU model and its widest vector ISA, for the provenance of a start (and of any time quoted with it)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
-    return f"{model} ({' + '.join(isa) or 'no AVX2'})"
-
-
 def ship(source: str, out: Path, *, provenance: dict) -> Path:
     """Copy the HF directory `source` to `out` with bfloat16 weights (config.json torch_dtype) and start.json."""
     import torch
@@ -123,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.sft.enabled:
         parser.error("sft.enabled is false in this config: add sft.enabled=true (and model.path=null to start "
                      "from the tiny built-in model)")
-    cluster.local_env()
     cluster.init_ray(address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus or 2)
     cache = Path(cfg.cache_dir)
     source = warm_start(cfg, base_model(cfg, cache), cache)
