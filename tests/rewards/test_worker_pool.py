@@ -194,15 +194,13 @@ def test_pool_as_an_actor_survives_a_killed_worker_and_leaks_none(ray_local):
     workers = ray.get(pool.worker_handles.remote())
     assert victim not in workers and all(_alive(w) for w in workers)
     ray.get(pool.shutdown.remote())
-    assert not any(_alive(w) for w in workers), "shutdown left a reward worker alive"
+    # ray.kill only asks Ray to end an actor: a worker may still answer for a moment (seen once in CI under load)
+    wait_until(lambda: not any(_alive(w) for w in workers), "shutdown left a reward worker alive", timeout_s=60)
     # workers are owned by the pool actor: if the pool goes without shutdown, Ray ends them with it
     pool2 = RemoteRewardPool.remote(1)
     orphans = ray.get(pool2.worker_handles.remote())
     ray.kill(pool2)
-    deadline = time.monotonic() + 60
-    while any(_alive(w) for w in orphans) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(_alive(w) for w in orphans), "a killed pool leaked its workers"
+    wait_until(lambda: not any(_alive(w) for w in orphans), "a killed pool leaked its workers", timeout_s=60)
 
 
 def test_check_ready_fails_the_job_when_a_code_task_cannot_run_its_sandbox(ray_local):
