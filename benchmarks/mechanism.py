@@ -80,16 +80,17 @@ def summarise(result: dict, run_dir: Path, metric: str) -> dict:
 
 
 def run_all(jobs: list[tuple[str, str, int, list[str], str]], *, steps: int, out: Path, parallel: int,
-            common: list[str] = COMMON) -> list[dict]:
+            common: list[str] = COMMON, tasks: dict[str, tuple[str, list[str]]] = TASKS) -> list[dict]:
     """jobs: (task, name, seed, overrides, metric). First run of each task alone (its SFT warm start), then the rest.
-    `common`: overrides of every run (the eps study, benchmarks/eps_study.py, evaluates on more items)."""
+    `common`: overrides of every run (the eps study, benchmarks/eps_study.py, evaluates on more items); `tasks`: task
+    -> (config, overrides), default this study's TASKS."""
     from common.config import load_config
 
     def one(job):
         task, name, seed, overrides, metric = job
         task_out = out / task
         task_out.mkdir(parents=True, exist_ok=True)
-        config, task_overrides = TASKS[task]
+        config, task_overrides = tasks[task]
         result = run_one(name, seed, config=config, steps=steps, out=task_out, extra=[*common, *task_overrides],
                          reuse=True, method_overrides=overrides)
         row = summarise({**result, "task": task, "name": name,
