@@ -75,7 +75,8 @@ def decide(countdown: list[float], sudoku: list[float]) -> tuple[str, str]:
 
 def arm_table(rows: list[dict], task: str) -> list[str]:
     lines = ["| arm | runs ok | gain after − before (mean ± SE) | per seed | vs official, paired | "
-             "clamp / clip fraction per j | k2 max | relapses |", "|---|---|---|---|---|---|---|---|"]
+             "clamp / clip fraction per j | KL max (k2; diffu_grpo: per-token k3) | relapses |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, (label, _) in ARMS.items():
         runs = [r for r in rows if r["task"] == task and r["name"] == name]
         ok = [r for r in runs if r.get("ok")]
@@ -88,7 +89,7 @@ def arm_table(rows: list[dict], task: str) -> list[str]:
         mu = len(ok[0]["by_j"][ok[0]["frac_key"]])
         frac = [statistics.mean(r["by_j"][r["frac_key"]][j] for r in ok) for j in range(mu)]
         lines.append(f"| {label} | {len(ok)}/{len(runs)} | {g:+.3f} ± {g_se:.3f} | {fmt(gain, 3)} | {vs} "
-                     f"| {fmt(frac)} | {max(r['k2_max'] for r in ok):.3g} | {sum(r['dips'] for r in ok)} |")
+                     f"| {fmt(frac)} | {max(r['kl_max'] for r in ok):.3g} | {sum(r['dips'] for r in ok)} |")
     return lines
 
 
