@@ -13,12 +13,13 @@ above 0 on Countdown and not 2 SE or more below 0 on Sudoku.
 
 Runs go through the real Ray job (benchmarks.compare.run_one via mechanism.run_all); a finished run of the same
 resolved config is reused, so an interrupted study resumes where it stopped. Writes runs/eps_study/<task>/,
-docs/eps_study.json and the section of docs/results.md between the EPS markers.
+docs/eps_study.json, docs/eps_study.png and the section of docs/results.md between the EPS markers.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -93,15 +94,76 @@ def arm_table(rows: list[dict], task: str) -> list[str]:
     return lines
 
 
-def write_section(docs: Path, rows: list[dict], *, command: str, wall: float, steps: int) -> str:
+def run_seconds(run_dir: Path) -> float | None:
+    """How long a run took, from its run directory: config.yaml is written when the job starts, eval.json last
+    rewritten by the evaluation after training. A reused run's own timing is 0, so the study's time is summed from
+    these (None for a run without both files)."""
+    saved, evals = run_dir / "config.yaml", run_dir / "eval.json"
+    if not (saved.is_file() and evals.is_file()):
+        return None
+    return os.path.getmtime(evals) - os.path.getmtime(saved)
+
+
+def time_line(rows: list[dict], *, wall: float, jobs: int) -> str:
+    times = [r["run_seconds"] for r in rows if r.get("run_seconds") is not None]
+    trained = sum(not r.get("reused") for r in rows)
+    if not times:
+        return f"Wall time of this invocation: {wall / 60:.1f} min ({trained} runs trained)."
+    total = sum(times)
+    return (f"Time: {len(times)} runs of {min(times):.0f}-{max(times):.0f} s each, {total / 3600:.1f} h of run time in "
+            f"all (from the run directories' timestamps), i.e. about {total / jobs / 3600:.1f} h of wall time with "
+            f"{jobs} runs at a time on this 2-core box; this invocation: {wall / 60:.1f} min, {trained} runs trained, "
+            f"{len(rows) - trained} reused.")
+
+
+def plot(rows: list[dict], docs: Path) -> str:
+    """docs/eps_study.png: per task (rows), the held-out gain of every seed and its mean ± SE per arm, the clamp /
+    clip fraction per inner iteration, and the training reward per step (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(16, 4.2 * len(tasks)), squeeze=False)
+    for ax_row, task in zip(axes, tasks):
+        for x, (name, (label, _)) in enumerate(ARMS.items()):
+            ok = [r for r in rows if r["task"] == task and r["name"] == name and r.get("ok")]
+            if not ok:
+                continue
+            gain = paired(rows, task, name)
+            g, g_se = mean_se(gain)
+            line = ax_row[0].errorbar([x], [g], yerr=[g_se], fmt="s", capsize=4, label=label)
+            ax_row[0].scatter([x + 0.15] * len(gain), gain, s=12, color=line[0].get_color(), alpha=0.6)
+            mu = len(ok[0]["by_j"][ok[0]["frac_key"]])
+            ax_row[1].plot(range(1, mu + 1), [statistics.mean(r["by_j"][r["frac_key"]][j] for r in ok)
+                                              for j in range(mu)], "o-", label=label)
+            n = min(len(r["rewards"]) for r in ok)
+            ax_row[2].plot(range(1, n + 1), [statistics.mean(r["rewards"][i] for r in ok) for i in range(n)],
+                           label=label)
+        ax_row[0].axhline(0, color="grey", lw=0.8)
+        ax_row[0].set(xticks=range(len(ARMS)), xticklabels=list(ARMS), ylabel="held-out after − before",
+                      title=f"{task}: gain per seed, mean ± SE")
+        ax_row[0].tick_params(axis="x", labelsize=7)
+        ax_row[1].set(xlabel="inner iteration j", ylabel="clamp (GDSD) / clip fraction", title="silenced share")
+        ax_row[2].set(xlabel="step", ylabel="mean training reward (over seeds)", title="training reward")
+    axes[0][2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(docs / "eps_study.png", dpi=100)
+    plt.close(fig)
+    return "eps_study.png"
+
+
+def write_section(docs: Path, rows: list[dict], *, command: str, wall: float, steps: int, jobs: int = 2) -> str:
     verdict, reason = decide(paired(rows, "countdown", TOKEN, OFFICIAL), paired(rows, "sudoku", TOKEN, OFFICIAL))
+    image = plot(rows, docs)
     lines = [EPS_BEGIN, "", "### Results (written by `benchmarks/eps_study.py`)", "", f"Command: `{command}`  ",
-             f"Wall time: {wall / 60:.1f} min on this 2-core CPU box; {steps} steps per run.", "",
+             time_line(rows, wall=wall, jobs=jobs) + f" {steps} steps per run.", "",
              f"**Decision (pre-registered rule): token-ε {verdict}** — {reason}.", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         lines += [f"**{task}** (`{TASKS[task][0]}`" + "".join(f", `{o}`" for o in TASKS[task][1]) + ")", "",
                   *arm_table(rows, task), ""]
-    lines.append(EPS_END)
+    lines += [f"![gain per seed, clamp fraction per inner iteration, training reward]({image})", "", EPS_END]
     section = "\n".join(lines)
     path = docs / "results.md"
     text = path.read_text() if path.is_file() else ""
@@ -129,9 +191,11 @@ def main() -> None:
     start = time.perf_counter()
     rows = run_all(jobs, steps=args.steps, out=Path(args.out), parallel=args.jobs, common=COMMON,
                    tasks=TASKS)
-    rows = [{**row, "seed": job[2]} for row, job in zip(rows, jobs)]
+    rows = [{**row, "seed": job[2], "run_seconds": run_seconds(Path(args.out) / job[0] / f"{job[1]}-s{job[2]}")}
+            for row, job in zip(rows, jobs)]
     command = "python -m benchmarks.eps_study " + " ".join(sys.argv[1:])
-    print(write_section(Path(args.docs), rows, command=command, wall=time.perf_counter() - start, steps=args.steps))
+    print(write_section(Path(args.docs), rows, command=command, wall=time.perf_counter() - start, steps=args.steps,
+                        jobs=args.jobs))
 
 
 if __name__ == "__main__":

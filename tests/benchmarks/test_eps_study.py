@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.eps_study import ARMS, COMMON, EPS_BEGIN, EPS_END, decide, paired, write_section
+import os
+
+from benchmarks.eps_study import ARMS, COMMON, EPS_BEGIN, EPS_END, decide, paired, run_seconds, time_line, write_section
 from benchmarks.mechanism import TASKS
 from common.config import load_config
 
@@ -21,7 +23,8 @@ def test_every_arm_is_a_valid_config(task):
 
 def row(task, name, seed, before, after, ok=True):
     return {"task": task, "name": name, "seed": seed, "ok": ok, "before": before, "after": after,
-            "frac_key": "clamp_frac", "by_j": {"clamp_frac": [0.0, 1.0]}, "kl_max": 0.1, "dips": 0}
+            "frac_key": "clamp_frac", "by_j": {"clamp_frac": [0.0, 1.0]}, "kl_max": 0.1, "dips": 0,
+            "rewards": [before, after]}
 
 
 def test_gains_are_paired_by_seed_and_failed_runs_left_out():
@@ -52,3 +55,19 @@ def test_section_replaces_only_itself(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert text.startswith("# results\n\nhand-written") and text.count(EPS_BEGIN) == text.count(EPS_END) == 1
     assert "token-ε helps" in text and "`again`" in text and (tmp_path / "eps_study.json").is_file()
+    assert "](eps_study.png)" in text and (tmp_path / "eps_study.png").stat().st_size > 10_000
+
+
+def test_study_time_is_summed_from_the_run_directories(tmp_path):
+    run = tmp_path / "gdsd_seq-s0"
+    run.mkdir()
+    assert run_seconds(run) is None  # not started
+    (run / "config.yaml").write_text("x")
+    (run / "eval.json").write_text("{}")
+    os.utime(run / "config.yaml", (1000, 1000))
+    os.utime(run / "eval.json", (1200, 1200))
+    assert run_seconds(run) == 200
+    rows = [{"run_seconds": 200.0, "reused": True}, {"run_seconds": 160.0, "reused": False},
+            {"run_seconds": None, "reused": False}]
+    line = time_line(rows, wall=90, jobs=2)
+    assert "2 runs of 160-200 s" in line and "0.1 h of run time" in line and "2 runs trained, 1 reused" in line
