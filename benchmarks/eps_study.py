@@ -6,9 +6,10 @@
 Arms (each method's official settings from common/algorithms.py otherwise): gdsd with ε = 4e-4 on the sequence sum
 (official), gdsd with ε = 4e-4 per token (`algorithm.eps_scope=token`), gdsd with ε = 1e-1 on the sum (the mechanism
 study's best Countdown arm), espo (official μ) and diffu_grpo. The same SFT starts, tasks and lr as the mechanism study
-(benchmarks/mechanism.py TASKS); 128 held-out items per evaluation. Primary metric: held-out accuracy after minus
-before, paired by seed. Decision rule (fixed before the runs): token-ε "helps" when its paired gain over the official
-arm is at least 2 SE above 0 on Countdown and not 2 SE or more below 0 on Sudoku.
+(benchmarks/mechanism.py TASKS; the Countdown start is the shipped output of its command, data/starts/); 128 held-out
+items per evaluation. Primary metric: held-out accuracy after minus before, paired by seed.
+Decision rule (fixed before the runs): token-ε "helps" when its paired gain over the official arm is at least 2 SE
+above 0 on Countdown and not 2 SE or more below 0 on Sudoku.
 
 Runs go through the real Ray job (benchmarks.compare.run_one via mechanism.run_all); a finished run of the same
 resolved config is reused, so an interrupted study resumes where it stopped. Writes runs/eps_study/<task>/,
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 
 from benchmarks.compare import mean_se, replace_between
-from benchmarks.mechanism import TASKS, fmt, run_all
+from benchmarks.mechanism import TASKS as STUDY_TASKS
+from benchmarks.mechanism import fmt, run_all
 from common.algorithms import ALGORITHMS
 
 GDSD = ALGORITHMS["gdsd"].overrides()
@@ -35,6 +37,11 @@ ARMS = {  # run name -> (label, overrides); later overrides win
     "espo": ("espo (official)", ALGORITHMS["espo"].overrides()),
     "diffu_grpo": ("diffu_grpo (official)", ALGORITHMS["diffu_grpo"].overrides()),
 }
+# The mechanism study's starts. Countdown: the output of its start's command (configs/countdown_tiny.yaml,
+# sft.steps=1500) shipped in data/starts/ -- the same recipe, identical on every machine, no 13-min build.
+TASKS = {"sudoku": STUDY_TASKS["sudoku"],
+         "countdown": ("configs/countdown_tiny.yaml",
+                       ["model.path=data/starts/countdown_tiny_sft1500", "sft.enabled=false"])}
 OFFICIAL, TOKEN = "gdsd_seq", "gdsd_tok"
 COMMON = ["eval.num_prompts=128", "checkpoint.export_hf=false", "learner.log_param_delta=true"]
 SE_RULE = 2.0
@@ -68,7 +75,8 @@ def decide(countdown: list[float], sudoku: list[float]) -> tuple[str, str]:
 
 def arm_table(rows: list[dict], task: str) -> list[str]:
     lines = ["| arm | runs ok | gain after − before (mean ± SE) | per seed | vs official, paired | "
-             "clamp / clip fraction per j | k2 max | relapses |", "|---|---|---|---|---|---|---|---|"]
+             "clamp / clip fraction per j | KL max (k2; diffu_grpo: per-token k3) | relapses |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, (label, _) in ARMS.items():
         runs = [r for r in rows if r["task"] == task and r["name"] == name]
         ok = [r for r in runs if r.get("ok")]
@@ -81,7 +89,7 @@ def arm_table(rows: list[dict], task: str) -> list[str]:
         mu = len(ok[0]["by_j"][ok[0]["frac_key"]])
         frac = [statistics.mean(r["by_j"][r["frac_key"]][j] for r in ok) for j in range(mu)]
         lines.append(f"| {label} | {len(ok)}/{len(runs)} | {g:+.3f} ± {g_se:.3f} | {fmt(gain, 3)} | {vs} "
-                     f"| {fmt(frac)} | {max(r['k2_max'] for r in ok):.3g} | {sum(r['dips'] for r in ok)} |")
+                     f"| {fmt(frac)} | {max(r['kl_max'] for r in ok):.3g} | {sum(r['dips'] for r in ok)} |")
     return lines
 
 
@@ -119,7 +127,8 @@ def main() -> None:
     jobs = [(t, name, s, ARMS[name][1], get_task(t).metric) for t in tasks for s in seeds
             for name in args.arms.split(",")]
     start = time.perf_counter()
-    rows = run_all(jobs, steps=args.steps, out=Path(args.out), parallel=args.jobs, common=COMMON)
+    rows = run_all(jobs, steps=args.steps, out=Path(args.out), parallel=args.jobs, common=COMMON,
+                   tasks=TASKS)
     rows = [{**row, "seed": job[2]} for row, job in zip(rows, jobs)]
     command = "python -m benchmarks.eps_study " + " ".join(sys.argv[1:])
     print(write_section(Path(args.docs), rows, command=command, wall=time.perf_counter() - start, steps=args.steps))

@@ -67,6 +67,8 @@ def summarise(result: dict, run_dir: Path, metric: str) -> dict:
     steps = per_step(run_dir)
     learner = [s["learner"] for s in steps]
     frac_key = "clamp_frac" if "clamp_frac" in learner[0] else "clip_frac"
+    # the KL to the reference each loss logs: the sequence-level methods' k2, the token-level ones' per-token k3
+    kl_key = "k2" if "k2" in learner[0] else "kl"
     mu = len(learner[0][frac_key])
     # mean over steps of each inner iteration's value (every step has mu iterations)
     by_j = {key: [statistics.mean(s[key][j] for s in learner) for j in range(mu)]
@@ -74,22 +76,23 @@ def summarise(result: dict, run_dir: Path, metric: str) -> dict:
     return {**result, "metric": metric, "before": result["before"][metric], "after": result["after"][metric],
             "after_se": result["after"].get(f"{metric}_se", 0.0), "frac_key": frac_key, "by_j": by_j,
             "moved_per_step": statistics.mean(sum(s["param_delta"]) for s in learner),
-            "k2_max": max(max(s["k2"]) for s in learner),
+            "kl_key": kl_key, "kl_max": max(max(s[kl_key]) for s in learner),
             "zero_variance_groups": sum(s.get("zero_variance_groups", 0) for s in steps),
             "dips": dips(result["rewards"]), "collapsed": statistics.mean(result["rewards"][-3:]) < COLLAPSED_BELOW}
 
 
 def run_all(jobs: list[tuple[str, str, int, list[str], str]], *, steps: int, out: Path, parallel: int,
-            common: list[str] = COMMON) -> list[dict]:
+            common: list[str] = COMMON, tasks: dict[str, tuple[str, list[str]]] = TASKS) -> list[dict]:
     """jobs: (task, name, seed, overrides, metric). First run of each task alone (its SFT warm start), then the rest.
-    `common`: overrides of every run (the eps study, benchmarks/eps_study.py, evaluates on more items)."""
+    `common`: overrides of every run (the eps study, benchmarks/eps_study.py, evaluates on more items); `tasks`: task
+    -> (config, overrides), default this study's TASKS."""
     from common.config import load_config
 
     def one(job):
         task, name, seed, overrides, metric = job
         task_out = out / task
         task_out.mkdir(parents=True, exist_ok=True)
-        config, task_overrides = TASKS[task]
+        config, task_overrides = tasks[task]
         result = run_one(name, seed, config=config, steps=steps, out=task_out, extra=[*common, *task_overrides],
                          reuse=True, method_overrides=overrides)
         row = summarise({**result, "task": task, "name": name,
@@ -117,7 +120,7 @@ def fmt(values: list[float], digits: int = 2) -> str:
 def study_table(rows: list[dict], task: str) -> list[str]:
     lines = ["| arm | seeds | held-out before | after (mean ± SE over seeds) | per seed "
              "| training reward, last 3 steps | dips | clamp / clip fraction per j (mean) | ‖Δθ_j‖ per j, x1e-2 "
-             "| Σ_j ‖Δθ_j‖ per step | k2 max |",
+             "| Σ_j ‖Δθ_j‖ per step | KL max (k2; token losses: k3) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, (label, _) in ARMS.items():
         runs = [r for r in rows if r["task"] == task and r["name"] == name]
@@ -134,12 +137,12 @@ def study_table(rows: list[dict], task: str) -> list[str]:
         lines.append(f"| {label} | {len(ok)} | {statistics.mean(r['before'] for r in ok):.3f} | {a:.3f} ± {a_se:.3f} "
                      f"| {fmt([r['after'] for r in ok], 3)} | {f:.3f} ± {f_se:.3f} | {sum(r['dips'] for r in ok)} "
                      f"| {fmt(frac)} | {fmt(moved)} "
-                     f"| {m:.3f} ± {m_se:.3f} | {max(r['k2_max'] for r in ok):.3g} |")
+                     f"| {m:.3f} ± {m_se:.3f} | {max(r['kl_max'] for r in ok):.3g} |")
     return lines
 
 
 def probe_table(rows: list[dict]) -> list[str]:
-    lines = ["| method | lr | training reward per step | last 3 steps | held-out before -> after | k2 max "
+    lines = ["| method | lr | training reward per step | last 3 steps | held-out before -> after | KL max (k2) "
              "| collapsed |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["name"].split("_")[1], r["lr"])):
@@ -148,7 +151,7 @@ def probe_table(rows: list[dict]) -> list[str]:
             continue
         lines.append(f"| {r['name'].split('_')[1]} | {r['lr']:g} | {fmt(r['rewards'])} | "
                      f"{statistics.mean(r['rewards'][-3:]):.3f} | {r['before']:.3f} -> {r['after']:.3f} | "
-                     f"{r['k2_max']:.3g} | {'yes' if r['collapsed'] else 'no'} |")
+                     f"{r['kl_max']:.3g} | {'yes' if r['collapsed'] else 'no'} |")
     return lines
 
 

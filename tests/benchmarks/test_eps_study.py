@@ -21,7 +21,7 @@ def test_every_arm_is_a_valid_config(task):
 
 def row(task, name, seed, before, after, ok=True):
     return {"task": task, "name": name, "seed": seed, "ok": ok, "before": before, "after": after,
-            "frac_key": "clamp_frac", "by_j": {"clamp_frac": [0.0, 1.0]}, "k2_max": 0.1, "dips": 0}
+            "frac_key": "clamp_frac", "by_j": {"clamp_frac": [0.0, 1.0]}, "kl_max": 0.1, "dips": 0}
 
 
 def test_gains_are_paired_by_seed_and_failed_runs_left_out():

@@ -10,14 +10,14 @@ from benchmarks.mechanism import ARMS, STUDY_BEGIN, STUDY_END, TASKS, dips, summ
 from common.config import load_config
 
 
-def fake_run(run_dir, *, frac_key: str, mu: int, rewards: list[float]) -> dict:
+def fake_run(run_dir, *, frac_key: str, mu: int, rewards: list[float], kl_key: str = "k2") -> dict:
     """A run directory's metrics.jsonl with one record per step (+ an evaluation record, which must be skipped)."""
     run_dir.mkdir(parents=True)
     with open(run_dir / "metrics.jsonl", "w") as f:
         f.write(json.dumps({"step": 0, "eval": {"cell_accuracy": 0.1}}) + "\n")
         for step, reward in enumerate(rewards, 1):
             learner = {frac_key: [0.0] + [1.0] * (mu - 1), "param_delta": [0.02 * 0.9**j for j in range(mu)],
-                       "grad_norm": [0.1] * mu, "k2": [0.5 * step] * mu}
+                       "grad_norm": [0.1] * mu, kl_key: [0.5 * step] * mu}
             f.write(json.dumps({"step": step, "reward": {"mean": reward}, "zero_variance_groups": 1,
                                 "learner": learner}) + "\n")
     return {"ok": True, "rewards": rewards, "before": {"cell_accuracy": 0.1},
@@ -30,11 +30,15 @@ def test_summary_per_inner_iteration(tmp_path):
     assert row["by_j"]["clamp_frac"] == [0.0, 1.0, 1.0]
     assert all(math.isclose(a, b) for a, b in zip(row["by_j"]["param_delta"], [0.02, 0.018, 0.0162]))
     assert math.isclose(row["moved_per_step"], 0.02 + 0.018 + 0.0162)
-    assert row["k2_max"] == 2.0 and row["zero_variance_groups"] == 4
+    assert row["kl_max"] == 2.0 and row["kl_key"] == "k2" and row["zero_variance_groups"] == 4
     assert not row["collapsed"] and (row["before"], row["after"]) == (0.1, 0.3)
     collapsed = summarise(fake_run(tmp_path / "c", frac_key="clip_frac", mu=2, rewards=[0.2, 0.0, 0.01, 0.0]),
                           tmp_path / "c", "cell_accuracy")
     assert collapsed["collapsed"] and collapsed["frac_key"] == "clip_frac"
+    # a token-level loss (diffu_grpo) logs its per-token k3 as "kl", no k2: the study's table reads that instead
+    token = summarise(fake_run(tmp_path / "t", frac_key="clip_frac", mu=2, rewards=[0.2, 0.3], kl_key="kl"),
+                      tmp_path / "t", "cell_accuracy")
+    assert token["kl_key"] == "kl" and token["kl_max"] == 1.0
     assert collapsed["dips"] == 3  # every step after the 0.2 is below half of it
     assert summarise({"ok": False, "log": "x"}, tmp_path / "missing", "cell_accuracy") == {"ok": False, "log": "x"}
 
