@@ -30,7 +30,8 @@ METHODS = {name: spec.overrides() for name, spec in ALGORITHMS.items() if spec.t
 
 
 def finished(run_dir: Path, config: str, overrides: list[str]) -> bool:
-    """True when run_dir holds a complete run (eval.json) of exactly this resolved config.
+    """True when run_dir holds a complete run (eval.json with the evaluation after training) of exactly this
+    resolved config.
 
     The saved config goes through today's schema and validation first, so a field added since (at its default) does
     not count as a difference."""
@@ -38,9 +39,11 @@ def finished(run_dir: Path, config: str, overrides: list[str]) -> bool:
 
     from common.config import ConfigError, build_config, load_config
 
-    saved = run_dir / "config.yaml"
-    if not (run_dir / "eval.json").is_file() or not saved.is_file():
+    saved, evals = run_dir / "config.yaml", run_dir / "eval.json"
+    if not evals.is_file() or not saved.is_file():
         return False
+    if not any(name.startswith("after") for name in json.loads(evals.read_text())):
+        return False  # stopped after the evaluation before training (eval.json is written at each evaluation)
     from deploy.run_dir import resolve_paths  # the job saves run_dir / cache_dir as absolute paths (older runs: not)
 
     wanted = resolve_paths(load_config(config, overrides)).model_dump(mode="json")

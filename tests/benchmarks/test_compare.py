@@ -41,6 +41,9 @@ def test_a_run_without_its_evaluation_is_not_finished(tmp_path):
     write_run(run_dir, dump_config(load_config(CONFIG, overrides(run_dir))), evaluated=False)
     assert not finished(run_dir, CONFIG, overrides(run_dir))
     assert not finished(tmp_path / "never-ran", CONFIG, overrides(tmp_path / "never-ran"))
+    # a run stopped during training: eval.json holds only the evaluation before it
+    (run_dir / "eval.json").write_text(json.dumps({"before (step 0)": {"cell_accuracy": 0.1}}))
+    assert not finished(run_dir, CONFIG, overrides(run_dir))
 
 
 def test_a_field_added_since_counts_at_its_default(tmp_path):
