@@ -9,17 +9,23 @@ ARGS ?=
 
 .PHONY: setup run test test-quick lint bench gpu-check-wheels clean
 
+# setup = what the job needs (.installed-run: torch, the package, bubblewrap) + the test and lint tools (.installed);
+# `make run` needs only the first, so a newcomer's first run does not wait for pytest, mypy and wandb
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e .
 	@command -v bwrap >/dev/null || { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "note: bubblewrap not installed; the code sandbox will refuse to run programs"; }
 	touch $@
 
-run: setup
+$(VENV)/.installed: $(VENV)/.installed-run
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed-run
 	$(BIN)/python -m deploy.job --config $(CONFIG) $(ARGS)
 
 test: setup

@@ -19,6 +19,7 @@ from actors.engine import PolicyEngine
 from actors.episode import ScoreFn, evaluate, run_episode
 from common.config import RunConfig, SamplerConfig
 from common.devices import make_generator, service_device
+from common.machine import intra_op_threads
 from common.messages import PromptItem, RewardResult
 from common.summary import RewardMetrics, RolloutSummary
 
@@ -70,8 +71,9 @@ class RolloutActor:
                  min_version: int = 0) -> list[dict[str, Any]]:
         """One completion per prompt with `sampler` (greedy for evaluation), scored: [{uid, text, reward, parts}]."""
         self.engine.load_staged(min_version)
-        return evaluate(self.engine.policy, prompts, sampler=sampler, score_fn=self.score_fn,
-                        generator=self.sample_rng, chat_template=self.cfg.model.chat_template)
+        with intra_op_threads(self.cfg.eval.torch_threads or self.cfg.rollout.torch_threads):
+            return evaluate(self.engine.policy, prompts, sampler=sampler, score_fn=self.score_fn,
+                            generator=self.sample_rng, chat_template=self.cfg.model.chat_template)
 
     def _reseed(self, step: int, group_offset: int) -> None:
         """Noise of a training rollout as a pure function of (seed, step, first group): a resumed run, or a chunk

@@ -308,6 +308,10 @@ class EvalConfig(_Section):
     gen_length: int | None = Field(None, description="None = sampler.gen_length")
     steps: int | None = Field(None, description="None = gen_length / 2")
     block_length: int | None = Field(None, description="None = sampler.block_length")
+    torch_threads: int | None = Field(None, gt=0, description="intra-op threads of each rollout actor while it "
+                                      "evaluates on CPU (None = rollout.torch_threads); the evaluations before the "
+                                      "first and after the last step run while the learner waits, so its cores are "
+                                      "free (evaluations with `every` overlap training)")
 
 
 class CheckpointConfig(_Section):

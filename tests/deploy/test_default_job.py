@@ -3,6 +3,8 @@ this machine), overlaps rollout and update (pipeline.max_staleness), and reports
 from __future__ import annotations
 
 import re
+import subprocess
+import tomllib
 
 import pytest
 import yaml
@@ -32,3 +34,18 @@ def test_the_make_run_default_runs_from_its_shipped_start_with_rollout_and_updat
     assert max(r["staleness"]["max"] for r in records) == 1
     assert all(r["busy"]["learner"] > 0 and r["busy"]["actor0/generate"] > 0 for r in records)
     assert "busy share of the training loop's" in jobs.log("default")
+
+
+def test_make_run_installs_what_the_job_needs_and_make_test_the_tools(tmp_path):
+    """A newcomer's first `make run` does not wait for the test and lint tools (Makefile: .installed-run), and
+    `make test` adds them; the job's own imports (matplotlib for training.png) are runtime dependencies."""
+    def planned(target: str) -> str:
+        return subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout
+
+    run, test = planned("run"), planned("test")
+    assert "pip install -q -e .\n" in run and ".[dev]" not in run and "deploy.job" in run
+    assert "pip install -q -e .\n" in test and "pip install -q -e '.[dev]'" in test and "pytest" in test
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert any(d.startswith("matplotlib") for d in deps["dependencies"])
+    assert not any(d.startswith("matplotlib") for d in deps["optional-dependencies"]["dev"])
