@@ -193,7 +193,7 @@ def main() -> None:
                    tasks=TASKS)
     rows = [{**row, "seed": job[2], "run_seconds": run_seconds(Path(args.out) / job[0] / f"{job[1]}-s{job[2]}")}
             for row, job in zip(rows, jobs)]
-    command = "python -m benchmarks.eps_study " + " ".join(sys.argv[1:])
+    command = " ".join(["python -m benchmarks.eps_study", *sys.argv[1:]])
     print(write_section(Path(args.docs), rows, command=command, wall=time.perf_counter() - start, steps=args.steps,
                         jobs=args.jobs))
 
