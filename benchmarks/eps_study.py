@@ -29,6 +29,7 @@ from benchmarks.compare import mean_se, replace_between
 from benchmarks.mechanism import TASKS as STUDY_TASKS
 from benchmarks.mechanism import fmt, run_all
 from common.algorithms import ALGORITHMS
+from common.machine import cpu_name
 
 GDSD = ALGORITHMS["gdsd"].overrides()
 ARMS = {  # run name -> (label, overrides); later overrides win
@@ -104,16 +105,17 @@ def run_seconds(run_dir: Path) -> float | None:
     return os.path.getmtime(evals) - os.path.getmtime(saved)
 
 
-def time_line(rows: list[dict], *, wall: float, jobs: int) -> str:
+def time_line(rows: list[dict], *, wall: float, jobs: int, machine: str) -> str:
+    """The study's time: summed over the runs (a resumed invocation reuses most of them), and on which CPU."""
     times = [r["run_seconds"] for r in rows if r.get("run_seconds") is not None]
     trained = sum(not r.get("reused") for r in rows)
     if not times:
         return f"Wall time of this invocation: {wall / 60:.1f} min ({trained} runs trained)."
     total = sum(times)
-    return (f"Time: {len(times)} runs of {min(times):.0f}-{max(times):.0f} s each, {total / 3600:.1f} h of run time in "
-            f"all (from the run directories' timestamps), i.e. about {total / jobs / 3600:.1f} h of wall time with "
-            f"{jobs} runs at a time on this 2-core box; this invocation: {wall / 60:.1f} min, {trained} runs trained, "
-            f"{len(rows) - trained} reused.")
+    return (f"Time: {len(times)} runs of {min(times):.0f}-{max(times):.0f} s each, {total / 3600:.1f} h of run time "
+            f"in all (from the run directories' timestamps), i.e. about {total / jobs / 3600:.1f} h of wall time with "
+            f"{jobs} runs at a time on {machine} (the machine that wrote this section); this invocation: "
+            f"{wall / 60:.1f} min, {trained} runs trained, {len(rows) - trained} reused.")
 
 
 def plot(rows: list[dict], docs: Path) -> str:
@@ -154,11 +156,12 @@ def plot(rows: list[dict], docs: Path) -> str:
     return "eps_study.png"
 
 
-def write_section(docs: Path, rows: list[dict], *, command: str, wall: float, steps: int, jobs: int = 2) -> str:
+def write_section(docs: Path, rows: list[dict], *, command: str, wall: float, steps: int, jobs: int = 2,
+                  machine: str | None = None) -> str:
     verdict, reason = decide(paired(rows, "countdown", TOKEN, OFFICIAL), paired(rows, "sudoku", TOKEN, OFFICIAL))
     image = plot(rows, docs)
     lines = [EPS_BEGIN, "", "### Results (written by `benchmarks/eps_study.py`)", "", f"Command: `{command}`  ",
-             time_line(rows, wall=wall, jobs=jobs) + f" {steps} steps per run.", "",
+             time_line(rows, wall=wall, jobs=jobs, machine=machine or cpu_name()) + f" {steps} steps per run.", "",
              f"**Decision (pre-registered rule): token-ε {verdict}** — {reason}.", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         lines += [f"**{task}** (`{TASKS[task][0]}`" + "".join(f", `{o}`" for o in TASKS[task][1]) + ")", "",

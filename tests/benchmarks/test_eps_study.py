@@ -2,9 +2,9 @@
 clamp scope, gains are paired by seed, and the pre-registered decision rule reads as written in docs/results.md."""
 from __future__ import annotations
 
-import pytest
-
 import os
+
+import pytest
 
 from benchmarks.eps_study import ARMS, COMMON, EPS_BEGIN, EPS_END, decide, paired, run_seconds, time_line, write_section
 from benchmarks.mechanism import TASKS
@@ -69,5 +69,6 @@ def test_study_time_is_summed_from_the_run_directories(tmp_path):
     assert run_seconds(run) == 200
     rows = [{"run_seconds": 200.0, "reused": True}, {"run_seconds": 160.0, "reused": False},
             {"run_seconds": None, "reused": False}]
-    line = time_line(rows, wall=90, jobs=2)
-    assert "2 runs of 160-200 s" in line and "0.1 h of run time" in line and "2 runs trained, 1 reused" in line
+    line = time_line(rows, wall=90, jobs=2, machine="Xeon (AVX2, 2 cores)")
+    assert "2 runs of 160-200 s" in line and "on Xeon (AVX2, 2 cores)" in line
+    assert "0.1 h of run time" in line and "2 runs trained, 1 reused" in line
